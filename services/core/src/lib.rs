@@ -1,0 +1,30 @@
+//! The chat domain: threads, messages, read markers and the rules around
+//! them, plus the small traits every adapter implements.
+//!
+//! Nothing here opens a socket or a file. The broker, the REST facade and
+//! the stores plug in through [`store::ChatStore`], [`bus::EventBus`] and
+//! [`outbound::Outbound`]; [`service::ChatService`] is where a command from
+//! a client becomes stored state and outgoing events.
+
+pub mod auth;
+pub mod bus;
+pub mod i18n;
+pub mod membership;
+pub mod model;
+pub mod outbound;
+pub mod service;
+pub mod store;
+
+/// Milliseconds since the Unix epoch, the time unit of the whole protocol.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A new time-ordered id (UUIDv7). Within one process ids are strictly
+/// increasing, so string order is creation order.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

@@ -1,0 +1,341 @@
+//! JWT verification for MQTT CONNECT and REST, and minting of development
+//! tokens.
+//!
+//! Only the algorithms listed in the configuration are accepted, and each
+//! algorithm is tied to one kind of key, so `alg: none` and key confusion
+//! (an RS256 public key used as an HS256 secret) fail.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Buyer,
+    Seller,
+    Admin,
+    /// The marketplace's own backend, for the internal API.
+    Platform,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "buyer" => Some(Role::Buyer),
+            "seller" => Some(Role::Seller),
+            "admin" => Some(Role::Admin),
+            "platform" => Some(Role::Platform),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub role: Role,
+    pub iss: String,
+    pub aud: String,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+}
+
+/// Authentication settings (section `[auth]` of the configuration).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    pub issuer: String,
+    pub audience: String,
+    /// Accepted algorithms, among HS256, RS256 and ES256.
+    pub algorithms: Vec<String>,
+    /// HS256 shared secret. When unset and HS256 is accepted, a random
+    /// secret is created in the data directory (development only).
+    pub hs256_secret: Option<String>,
+    /// PEM file with the RS256 or ES256 public key.
+    pub public_key_pem: Option<PathBuf>,
+    /// JWKS file with RS256/ES256 public keys, chosen by `kid`.
+    pub jwks_file: Option<PathBuf>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            issuer: "chatd-dev".into(),
+            audience: "chat".into(),
+            algorithms: vec!["HS256".into()],
+            hs256_secret: None,
+            public_key_pem: None,
+            jwks_file: None,
+            leeway_secs: 5,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("no token")]
+    Missing,
+    #[error("token rejected: {0}")]
+    Invalid(String),
+    #[error("token expired")]
+    Expired,
+    #[error("algorithm {0} not accepted")]
+    Algorithm(String),
+    #[error("user id `{0}` is not valid")]
+    BadSubject(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("algorithm `{0}` is not supported (use HS256, RS256 or ES256)")]
+    UnknownAlgorithm(String),
+    #[error("HS256 is accepted but no secret is configured")]
+    NoSecret,
+    #[error("{0} is accepted but no public key (PEM or JWKS) is configured")]
+    NoPublicKey(String),
+    #[error("cannot read key file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bad key material in {path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+}
+
+/// Verifies tokens against the configured keys.
+pub struct TokenVerifier {
+    issuer: String,
+    audience: String,
+    leeway: u64,
+    /// Key without `kid`, per algorithm.
+    default_keys: HashMap<Algorithm, DecodingKey>,
+    /// JWKS keys by `kid`, with their algorithm.
+    kid_keys: HashMap<String, (Algorithm, DecodingKey)>,
+}
+
+fn parse_algorithm(name: &str) -> Result<Algorithm, KeyError> {
+    match name {
+        "HS256" => Ok(Algorithm::HS256),
+        "RS256" => Ok(Algorithm::RS256),
+        "ES256" => Ok(Algorithm::ES256),
+        other => Err(KeyError::UnknownAlgorithm(other.to_owned())),
+    }
+}
+
+fn read(path: &PathBuf) -> Result<Vec<u8>, KeyError> {
+    std::fs::read(path).map_err(|source| KeyError::Read {
+        path: path.clone(),
+        source,
+    })
+}
+
+impl TokenVerifier {
+    /// Builds a verifier. `hs256_secret` overrides `config.hs256_secret`
+    /// (the development secret from the data directory).
+    pub fn new(config: &AuthConfig, hs256_secret: Option<&str>) -> Result<Self, KeyError> {
+        let mut default_keys = HashMap::new();
+        let mut kid_keys = HashMap::new();
+        let jwks: Option<JwkSet> = match &config.jwks_file {
+            Some(path) => Some(serde_json::from_slice(&read(path)?).map_err(|e| {
+                KeyError::Parse {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                }
+            })?),
+            None => None,
+        };
+        for name in &config.algorithms {
+            let alg = parse_algorithm(name)?;
+            match alg {
+                Algorithm::HS256 => {
+                    let secret = hs256_secret
+                        .or(config.hs256_secret.as_deref())
+                        .ok_or(KeyError::NoSecret)?;
+                    default_keys.insert(alg, DecodingKey::from_secret(secret.as_bytes()));
+                }
+                _ => {
+                    let mut found = false;
+                    if let Some(path) = &config.public_key_pem {
+                        let pem = read(path)?;
+                        let key = match alg {
+                            Algorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
+                            _ => DecodingKey::from_ec_pem(&pem),
+                        };
+                        if let Ok(key) = key {
+                            default_keys.insert(alg, key);
+                            found = true;
+                        }
+                    }
+                    for jwk in jwks.iter().flat_map(|set| set.keys.iter()) {
+                        let key_alg = jwk
+                            .common
+                            .key_algorithm
+                            .and_then(|a| parse_algorithm(&format!("{a:?}")).ok());
+                        if key_alg != Some(alg) {
+                            continue;
+                        }
+                        let (Some(kid), Ok(key)) = (&jwk.common.key_id, DecodingKey::from_jwk(jwk))
+                        else {
+                            continue;
+                        };
+                        kid_keys.insert(kid.clone(), (alg, key));
+                        found = true;
+                    }
+                    if !found {
+                        return Err(KeyError::NoPublicKey(name.clone()));
+                    }
+                }
+            }
+        }
+        Ok(TokenVerifier {
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            leeway: config.leeway_secs,
+            default_keys,
+            kid_keys,
+        })
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        // Header parsing refuses `alg: none` (no such `Algorithm`).
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let key = match header.kid.as_deref().and_then(|kid| self.kid_keys.get(kid)) {
+            Some((alg, key)) if *alg == header.alg => key,
+            Some(_) => return Err(AuthError::Algorithm(format!("{:?}", header.alg))),
+            None => self
+                .default_keys
+                .get(&header.alg)
+                .ok_or_else(|| AuthError::Algorithm(format!("{:?}", header.alg)))?,
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+        validation.validate_nbf = true;
+        validation.leeway = self.leeway;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(e.to_string()),
+            }
+        })?;
+        if !chat_protocol::topics::is_valid_id(&data.claims.sub) {
+            return Err(AuthError::BadSubject(data.claims.sub));
+        }
+        Ok(data.claims)
+    }
+}
+
+/// Mints an HS256 token (development and tests).
+pub fn mint_hs256(secret: &str, claims: &Claims) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 encoding cannot fail")
+}
+
+/// Claims for a token valid from now for `ttl_secs`.
+pub fn claims_for(config: &AuthConfig, user: &str, role: Role, ttl_secs: i64) -> Claims {
+    let now = crate::now_millis() / 1000;
+    Claims {
+        sub: user.to_owned(),
+        role,
+        iss: config.issuer.clone(),
+        aud: config.audience.clone(),
+        exp: now + ttl_secs,
+        nbf: Some(now),
+        iat: Some(now),
+    }
+}
+
+/// Whether an MQTT client id belongs to the token's user: `<sub>` or
+/// `<sub>:<device>`. Keeps one user from taking over another's session.
+pub fn client_id_belongs_to(client_id: &str, sub: &str) -> bool {
+    match client_id.strip_prefix(sub) {
+        Some("") => true,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .is_some_and(|device| !device.is_empty() && chat_protocol::topics::is_valid_id(device)),
+        None => false,
+    }
+}
+
+/// The user id encoded in a client id that passed [`client_id_belongs_to`].
+pub fn user_of_client_id(client_id: &str) -> &str {
+    client_id.split(':').next().unwrap_or(client_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> AuthConfig {
+        AuthConfig::default()
+    }
+
+    #[test]
+    fn accepts_a_valid_token() {
+        let v = TokenVerifier::new(&config(), Some("s3cret")).unwrap();
+        let token = mint_hs256("s3cret", &claims_for(&config(), "u1", Role::Buyer, 60));
+        let claims = v.verify(&token).unwrap();
+        assert_eq!((claims.sub.as_str(), claims.role), ("u1", Role::Buyer));
+    }
+
+    #[test]
+    fn refuses_bad_signature_expiry_audience_issuer_and_none() {
+        let v = TokenVerifier::new(&config(), Some("s3cret")).unwrap();
+        let good = claims_for(&config(), "u1", Role::Buyer, 60);
+        assert!(matches!(
+            v.verify(&mint_hs256("other", &good)),
+            Err(AuthError::Invalid(_))
+        ));
+        let mut expired = good.clone();
+        expired.exp -= 3600;
+        assert_eq!(
+            v.verify(&mint_hs256("s3cret", &expired)),
+            Err(AuthError::Expired)
+        );
+        let mut aud = good.clone();
+        aud.aud = "elsewhere".into();
+        assert!(v.verify(&mint_hs256("s3cret", &aud)).is_err());
+        let mut iss = good.clone();
+        iss.iss = "evil".into();
+        assert!(v.verify(&mint_hs256("s3cret", &iss)).is_err());
+        let mut future = good.clone();
+        future.nbf = Some(good.exp);
+        assert!(v.verify(&mint_hs256("s3cret", &future)).is_err());
+        // alg: none, hand-made: header {"alg":"none","typ":"JWT"}.
+        let none = format!(
+            "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
+            mint_hs256("s3cret", &good).split('.').nth(1).unwrap()
+        );
+        assert!(v.verify(&none).is_err());
+        assert_eq!(v.verify(""), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn client_ids_must_belong_to_the_subject() {
+        assert!(client_id_belongs_to("u1", "u1"));
+        assert!(client_id_belongs_to("u1:phone", "u1"));
+        assert!(!client_id_belongs_to("u12", "u1"));
+        assert!(!client_id_belongs_to("u1:", "u1"));
+        assert!(!client_id_belongs_to("u2", "u1"));
+        assert!(!client_id_belongs_to("u1:a:b", "u1"));
+        assert_eq!(user_of_client_id("u1:phone"), "u1");
+    }
+}

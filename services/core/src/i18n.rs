@@ -1,0 +1,46 @@
+//! User-facing texts, Vietnamese first, English when the user's locale says
+//! so.
+
+use chat_protocol::ErrorCode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    Vi,
+    En,
+}
+
+impl Lang {
+    /// Picks the language of a BCP 47 tag or an `Accept-Language` value;
+    /// Vietnamese unless English comes first.
+    pub fn from_locale(locale: Option<&str>) -> Lang {
+        match locale.map(|l| l.trim().to_ascii_lowercase()) {
+            Some(l) if l.starts_with("en") => Lang::En,
+            _ => Lang::Vi,
+        }
+    }
+}
+
+/// The human-readable text of an error code.
+pub fn error_text(code: ErrorCode, lang: Lang) -> &'static str {
+    use ErrorCode::*;
+    match (code, lang) {
+        (Malformed, Lang::Vi) => "Dữ liệu gửi lên không đúng định dạng MessagePack của giao thức.",
+        (Malformed, Lang::En) => "The payload is not a MessagePack envelope of this protocol.",
+        (UnsupportedVersion, Lang::Vi) => "Phiên bản giao thức chưa được hỗ trợ.",
+        (UnsupportedVersion, Lang::En) => "This protocol version is not supported.",
+        (UnknownEvent, Lang::Vi) => "Loại sự kiện không xác định.",
+        (UnknownEvent, Lang::En) => "Unknown event type.",
+        (InvalidField, Lang::Vi) => "Thiếu trường dữ liệu hoặc giá trị không hợp lệ.",
+        (InvalidField, Lang::En) => "A field is missing or invalid.",
+        (TooLarge, Lang::Vi) => "Tin nhắn quá dài.",
+        (TooLarge, Lang::En) => "The message is too large.",
+        (Forbidden, Lang::Vi) => "Bạn không có quyền thực hiện thao tác này.",
+        (Forbidden, Lang::En) => "You are not allowed to do this.",
+        (UnsupportedType, Lang::Vi) => "Loại tin nhắn này chưa được hỗ trợ.",
+        (UnsupportedType, Lang::En) => "This message type is not supported yet.",
+        (NotFound, Lang::Vi) => "Không tìm thấy.",
+        (NotFound, Lang::En) => "Not found.",
+        (Unavailable, Lang::Vi) => "Máy chủ đang bận, vui lòng thử lại.",
+        (Unavailable, Lang::En) => "The server is busy, please retry.",
+    }
+}

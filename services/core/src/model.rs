@@ -1,0 +1,209 @@
+//! Domain records. The wire forms live in `chat_protocol`; these carry what
+//! the server needs besides.
+
+use chat_protocol::{Card, Message, MessagePreview, MessageType, ThreadState};
+use serde::{Deserialize, Serialize};
+
+/// What the platform tells us about a user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub display_name: String,
+    pub avatar_url: Option<String>,
+    pub email: Option<String>,
+    /// BCP 47 tag; `vi` unless the platform says otherwise.
+    pub locale: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Product {
+    pub id: String,
+    pub seller_id: String,
+    pub title: String,
+    pub price: i64,
+    pub currency: String,
+    pub image_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: String,
+    pub buyer_id: String,
+    pub seller_id: String,
+    pub summary: String,
+}
+
+/// Which side of a thread a user is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Buyer,
+    Seller,
+}
+
+/// A 1-1 thread between a buyer and a seller: either the general thread of
+/// the pair or the thread of one order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thread {
+    pub id: String,
+    pub buyer_id: String,
+    pub seller_id: String,
+    /// Product most recently discussed (general threads).
+    pub product_id: Option<String>,
+    /// Set for order threads.
+    pub order_id: Option<String>,
+    pub last_message: Option<MessagePreview>,
+    pub last_message_at: Option<i64>,
+    pub unread_buyer: u32,
+    pub unread_seller: u32,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Thread {
+    pub fn side_of(&self, user_id: &str) -> Option<Side> {
+        if self.buyer_id == user_id {
+            Some(Side::Buyer)
+        } else if self.seller_id == user_id {
+            Some(Side::Seller)
+        } else {
+            None
+        }
+    }
+
+    pub fn is_participant(&self, user_id: &str) -> bool {
+        self.side_of(user_id).is_some()
+    }
+
+    /// The participant who is not `user_id`.
+    pub fn other_participant(&self, user_id: &str) -> &str {
+        if self.buyer_id == user_id {
+            &self.seller_id
+        } else {
+            &self.buyer_id
+        }
+    }
+
+    pub fn unread_for(&self, user_id: &str) -> u32 {
+        match self.side_of(user_id) {
+            Some(Side::Buyer) => self.unread_buyer,
+            Some(Side::Seller) => self.unread_seller,
+            None => 0,
+        }
+    }
+
+    /// Time used to order an inbox: last message, or creation.
+    pub fn activity_at(&self) -> i64 {
+        self.last_message_at.unwrap_or(self.created_at)
+    }
+
+    pub fn state(&self) -> ThreadState {
+        ThreadState {
+            thread_id: self.id.clone(),
+            buyer_id: self.buyer_id.clone(),
+            seller_id: self.seller_id.clone(),
+            product_id: self.product_id.clone(),
+            order_id: self.order_id.clone(),
+            last_message: self.last_message.clone(),
+            last_message_at: self.last_message_at,
+            unread_buyer: self.unread_buyer,
+            unread_seller: self.unread_seller,
+        }
+    }
+}
+
+/// How a thread is found again: one per (buyer, seller) pair, one per order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThreadKey {
+    Pair { buyer_id: String, seller_id: String },
+    Order { order_id: String },
+}
+
+/// A request to find or create a thread.
+#[derive(Debug, Clone)]
+pub struct OpenThread {
+    pub key: ThreadKey,
+    pub buyer_id: String,
+    pub seller_id: String,
+}
+
+/// A message about to be stored; the store assigns nothing, the service
+/// has already chosen id and time so that a retry can be recognised.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: String,
+    pub thread_id: String,
+    /// Empty for system messages.
+    pub from: String,
+    pub kind: MessageType,
+    pub content: String,
+    pub card: Option<Card>,
+    pub client_msg_id: Option<String>,
+    pub created_at: i64,
+    /// For product cards: the thread's product context becomes this.
+    pub sets_product: Option<String>,
+}
+
+impl NewMessage {
+    pub fn into_message(self) -> Message {
+        Message {
+            id: self.id,
+            thread_id: self.thread_id,
+            from: self.from,
+            kind: self.kind,
+            content: self.content,
+            card: self.card,
+            client_msg_id: self.client_msg_id,
+            created_at: self.created_at,
+        }
+    }
+
+    /// Whether the message counts towards the recipient's unread count.
+    pub fn counts_as_unread(&self) -> bool {
+        self.kind != MessageType::System
+    }
+}
+
+/// The preview line an inbox shows for a message.
+pub fn preview_of(message: &Message) -> MessagePreview {
+    let text = match (&message.kind, &message.card) {
+        (MessageType::System, Some(Card::Product { title, .. })) => title.clone(),
+        (MessageType::System, Some(Card::Order { summary, .. })) => summary.clone(),
+        (MessageType::Image, _) => "[image]".to_owned(),
+        _ => message.content.clone(),
+    };
+    MessagePreview {
+        message_id: message.id.clone(),
+        from: message.from.clone(),
+        kind: message.kind,
+        text: chat_protocol::preview_text(&text),
+        created_at: message.created_at,
+    }
+}
+
+/// Keyset bounds for a page of history. Both bounds are exclusive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageRange {
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// Position in an inbox listing: the last row of the previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxCursor {
+    pub activity_at: i64,
+    pub thread_id: String,
+}
+
+impl InboxCursor {
+    pub fn encode(&self) -> String {
+        format!("{}_{}", self.activity_at, self.thread_id)
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let (at, id) = s.split_once('_')?;
+        Some(InboxCursor {
+            activity_at: at.parse().ok()?,
+            thread_id: id.to_owned(),
+        })
+    }
+}

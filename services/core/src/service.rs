@@ -1,0 +1,534 @@
+//! Where a client's command becomes stored state and outgoing events.
+//!
+//! The order of effects is the product's main invariant: validate, store
+//! durably, and only then ack the sender, deliver to the thread, update
+//! both inboxes and emit `chat.message.sent`. Nothing reaches the other
+//! participant that was not validated and stored first.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chat_protocol::{
+    Card, ClientEvent, DecodeError, ErrorBody, ErrorCode, MessageType, ServerEvent,
+    MAX_CLIENT_MSG_ID_LEN, topics,
+};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{Claims, Role};
+use crate::bus::{DomainEvent, EventBus, MessageSent};
+use crate::i18n::{Lang, error_text};
+use crate::membership::MembershipCache;
+use crate::model::{NewMessage, OpenThread, Thread, ThreadKey};
+use crate::outbound::{Outbound, Qos};
+use crate::store::{Appended, ChatStore, ReadMarked, StoreError};
+
+/// Limits on what clients may send (section `[limits]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Longest text message, in characters.
+    pub max_text_chars: usize,
+    /// Largest inbound MQTT payload handled, in bytes. Larger packets up to
+    /// the broker's packet limit get a `too_large` error event.
+    pub max_payload_bytes: usize,
+    /// Minimum time between two relayed `typing: true` of one user in one
+    /// thread, in milliseconds.
+    pub typing_throttle_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_text_chars: 4000,
+            max_payload_bytes: 32 * 1024,
+            typing_throttle_ms: 2000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("forbidden")]
+    Forbidden,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{detail}")]
+    Invalid { code: ErrorCode, detail: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ServiceError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ServiceError::Forbidden => ErrorCode::Forbidden,
+            ServiceError::NotFound(_) => ErrorCode::NotFound,
+            ServiceError::Invalid { code, .. } => *code,
+            ServiceError::Store(StoreError::NotFound(_)) => ErrorCode::NotFound,
+            ServiceError::Store(StoreError::Backend(_)) => ErrorCode::Unavailable,
+        }
+    }
+
+    fn invalid(code: ErrorCode, detail: impl Into<String>) -> Self {
+        ServiceError::Invalid {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// What a thread is opened from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenFrom {
+    /// The general thread with a seller, optionally about a product.
+    Seller {
+        seller_id: String,
+        product_id: Option<String>,
+    },
+    /// The thread of one order.
+    Order { order_id: String },
+}
+
+pub struct ChatService {
+    store: Arc<dyn ChatStore>,
+    membership: Arc<MembershipCache>,
+    outbound: Arc<dyn Outbound>,
+    bus: Arc<dyn EventBus>,
+    limits: Limits,
+    typing_seen: Mutex<HashMap<(String, String), Instant>>,
+}
+
+impl ChatService {
+    pub fn new(
+        store: Arc<dyn ChatStore>,
+        membership: Arc<MembershipCache>,
+        outbound: Arc<dyn Outbound>,
+        bus: Arc<dyn EventBus>,
+        limits: Limits,
+    ) -> Self {
+        ChatService {
+            store,
+            membership,
+            outbound,
+            bus,
+            limits,
+            typing_seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ChatStore> {
+        &self.store
+    }
+
+    pub fn membership(&self) -> &Arc<MembershipCache> {
+        &self.membership
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Handles a payload a participant published to `thread/<id>/in`. The
+    /// caller has checked membership; every outcome, good or bad, is told
+    /// to the sender on `user/<id>`.
+    pub async fn handle_inbound(&self, user_id: &str, thread_id: &str, payload: &[u8]) {
+        let topic = topics::thread_inbound(thread_id);
+        if payload.len() > self.limits.max_payload_bytes {
+            tracing::info!(user_id, thread_id, size = payload.len(), "inbound refused: too large");
+            self.send_error(user_id, ErrorCode::TooLarge, Some(topic), None).await;
+            return;
+        }
+        let event = match chat_protocol::decode_client(payload) {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::info!(user_id, thread_id, error = %e, "inbound refused");
+                let reference = match &e {
+                    DecodeError::UnknownEvent(name) | DecodeError::InvalidField { event: name, .. } => {
+                        Some(name.clone())
+                    }
+                    _ => None,
+                };
+                self.send_error(user_id, e.code(), Some(topic), reference).await;
+                return;
+            }
+        };
+        match event {
+            ClientEvent::SendMessage {
+                client_msg_id,
+                kind,
+                content,
+            } => {
+                match self
+                    .send_message(user_id, thread_id, &client_msg_id, kind, content)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::info!(user_id, thread_id, client_msg_id, error = %e, "send refused");
+                        let lang = self.lang_of(user_id).await;
+                        let ack = ServerEvent::MessageSentAck {
+                            client_msg_id,
+                            thread_id: thread_id.to_owned(),
+                            message_id: None,
+                            created_at: None,
+                            error: Some(ErrorBody {
+                                code: e.code(),
+                                message: error_text(e.code(), lang).to_owned(),
+                            }),
+                        };
+                        self.emit_to_user(user_id, &ack).await;
+                    }
+                }
+            }
+            ClientEvent::MarkRead { up_to } => {
+                if let Err(e) = self.mark_read(user_id, thread_id, &up_to).await {
+                    tracing::info!(user_id, thread_id, error = %e, "mark_read refused");
+                    self.send_error(user_id, e.code(), Some(topic), Some("mark_read".into()))
+                        .await;
+                }
+            }
+            ClientEvent::Typing { active } => self.typing(user_id, thread_id, active).await,
+        }
+    }
+
+    /// Tells a user that something they published was refused.
+    pub async fn send_error(
+        &self,
+        user_id: &str,
+        code: ErrorCode,
+        topic: Option<String>,
+        reference: Option<String>,
+    ) {
+        let lang = self.lang_of(user_id).await;
+        let event = ServerEvent::Error {
+            error: ErrorBody {
+                code,
+                message: error_text(code, lang).to_owned(),
+            },
+            topic,
+            reference,
+        };
+        self.emit_to_user(user_id, &event).await;
+    }
+
+    /// Validates, stores, then acks and delivers one message.
+    pub async fn send_message(
+        &self,
+        user_id: &str,
+        thread_id: &str,
+        client_msg_id: &str,
+        kind: MessageType,
+        content: String,
+    ) -> Result<Appended, ServiceError> {
+        if client_msg_id.is_empty() || client_msg_id.len() > MAX_CLIENT_MSG_ID_LEN {
+            return Err(ServiceError::invalid(
+                ErrorCode::InvalidField,
+                "client_msg_id must be 1 to 64 bytes",
+            ));
+        }
+        match kind {
+            MessageType::Text => {}
+            // Image messages need the attachment pipeline (upload, check,
+            // re-encode); until it exists they are refused, never stored raw.
+            MessageType::Image => {
+                return Err(ServiceError::invalid(
+                    ErrorCode::UnsupportedType,
+                    "image messages are not enabled",
+                ));
+            }
+            MessageType::System => {
+                return Err(ServiceError::invalid(
+                    ErrorCode::InvalidField,
+                    "clients cannot send system messages",
+                ));
+            }
+        }
+        if content.trim().is_empty() {
+            return Err(ServiceError::invalid(ErrorCode::InvalidField, "empty message"));
+        }
+        if content.chars().count() > self.limits.max_text_chars {
+            return Err(ServiceError::invalid(ErrorCode::TooLarge, "message too long"));
+        }
+        if !self.membership.is_member(thread_id, user_id).await? {
+            return Err(ServiceError::Forbidden);
+        }
+        let new = NewMessage {
+            id: crate::new_id(),
+            thread_id: thread_id.to_owned(),
+            from: user_id.to_owned(),
+            kind,
+            content,
+            card: None,
+            client_msg_id: Some(client_msg_id.to_owned()),
+            created_at: crate::now_millis(),
+            sets_product: None,
+        };
+        let appended = self.store.append_message(&new).await?;
+        let message = &appended.message;
+        tracing::info!(
+            user_id,
+            thread_id,
+            client_msg_id,
+            message_id = %message.id,
+            duplicate = appended.duplicate,
+            "message stored"
+        );
+        let ack = ServerEvent::MessageSentAck {
+            client_msg_id: client_msg_id.to_owned(),
+            thread_id: thread_id.to_owned(),
+            message_id: Some(message.id.clone()),
+            created_at: Some(message.created_at),
+            error: None,
+        };
+        self.emit_to_user(user_id, &ack).await;
+        // A retry after a lost ack must not show the message twice; readers
+        // that missed the first delivery resync from history.
+        if !appended.duplicate {
+            self.deliver_stored(&appended).await;
+            let to_user_id = appended.thread.other_participant(user_id).to_owned();
+            self.bus
+                .emit(DomainEvent::MessageSent(MessageSent {
+                    thread_id: thread_id.to_owned(),
+                    message_id: message.id.clone(),
+                    from_user_id: user_id.to_owned(),
+                    to_user_id,
+                }))
+                .await;
+        }
+        Ok(appended)
+    }
+
+    /// `message_new` to the thread, `thread_updated` to both participants.
+    async fn deliver_stored(&self, appended: &Appended) {
+        let thread = &appended.thread;
+        let new = ServerEvent::MessageNew {
+            message: appended.message.clone(),
+        };
+        self.outbound
+            .publish(
+                topics::thread(&thread.id),
+                chat_protocol::encode(&new),
+                Qos::AtLeastOnce,
+            )
+            .await;
+        self.emit_thread_updated(thread, &[&thread.buyer_id, &thread.seller_id])
+            .await;
+    }
+
+    async fn emit_thread_updated(&self, thread: &Thread, users: &[&str]) {
+        let updated = ServerEvent::ThreadUpdated {
+            thread: thread.state(),
+        };
+        for user in users {
+            self.emit_to_user(user, &updated).await;
+        }
+    }
+
+    pub async fn mark_read(
+        &self,
+        user_id: &str,
+        thread_id: &str,
+        up_to: &str,
+    ) -> Result<ReadMarked, ServiceError> {
+        if !self.membership.is_member(thread_id, user_id).await? {
+            return Err(ServiceError::Forbidden);
+        }
+        let marked = self.store.mark_read(thread_id, user_id, up_to).await?;
+        tracing::info!(user_id, thread_id, up_to = %marked.up_to, moved = marked.moved, "read marker");
+        if marked.moved {
+            let read = ServerEvent::MessageRead {
+                thread_id: thread_id.to_owned(),
+                user_id: user_id.to_owned(),
+                up_to: marked.up_to.clone(),
+                read_at: crate::now_millis(),
+            };
+            self.outbound
+                .publish(
+                    topics::thread(thread_id),
+                    chat_protocol::encode(&read),
+                    Qos::AtLeastOnce,
+                )
+                .await;
+        }
+        self.emit_thread_updated(&marked.thread, &[user_id]).await;
+        Ok(marked)
+    }
+
+    /// Relays a typing indicator to the thread, throttled, never stored.
+    pub async fn typing(&self, user_id: &str, thread_id: &str, active: bool) {
+        if active {
+            let throttle = Duration::from_millis(self.limits.typing_throttle_ms);
+            let now = Instant::now();
+            let mut seen = self.typing_seen.lock();
+            let key = (user_id.to_owned(), thread_id.to_owned());
+            if seen.get(&key).is_some_and(|last| now.duration_since(*last) < throttle) {
+                return;
+            }
+            if seen.len() > 100_000 {
+                seen.retain(|_, last| now.duration_since(*last) < throttle);
+            }
+            seen.insert(key, now);
+        } else {
+            self.typing_seen
+                .lock()
+                .remove(&(user_id.to_owned(), thread_id.to_owned()));
+        }
+        let event = ServerEvent::Typing {
+            thread_id: thread_id.to_owned(),
+            user_id: user_id.to_owned(),
+            active,
+        };
+        self.outbound
+            .publish(
+                topics::thread(thread_id),
+                chat_protocol::encode(&event),
+                Qos::AtMostOnce,
+            )
+            .await;
+    }
+
+    /// Opens (or finds) a thread for the caller. Product context shows up as
+    /// a product-card system message whenever it changes.
+    pub async fn open_thread(&self, caller: &Claims, from: OpenFrom) -> Result<Thread, ServiceError> {
+        if caller.role == Role::Platform {
+            return Err(ServiceError::Forbidden);
+        }
+        let (spec, card) = match from {
+            OpenFrom::Order { order_id } => {
+                let order = self
+                    .store
+                    .order(&order_id)
+                    .await?
+                    .ok_or(ServiceError::NotFound("order"))?;
+                if order.buyer_id != caller.sub && order.seller_id != caller.sub {
+                    return Err(ServiceError::Forbidden);
+                }
+                let card = Card::Order {
+                    order_id: order.id.clone(),
+                    summary: order.summary.clone(),
+                };
+                let spec = OpenThread {
+                    key: ThreadKey::Order {
+                        order_id: order.id.clone(),
+                    },
+                    buyer_id: order.buyer_id,
+                    seller_id: order.seller_id,
+                };
+                (spec, Some((card, None)))
+            }
+            OpenFrom::Seller {
+                seller_id,
+                product_id,
+            } => {
+                if seller_id == caller.sub {
+                    return Err(ServiceError::invalid(
+                        ErrorCode::InvalidField,
+                        "cannot open a thread with yourself",
+                    ));
+                }
+                if self.store.user(&seller_id).await?.is_none() {
+                    return Err(ServiceError::NotFound("seller"));
+                }
+                let card = match product_id {
+                    Some(product_id) => {
+                        let product = self
+                            .store
+                            .product(&product_id)
+                            .await?
+                            .ok_or(ServiceError::NotFound("product"))?;
+                        if product.seller_id != seller_id {
+                            return Err(ServiceError::invalid(
+                                ErrorCode::InvalidField,
+                                "the product is not sold by this seller",
+                            ));
+                        }
+                        Some((
+                            Card::Product {
+                                product_id: product.id.clone(),
+                                title: product.title,
+                                price: product.price,
+                                currency: product.currency,
+                                image_url: product.image_url,
+                            },
+                            Some(product.id),
+                        ))
+                    }
+                    None => None,
+                };
+                let spec = OpenThread {
+                    key: ThreadKey::Pair {
+                        buyer_id: caller.sub.clone(),
+                        seller_id: seller_id.clone(),
+                    },
+                    buyer_id: caller.sub.clone(),
+                    seller_id,
+                };
+                (spec, card)
+            }
+        };
+        let opened = self.store.open_thread(&spec).await?;
+        if opened.created {
+            self.membership.invalidate(&opened.thread.id);
+            tracing::info!(thread_id = %opened.thread.id, buyer = %spec.buyer_id, seller = %spec.seller_id, "thread created");
+        }
+        let mut thread = opened.thread;
+        let Some((card, sets_product)) = card else {
+            return Ok(thread);
+        };
+        let wanted = match &sets_product {
+            Some(product_id) => thread.product_id.as_ref() != Some(product_id),
+            None => opened.created,
+        };
+        if wanted {
+            let system = NewMessage {
+                id: crate::new_id(),
+                thread_id: thread.id.clone(),
+                from: String::new(),
+                kind: MessageType::System,
+                content: String::new(),
+                card: Some(card),
+                client_msg_id: None,
+                created_at: crate::now_millis(),
+                sets_product,
+            };
+            let appended = self.store.append_message(&system).await?;
+            self.deliver_stored(&appended).await;
+            thread = appended.thread;
+        }
+        Ok(thread)
+    }
+
+    /// A thread the caller may read: a participant, or an admin.
+    pub async fn readable_thread(&self, caller: &Claims, thread_id: &str) -> Result<Thread, ServiceError> {
+        let thread = self
+            .store
+            .thread(thread_id)
+            .await?
+            .ok_or(ServiceError::NotFound("thread"))?;
+        if thread.is_participant(&caller.sub) || caller.role == Role::Admin {
+            Ok(thread)
+        } else {
+            // Same answer as a missing thread: ids are not to be probed.
+            Err(ServiceError::NotFound("thread"))
+        }
+    }
+
+    async fn lang_of(&self, user_id: &str) -> Lang {
+        match self.store.user(user_id).await {
+            Ok(Some(user)) => Lang::from_locale(Some(&user.locale)),
+            _ => Lang::Vi,
+        }
+    }
+
+    async fn emit_to_user(&self, user_id: &str, event: &ServerEvent) {
+        self.outbound
+            .publish(
+                topics::user(user_id),
+                chat_protocol::encode(event),
+                Qos::AtLeastOnce,
+            )
+            .await;
+    }
+}

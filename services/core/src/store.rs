@@ -1,0 +1,97 @@
+//! The storage contract. Shaped for both SQLite (one file) and ScyllaDB
+//! (partitioned): time-ordered ids chosen by the caller, keyset ranges
+//! instead of offsets, and no operation that needs a transaction across
+//! threads.
+
+use async_trait::async_trait;
+use chat_protocol::Message;
+
+use crate::model::{
+    InboxCursor, MessageRange, NewMessage, OpenThread, Order, Product, Thread, User,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Result of [`ChatStore::open_thread`].
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub thread: Thread,
+    pub created: bool,
+}
+
+/// Result of [`ChatStore::append_message`].
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// The stored message: the new one, or the one stored earlier under the
+    /// same `(thread, sender, client_msg_id)`.
+    pub message: Message,
+    pub thread: Thread,
+    /// True when nothing was written because the message already existed.
+    pub duplicate: bool,
+}
+
+/// Result of [`ChatStore::mark_read`].
+#[derive(Debug, Clone)]
+pub struct ReadMarked {
+    pub thread: Thread,
+    /// The reader's marker after the call (never moves backwards).
+    pub up_to: String,
+    /// False when the marker was already at or past the requested message.
+    pub moved: bool,
+}
+
+#[async_trait]
+pub trait ChatStore: Send + Sync + 'static {
+    async fn put_user(&self, user: &User) -> StoreResult<()>;
+    async fn user(&self, id: &str) -> StoreResult<Option<User>>;
+    async fn put_product(&self, product: &Product) -> StoreResult<()>;
+    async fn product(&self, id: &str) -> StoreResult<Option<Product>>;
+    async fn put_order(&self, order: &Order) -> StoreResult<()>;
+    async fn order(&self, id: &str) -> StoreResult<Option<Order>>;
+
+    /// Finds the thread for `spec.key`, creating it if absent. Idempotent,
+    /// also under concurrent calls.
+    async fn open_thread(&self, spec: &OpenThread) -> StoreResult<Opened>;
+    async fn thread(&self, id: &str) -> StoreResult<Option<Thread>>;
+
+    /// Durably stores a message and updates the thread's preview and the
+    /// recipient's unread count, all or nothing. Returns only after the
+    /// write is durable. A message whose `(thread, from, client_msg_id)`
+    /// exists already is not stored again.
+    async fn append_message(&self, message: &NewMessage) -> StoreResult<Appended>;
+
+    /// Moves `user_id`'s read marker forward to `up_to` (a message of the
+    /// thread) and recomputes that user's unread count.
+    async fn mark_read(
+        &self,
+        thread_id: &str,
+        user_id: &str,
+        up_to: &str,
+    ) -> StoreResult<ReadMarked>;
+
+    /// A user's threads, most recent activity first, after `cursor`.
+    async fn threads_of(
+        &self,
+        user_id: &str,
+        cursor: Option<&InboxCursor>,
+        limit: usize,
+    ) -> StoreResult<Vec<Thread>>;
+
+    /// Up to `limit` messages of a thread within `range`, oldest first.
+    /// With only `after`, the page starts right after it; otherwise the
+    /// page ends right before `before` (or at the newest message).
+    async fn messages(
+        &self,
+        thread_id: &str,
+        range: &MessageRange,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>>;
+}
