@@ -1,0 +1,728 @@
+//! The embedded store: one SQLite file in the data directory, WAL mode,
+//! `synchronous=FULL` so a returned write survives a crash of the process
+//! or the machine.
+//!
+//! SQLite calls block, so every call runs on tokio's blocking pool behind
+//! one connection. That serialises writes, which SQLite does anyway.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chat_core::model::{
+    InboxCursor, MessageRange, NewMessage, OpenThread, Order, Product, Side, Thread, ThreadKey,
+    User, preview_of,
+};
+use chat_core::store::{Appended, ChatStore, Opened, ReadMarked, StoreError, StoreResult};
+use chat_protocol::{Card, Message, MessagePreview, MessageType};
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how
+/// many ran. Never edit a released entry: append a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    avatar_url TEXT,
+    email TEXT,
+    locale TEXT NOT NULL
+);
+CREATE TABLE products (
+    id TEXT PRIMARY KEY,
+    seller_id TEXT NOT NULL,
+    title TEXT NOT NULL,
+    price INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    image_url TEXT
+);
+CREATE TABLE orders (
+    id TEXT PRIMARY KEY,
+    buyer_id TEXT NOT NULL,
+    seller_id TEXT NOT NULL,
+    summary TEXT NOT NULL
+);
+CREATE TABLE threads (
+    id TEXT PRIMARY KEY,
+    buyer_id TEXT NOT NULL,
+    seller_id TEXT NOT NULL,
+    -- set for the general thread of a pair: one per (buyer, seller)
+    pair_key TEXT UNIQUE,
+    -- set for order threads: one per order
+    order_id TEXT UNIQUE,
+    product_id TEXT,
+    last_message TEXT,
+    last_message_at INTEGER,
+    activity_at INTEGER NOT NULL,
+    unread_buyer INTEGER NOT NULL DEFAULT 0,
+    unread_seller INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX threads_by_buyer ON threads (buyer_id, activity_at DESC, id DESC);
+CREATE INDEX threads_by_seller ON threads (seller_id, activity_at DESC, id DESC);
+CREATE TABLE messages (
+    id TEXT PRIMARY KEY,
+    thread_id TEXT NOT NULL REFERENCES threads (id),
+    from_user TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    content TEXT NOT NULL,
+    card TEXT,
+    client_msg_id TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX messages_by_thread ON messages (thread_id, id);
+CREATE UNIQUE INDEX messages_idempotency ON messages (thread_id, from_user, client_msg_id)
+    WHERE client_msg_id IS NOT NULL;
+CREATE TABLE read_markers (
+    thread_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    up_to TEXT NOT NULL,
+    read_at INTEGER NOT NULL,
+    PRIMARY KEY (thread_id, user_id)
+);
+"#];
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+const THREAD_COLUMNS: &str = "id, buyer_id, seller_id, product_id, order_id, last_message, \
+     last_message_at, unread_buyer, unread_seller, created_at, updated_at";
+
+const MESSAGE_COLUMNS: &str =
+    "id, thread_id, from_user, kind, content, card, client_msg_id, created_at";
+
+fn thread_from_row(row: &Row<'_>) -> rusqlite::Result<Thread> {
+    let preview: Option<String> = row.get(5)?;
+    Ok(Thread {
+        id: row.get(0)?,
+        buyer_id: row.get(1)?,
+        seller_id: row.get(2)?,
+        product_id: row.get(3)?,
+        order_id: row.get(4)?,
+        last_message: preview.and_then(|p| serde_json::from_str::<MessagePreview>(&p).ok()),
+        last_message_at: row.get(6)?,
+        unread_buyer: row.get(7)?,
+        unread_seller: row.get(8)?,
+        created_at: row.get(9)?,
+        updated_at: row.get(10)?,
+    })
+}
+
+fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
+    let kind: String = row.get(3)?;
+    let card: Option<String> = row.get(5)?;
+    Ok(Message {
+        id: row.get(0)?,
+        thread_id: row.get(1)?,
+        from: row.get(2)?,
+        kind: MessageType::parse(&kind).unwrap_or(MessageType::Text),
+        content: row.get(4)?,
+        card: card.and_then(|c| serde_json::from_str::<Card>(&c).ok()),
+        client_msg_id: row.get(6)?,
+        created_at: row.get(7)?,
+    })
+}
+
+fn load_thread(conn: &Connection, id: &str) -> rusqlite::Result<Option<Thread>> {
+    conn.query_row(
+        &format!("SELECT {THREAD_COLUMNS} FROM threads WHERE id = ?1"),
+        [id],
+        thread_from_row,
+    )
+    .optional()
+}
+
+fn pair_key(buyer_id: &str, seller_id: &str) -> String {
+    // `/` cannot occur in ids, so the key is unambiguous.
+    format!("{buyer_id}/{seller_id}")
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `chat.db` in `data_dir` and migrates it.
+    pub fn open(data_dir: &Path) -> StoreResult<Self> {
+        std::fs::create_dir_all(data_dir).map_err(backend)?;
+        let conn = Connection::open(data_dir.join("chat.db")).map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        let store = SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> StoreResult<()> {
+        let mut conn = self.conn.lock();
+        let applied: usize = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(backend)?;
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+            let tx = conn.transaction().map_err(backend)?;
+            tx.execute_batch(sql).map_err(backend)?;
+            tx.pragma_update(None, "user_version", index + 1)
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            tracing::info!(version = index + 1, "sqlite migration applied");
+        }
+        Ok(())
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || f(&mut conn.lock()))
+            .await
+            .map_err(backend)?
+    }
+}
+
+fn append_in(tx: &Transaction<'_>, m: &NewMessage) -> StoreResult<Appended> {
+    if let Some(client_msg_id) = &m.client_msg_id {
+        let existing = tx
+            .query_row(
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages \
+                     WHERE thread_id = ?1 AND from_user = ?2 AND client_msg_id = ?3"
+                ),
+                params![m.thread_id, m.from, client_msg_id],
+                message_from_row,
+            )
+            .optional()
+            .map_err(backend)?;
+        if let Some(message) = existing {
+            let thread = load_thread(tx, &m.thread_id)
+                .map_err(backend)?
+                .ok_or(StoreError::NotFound("thread"))?;
+            return Ok(Appended {
+                message,
+                thread,
+                duplicate: true,
+            });
+        }
+    }
+    let thread = load_thread(tx, &m.thread_id)
+        .map_err(backend)?
+        .ok_or(StoreError::NotFound("thread"))?;
+    let card = m
+        .card
+        .as_ref()
+        .map(|c| serde_json::to_string(c).map_err(backend))
+        .transpose()?;
+    tx.execute(
+        &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+        params![
+            m.id,
+            m.thread_id,
+            m.from,
+            m.kind.as_str(),
+            m.content,
+            card,
+            m.client_msg_id,
+            m.created_at
+        ],
+    )
+    .map_err(backend)?;
+    let message = m.clone().into_message();
+    let preview = serde_json::to_string(&preview_of(&message)).map_err(backend)?;
+    let (buyer_inc, seller_inc) = match (m.counts_as_unread(), thread.side_of(&m.from)) {
+        (true, Some(Side::Buyer)) => (0, 1),
+        (true, Some(Side::Seller)) => (1, 0),
+        _ => (0, 0),
+    };
+    tx.execute(
+        "UPDATE threads SET last_message = ?2, last_message_at = ?3, activity_at = ?3, \
+         unread_buyer = unread_buyer + ?4, unread_seller = unread_seller + ?5, \
+         product_id = COALESCE(?6, product_id), updated_at = ?3 WHERE id = ?1",
+        params![
+            m.thread_id,
+            preview,
+            m.created_at,
+            buyer_inc,
+            seller_inc,
+            m.sets_product
+        ],
+    )
+    .map_err(backend)?;
+    let thread = load_thread(tx, &m.thread_id)
+        .map_err(backend)?
+        .ok_or(StoreError::NotFound("thread"))?;
+    Ok(Appended {
+        message,
+        thread,
+        duplicate: false,
+    })
+}
+
+fn mark_read_in(
+    tx: &Transaction<'_>,
+    thread_id: &str,
+    user_id: &str,
+    up_to: &str,
+) -> StoreResult<ReadMarked> {
+    let thread = load_thread(tx, thread_id)
+        .map_err(backend)?
+        .ok_or(StoreError::NotFound("thread"))?;
+    let side = thread
+        .side_of(user_id)
+        .ok_or(StoreError::NotFound("thread"))?;
+    let exists: Option<String> = tx
+        .query_row(
+            "SELECT id FROM messages WHERE id = ?1 AND thread_id = ?2",
+            params![up_to, thread_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    if exists.is_none() {
+        return Err(StoreError::NotFound("message"));
+    }
+    let current: Option<String> = tx
+        .query_row(
+            "SELECT up_to FROM read_markers WHERE thread_id = ?1 AND user_id = ?2",
+            params![thread_id, user_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    let moved = current.as_deref().is_none_or(|c| up_to > c);
+    let marker = if moved {
+        up_to.to_owned()
+    } else {
+        current.unwrap_or_default()
+    };
+    let unread: u32 = tx
+        .query_row(
+            "SELECT COUNT(*) FROM messages WHERE thread_id = ?1 AND id > ?2 \
+             AND from_user != ?3 AND kind != 'system'",
+            params![thread_id, marker, user_id],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
+    let column = match side {
+        Side::Buyer => "unread_buyer",
+        Side::Seller => "unread_seller",
+    };
+    tx.execute(
+        &format!("UPDATE threads SET {column} = ?2 WHERE id = ?1"),
+        params![thread_id, unread],
+    )
+    .map_err(backend)?;
+    if moved {
+        tx.execute(
+            "INSERT INTO read_markers (thread_id, user_id, up_to, read_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (thread_id, user_id) DO UPDATE SET up_to = ?3, read_at = ?4",
+            params![thread_id, user_id, marker, chat_core::now_millis()],
+        )
+        .map_err(backend)?;
+    }
+    let thread = load_thread(tx, thread_id)
+        .map_err(backend)?
+        .ok_or(StoreError::NotFound("thread"))?;
+    Ok(ReadMarked {
+        thread,
+        up_to: marker,
+        moved,
+    })
+}
+
+#[async_trait]
+impl ChatStore for SqliteStore {
+    async fn put_user(&self, user: &User) -> StoreResult<()> {
+        let u = user.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO users (id, display_name, avatar_url, email, locale) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO UPDATE SET \
+                 display_name = ?2, avatar_url = ?3, email = ?4, locale = ?5",
+                params![u.id, u.display_name, u.avatar_url, u.email, u.locale],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn user(&self, id: &str) -> StoreResult<Option<User>> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT id, display_name, avatar_url, email, locale FROM users WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(User {
+                        id: r.get(0)?,
+                        display_name: r.get(1)?,
+                        avatar_url: r.get(2)?,
+                        email: r.get(3)?,
+                        locale: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn put_product(&self, product: &Product) -> StoreResult<()> {
+        let p = product.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO products (id, seller_id, title, price, currency, image_url) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO UPDATE SET \
+                 seller_id = ?2, title = ?3, price = ?4, currency = ?5, image_url = ?6",
+                params![p.id, p.seller_id, p.title, p.price, p.currency, p.image_url],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn product(&self, id: &str) -> StoreResult<Option<Product>> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT id, seller_id, title, price, currency, image_url FROM products WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(Product {
+                        id: r.get(0)?,
+                        seller_id: r.get(1)?,
+                        title: r.get(2)?,
+                        price: r.get(3)?,
+                        currency: r.get(4)?,
+                        image_url: r.get(5)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn put_order(&self, order: &Order) -> StoreResult<()> {
+        let o = order.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO orders (id, buyer_id, seller_id, summary) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (id) DO UPDATE SET buyer_id = ?2, seller_id = ?3, summary = ?4",
+                params![o.id, o.buyer_id, o.seller_id, o.summary],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn order(&self, id: &str) -> StoreResult<Option<Order>> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT id, buyer_id, seller_id, summary FROM orders WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(Order {
+                        id: r.get(0)?,
+                        buyer_id: r.get(1)?,
+                        seller_id: r.get(2)?,
+                        summary: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn open_thread(&self, spec: &OpenThread) -> StoreResult<Opened> {
+        let spec = spec.clone();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let (pair, order) = match &spec.key {
+                ThreadKey::Pair {
+                    buyer_id,
+                    seller_id,
+                } => (Some(pair_key(buyer_id, seller_id)), None),
+                ThreadKey::Order { order_id } => (None, Some(order_id.clone())),
+            };
+            let existing: Option<String> = tx
+                .query_row(
+                    "SELECT id FROM threads WHERE pair_key = ?1 OR order_id = ?2",
+                    params![pair, order],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            let (id, created) = match existing {
+                Some(id) => (id, false),
+                None => {
+                    let id = chat_core::new_id();
+                    let now = chat_core::now_millis();
+                    tx.execute(
+                        "INSERT INTO threads (id, buyer_id, seller_id, pair_key, order_id, \
+                         activity_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6)",
+                        params![id, spec.buyer_id, spec.seller_id, pair, order, now],
+                    )
+                    .map_err(backend)?;
+                    (id, true)
+                }
+            };
+            let thread = load_thread(&tx, &id)
+                .map_err(backend)?
+                .ok_or(StoreError::NotFound("thread"))?;
+            tx.commit().map_err(backend)?;
+            Ok(Opened { thread, created })
+        })
+        .await
+    }
+
+    async fn thread(&self, id: &str) -> StoreResult<Option<Thread>> {
+        let id = id.to_owned();
+        self.with(move |c| load_thread(c, &id).map_err(backend)).await
+    }
+
+    async fn append_message(&self, message: &NewMessage) -> StoreResult<Appended> {
+        let m = message.clone();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let appended = append_in(&tx, &m)?;
+            tx.commit().map_err(backend)?;
+            Ok(appended)
+        })
+        .await
+    }
+
+    async fn mark_read(
+        &self,
+        thread_id: &str,
+        user_id: &str,
+        up_to: &str,
+    ) -> StoreResult<ReadMarked> {
+        let (thread_id, user_id, up_to) = (thread_id.to_owned(), user_id.to_owned(), up_to.to_owned());
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let marked = mark_read_in(&tx, &thread_id, &user_id, &up_to)?;
+            tx.commit().map_err(backend)?;
+            Ok(marked)
+        })
+        .await
+    }
+
+    async fn threads_of(
+        &self,
+        user_id: &str,
+        cursor: Option<&InboxCursor>,
+        limit: usize,
+    ) -> StoreResult<Vec<Thread>> {
+        let user_id = user_id.to_owned();
+        let (at, id) = match cursor {
+            Some(c) => (c.activity_at, c.thread_id.clone()),
+            // Sorts after every UUID, so the first page starts at the top.
+            None => (i64::MAX, "~".to_owned()),
+        };
+        self.with(move |c| {
+            let sql = format!(
+                "SELECT {THREAD_COLUMNS} FROM (
+                    SELECT * FROM threads WHERE buyer_id = ?1 AND (activity_at, id) < (?2, ?3)
+                    UNION ALL
+                    SELECT * FROM threads WHERE seller_id = ?1 AND buyer_id != ?1
+                        AND (activity_at, id) < (?2, ?3)
+                 ) ORDER BY activity_at DESC, id DESC LIMIT ?4"
+            );
+            let mut stmt = c.prepare_cached(&sql).map_err(backend)?;
+            let rows = stmt
+                .query_map(params![user_id, at, id, limit as i64], thread_from_row)
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn messages(
+        &self,
+        thread_id: &str,
+        range: &MessageRange,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>> {
+        let thread_id = thread_id.to_owned();
+        let range = range.clone();
+        self.with(move |c| {
+            let forward = range.after.is_some() && range.before.is_none();
+            let order = if forward { "ASC" } else { "DESC" };
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ?1 \
+                 AND (?2 IS NULL OR id < ?2) AND (?3 IS NULL OR id > ?3) \
+                 ORDER BY id {order} LIMIT ?4"
+            );
+            let mut stmt = c.prepare_cached(&sql).map_err(backend)?;
+            let rows = stmt
+                .query_map(
+                    params![thread_id, range.before, range.after, limit as i64],
+                    message_from_row,
+                )
+                .map_err(backend)?;
+            let mut messages = rows.collect::<Result<Vec<_>, _>>().map_err(backend)?;
+            if !forward {
+                messages.reverse();
+            }
+            Ok(messages)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(thread_id: &str, from: &str, cmid: &str) -> NewMessage {
+        NewMessage {
+            id: chat_core::new_id(),
+            thread_id: thread_id.into(),
+            from: from.into(),
+            kind: MessageType::Text,
+            content: format!("hello {cmid}"),
+            card: None,
+            client_msg_id: Some(cmid.into()),
+            created_at: chat_core::now_millis(),
+            sets_product: None,
+        }
+    }
+
+    async fn store_with_thread() -> (tempfile::TempDir, SqliteStore, Thread) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let spec = OpenThread {
+            key: ThreadKey::Pair {
+                buyer_id: "b".into(),
+                seller_id: "s".into(),
+            },
+            buyer_id: "b".into(),
+            seller_id: "s".into(),
+        };
+        let opened = store.open_thread(&spec).await.unwrap();
+        assert!(opened.created);
+        let again = store.open_thread(&spec).await.unwrap();
+        assert!(!again.created);
+        assert_eq!(again.thread.id, opened.thread.id);
+        (dir, store, opened.thread)
+    }
+
+    #[tokio::test]
+    async fn append_is_idempotent_and_counts_unread() {
+        let (_dir, store, thread) = store_with_thread().await;
+        let first = store.append_message(&text(&thread.id, "b", "c1")).await.unwrap();
+        assert!(!first.duplicate);
+        assert_eq!((first.thread.unread_seller, first.thread.unread_buyer), (1, 0));
+        let retry = store.append_message(&text(&thread.id, "b", "c1")).await.unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.message.id, first.message.id);
+        assert_eq!(retry.thread.unread_seller, 1);
+        let all = store
+            .messages(&thread.id, &MessageRange::default(), 10)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn read_marker_recomputes_unread_and_never_moves_back() {
+        let (_dir, store, thread) = store_with_thread().await;
+        let mut ids = vec![];
+        for i in 0..3 {
+            let a = store
+                .append_message(&text(&thread.id, "b", &format!("c{i}")))
+                .await
+                .unwrap();
+            ids.push(a.message.id);
+        }
+        let marked = store.mark_read(&thread.id, "s", &ids[1]).await.unwrap();
+        assert!(marked.moved);
+        assert_eq!(marked.thread.unread_seller, 1);
+        let back = store.mark_read(&thread.id, "s", &ids[0]).await.unwrap();
+        assert!(!back.moved);
+        assert_eq!(back.up_to, ids[1]);
+        assert_eq!(back.thread.unread_seller, 1);
+        assert!(matches!(
+            store.mark_read(&thread.id, "s", "nope").await,
+            Err(StoreError::NotFound("message"))
+        ));
+    }
+
+    #[tokio::test]
+    async fn history_pages_in_both_directions() {
+        let (_dir, store, thread) = store_with_thread().await;
+        let mut ids = vec![];
+        for i in 0..7 {
+            let a = store
+                .append_message(&text(&thread.id, "s", &format!("c{i}")))
+                .await
+                .unwrap();
+            ids.push(a.message.id);
+        }
+        let ids_of = |v: Vec<Message>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
+        let latest = store.messages(&thread.id, &MessageRange::default(), 3).await.unwrap();
+        assert_eq!(ids_of(latest), ids[4..7]);
+        let before = MessageRange {
+            before: Some(ids[4].clone()),
+            after: None,
+        };
+        assert_eq!(ids_of(store.messages(&thread.id, &before, 3).await.unwrap()), ids[1..4]);
+        let after = MessageRange {
+            before: None,
+            after: Some(ids[1].clone()),
+        };
+        assert_eq!(ids_of(store.messages(&thread.id, &after, 3).await.unwrap()), ids[2..5]);
+    }
+
+    #[tokio::test]
+    async fn inbox_is_newest_activity_first_with_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let mut threads = vec![];
+        for seller in ["s1", "s2", "s3"] {
+            let spec = OpenThread {
+                key: ThreadKey::Pair {
+                    buyer_id: "b".into(),
+                    seller_id: seller.into(),
+                },
+                buyer_id: "b".into(),
+                seller_id: seller.into(),
+            };
+            threads.push(store.open_thread(&spec).await.unwrap().thread);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        store.append_message(&text(&threads[0].id, "b", "x")).await.unwrap();
+        let page1 = store.threads_of("b", None, 2).await.unwrap();
+        assert_eq!(page1[0].id, threads[0].id);
+        let last = page1.last().unwrap();
+        let cursor = InboxCursor {
+            activity_at: last.activity_at(),
+            thread_id: last.id.clone(),
+        };
+        let page2 = store.threads_of("b", Some(&cursor), 2).await.unwrap();
+        assert_eq!(page2.len(), 1);
+        let mut seen: Vec<_> = page1.iter().chain(page2.iter()).map(|t| t.id.clone()).collect();
+        seen.sort();
+        let mut all: Vec<_> = threads.iter().map(|t| t.id.clone()).collect();
+        all.sort();
+        assert_eq!(seen, all);
+        assert_eq!(store.threads_of("s2", None, 10).await.unwrap().len(), 1);
+    }
+}
