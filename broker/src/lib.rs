@@ -1,0 +1,133 @@
+//! The embedded MQTT broker: rmqtt as a library, with our hooks.
+//!
+//! - `ClientAuthenticate`: the CONNECT password is a JWT; the client id must
+//!   be `<sub>` or `<sub>:<device>`. Refusals get a CONNACK reason code.
+//! - `ClientConnected`: a timer disconnects the session when its token
+//!   expires.
+//! - `ClientSubscribeCheckAcl`: only `user/<own id>` and `thread/<id>` of
+//!   the user's threads, exact topics, no wildcards.
+//! - `MessagePublishCheckAcl`: only `thread/<id>/in` of the user's threads.
+//!   An allowed publish is handed to the chat service and processed
+//!   (stored, acked, delivered) before the broker answers the PUBLISH, so a
+//!   PUBACK means "durably handled". A refused one also gets an `error`
+//!   event on `user/<id>`, so even MQTT 3.1.1 clients (whose PUBACK cannot
+//!   carry a reason) learn why.
+//!
+//! Nobody may subscribe to `thread/<id>/in`, so the broker's own routing of
+//! the raw publish reaches no one: only the service's processed events do.
+
+mod hooks;
+mod outbound;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::sync::Arc;
+
+use chat_core::auth::TokenVerifier;
+use chat_core::outbound::Outbound;
+use chat_core::service::ChatService;
+use rmqtt::context::ServerContext;
+use rmqtt::hook::Type;
+use rmqtt::net::Builder;
+use rmqtt::server::MqttServer;
+use serde::{Deserialize, Serialize};
+
+pub use outbound::BrokerOutbound;
+
+/// Broker settings (section `[mqtt]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BrokerConfig {
+    /// MQTT over TCP.
+    pub tcp_addr: SocketAddr,
+    /// MQTT over WebSocket (any path; clients use `/mqtt`).
+    pub ws_addr: SocketAddr,
+    /// Largest MQTT packet accepted; bigger ones close the connection.
+    pub max_packet_size: u32,
+    pub max_connections: usize,
+    /// Messages queued per offline persistent session.
+    pub max_mqueue_len: usize,
+    pub max_inflight: u16,
+    /// rmqtt's CPU/load check refuses CONNECTs when the machine is busy.
+    /// On small machines it trips under load tests; off by default.
+    pub busy_check: bool,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            tcp_addr: "0.0.0.0:1883".parse().expect("literal address"),
+            ws_addr: "0.0.0.0:8083".parse().expect("literal address"),
+            max_packet_size: 256 * 1024,
+            max_connections: 100_000,
+            max_mqueue_len: 1000,
+            max_inflight: 32,
+            busy_check: false,
+        }
+    }
+}
+
+/// The broker's server context, built before the chat service so that the
+/// service can publish through it.
+pub struct Broker {
+    scx: ServerContext,
+    config: BrokerConfig,
+}
+
+impl Broker {
+    pub async fn new(config: BrokerConfig) -> Self {
+        let scx = ServerContext::new()
+            .busy_check_enable(config.busy_check)
+            .build()
+            .await;
+        Broker { scx, config }
+    }
+
+    /// What the chat service publishes through.
+    pub fn outbound(&self) -> Arc<dyn Outbound> {
+        Arc::new(BrokerOutbound::new(self.scx.clone()))
+    }
+
+    /// Registers the hooks, binds both listeners and serves in the
+    /// background. Returns once the sockets are bound.
+    pub async fn start(
+        self,
+        verifier: Arc<TokenVerifier>,
+        service: Arc<ChatService>,
+    ) -> anyhow::Result<()> {
+        let handler = hooks::ChatHooks::new(self.scx.clone(), verifier, service);
+        let register = self.scx.extends.hook_mgr().register();
+        for typ in [
+            Type::ClientAuthenticate,
+            Type::ClientConnected,
+            Type::ClientDisconnected,
+            Type::ClientSubscribeCheckAcl,
+            Type::MessagePublishCheckAcl,
+        ] {
+            register.add(typ, Box::new(handler.clone())).await;
+        }
+        register.start().await;
+
+        let listener = |name: &str, addr: SocketAddr| {
+            Builder::new()
+                .name(name)
+                .laddr(addr)
+                .allow_anonymous(false)
+                .nodelay(true)
+                .max_packet_size(self.config.max_packet_size)
+                .max_connections(self.config.max_connections)
+                .max_mqueue_len(self.config.max_mqueue_len)
+                .max_inflight(NonZeroU16::new(self.config.max_inflight.max(1)).expect("max(1)"))
+                .bind()
+        };
+        let tcp = listener("tcp", self.config.tcp_addr)?.tcp()?;
+        let ws = listener("ws", self.config.ws_addr)?.ws()?;
+        tracing::info!(tcp = %self.config.tcp_addr, ws = %self.config.ws_addr, "mqtt listeners bound");
+        MqttServer::new(self.scx.clone())
+            .listener(tcp)
+            .listener(ws)
+            .build()
+            .start();
+        Ok(())
+    }
+}

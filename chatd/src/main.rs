@@ -1,1 +1,168 @@
-fn main() {}
+//! `chatd`: the chat server and its tools.
+
+mod config;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use chat_broker::Broker;
+use chat_core::auth::{Role, TokenVerifier, claims_for, mint_hs256};
+use chat_core::bus::InProcessBus;
+use chat_core::membership::MembershipCache;
+use chat_core::service::ChatService;
+use chat_core::store::ChatStore;
+use chat_rest::AppState;
+use chat_store::SqliteStore;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "chatd", version, about = "Buyer–seller chat server over MQTT")]
+struct Cli {
+    /// TOML configuration file (default: ./chatd.toml if present).
+    #[arg(long, global = true, env = "CHAT_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker, the chat service and the REST facade (the default).
+    Serve,
+    /// Mint a development token signed with the HS256 secret.
+    Token {
+        #[arg(long)]
+        user: String,
+        #[arg(long, value_parser = ["buyer", "seller", "admin", "platform"])]
+        role: String,
+        /// Lifetime: 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config),
+        Command::Token { user, role, ttl } => token(&config, &user, &role, &ttl),
+    }
+}
+
+fn parse_ttl(ttl: &str) -> anyhow::Result<i64> {
+    let (number, unit) = ttl.split_at(ttl.trim_end_matches(char::is_alphabetic).len());
+    let n: i64 = number.parse().with_context(|| format!("bad ttl `{ttl}`"))?;
+    let scale = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("bad ttl unit in `{ttl}` (use s, m, h or d)"),
+    };
+    Ok(n * scale)
+}
+
+fn token(config: &Config, user: &str, role: &str, ttl: &str) -> anyhow::Result<()> {
+    if !chat_protocol::topics::is_valid_id(user) {
+        bail!("user ids are 1-64 characters of A-Z a-z 0-9 - _ .");
+    }
+    let role = Role::parse(role).context("unknown role")?;
+    let secret = config
+        .hs256_secret()
+        .context("reading the development secret")?
+        .context("HS256 is not enabled in [auth] algorithms")?;
+    let claims = claims_for(&config.auth, user, role, parse_ttl(ttl)?);
+    println!("{}", mint_hs256(&secret, &claims));
+    Ok(())
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.log)
+                .context("bad log filter")?,
+        )
+        .init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let secret = config.hs256_secret().context("reading the development secret")?;
+    if config.auth.hs256_secret.is_none() && secret.is_some() {
+        tracing::warn!(
+            path = %config.data_dir.join("dev-jwt-secret").display(),
+            "using the development HS256 secret from the data directory; configure auth for production"
+        );
+    }
+    let verifier = Arc::new(TokenVerifier::new(&config.auth, secret.as_deref())?);
+    let store: Arc<dyn ChatStore> = Arc::new(
+        SqliteStore::open(&config.data_dir).context("opening the embedded store")?,
+    );
+    let broker = Broker::new(config.mqtt.clone()).await;
+    let membership = Arc::new(MembershipCache::new(store.clone()));
+    let bus = Arc::new(InProcessBus::new(4096));
+    let service = Arc::new(ChatService::new(
+        store,
+        membership,
+        broker.outbound(),
+        bus,
+        config.limits.clone(),
+    ));
+    broker
+        .start(verifier.clone(), service.clone())
+        .await
+        .context("starting the MQTT broker")?;
+    let app = chat_rest::router(AppState { service, verifier });
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP {}", config.http_addr))?;
+    tracing::info!(
+        http = %config.http_addr,
+        mqtt_tcp = %config.mqtt.tcp_addr,
+        mqtt_ws = %config.mqtt.ws_addr,
+        data_dir = %config.data_dir.display(),
+        "chatd ready"
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("chatd stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl;
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("90s").unwrap(), 90);
+        assert_eq!(parse_ttl("30m").unwrap(), 1800);
+        assert_eq!(parse_ttl("1h").unwrap(), 3600);
+        assert_eq!(parse_ttl("7d").unwrap(), 604_800);
+        assert!(parse_ttl("1w").is_err());
+        assert!(parse_ttl("h").is_err());
+    }
+}

@@ -1,0 +1,338 @@
+//! The REST facade for Seller Center, history and the platform's internal
+//! API. Thin: every rule lives in `chat_core`; handlers translate HTTP to
+//! service calls and errors to JSON with a stable `code`.
+
+mod dto;
+mod error;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chat_core::auth::{Claims, Role, TokenVerifier};
+use chat_core::i18n::Lang;
+use chat_core::model::{InboxCursor, MessageRange, Order, Product, User};
+use chat_core::service::{ChatService, OpenFrom};
+use utoipa::OpenApi;
+
+pub use dto::*;
+pub use error::ApiError;
+
+/// Largest page a client may ask for.
+const MAX_PAGE: usize = 100;
+const DEFAULT_PAGE: usize = 30;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<ChatService>,
+    pub verifier: Arc<TokenVerifier>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "chatd REST facade", description = "Buyer–seller chat: inbox, history, threads, platform data."),
+    paths(
+        healthz, list_threads, open_thread, list_messages, mark_read,
+        put_user, put_product, put_order
+    ),
+    components(schemas(
+        ThreadView, ThreadPage, MessageView, MessagePage, OpenThreadRequest, MarkReadRequest,
+        ReadView, UserBody, ProductBody, OrderBody, ErrorBodyJson, ErrorEnvelope, PreviewView
+    )),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
+        .route("/chat/threads", get(list_threads).post(open_thread))
+        .route("/chat/threads/{id}/messages", get(list_messages))
+        .route("/chat/threads/{id}/read", post(mark_read))
+        .route("/internal/users/{id}", put(put_user))
+        .route("/internal/products/{id}", put(put_product))
+        .route("/internal/orders/{id}", put(put_order))
+        .with_state(state)
+}
+
+/// The authenticated caller and the language for their error texts.
+pub struct Caller {
+    pub claims: Claims,
+    pub lang: Lang,
+}
+
+fn lang_of(headers: &HeaderMap) -> Lang {
+    Lang::from_locale(
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let lang = lang_of(&parts.headers);
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let claims = state
+            .verifier
+            .verify(token.trim())
+            .map_err(|e| ApiError::unauthorized(lang, e.to_string()))?;
+        Ok(Caller { claims, lang })
+    }
+}
+
+impl Caller {
+    fn require_platform(&self) -> Result<(), ApiError> {
+        if self.claims.role == Role::Platform {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(self.lang))
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Alive")))]
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+fn page_size(limit: Option<usize>) -> usize {
+    limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE)
+}
+
+#[utoipa::path(
+    get, path = "/chat/threads", params(ThreadsQuery),
+    responses((status = 200, body = ThreadPage), (status = 401, body = ErrorEnvelope)),
+    security(("bearer" = []))
+)]
+async fn list_threads(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ThreadsQuery>,
+) -> Result<Json<ThreadPage>, ApiError> {
+    let limit = page_size(q.limit);
+    let cursor = match q.cursor.as_deref() {
+        Some(c) => Some(InboxCursor::decode(c).ok_or_else(|| ApiError::bad_request(caller.lang, "cursor"))?),
+        None => None,
+    };
+    let store = state.service.store();
+    let mut threads = store
+        .threads_of(&caller.claims.sub, cursor.as_ref(), limit + 1)
+        .await
+        .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+    let has_more = threads.len() > limit;
+    threads.truncate(limit);
+    let next_cursor = has_more
+        .then(|| threads.last())
+        .flatten()
+        .map(|t| InboxCursor { activity_at: t.activity_at(), thread_id: t.id.clone() }.encode());
+    let mut items = Vec::with_capacity(threads.len());
+    for thread in threads {
+        let other = store
+            .user(thread.other_participant(&caller.claims.sub))
+            .await
+            .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+        items.push(ThreadView::new(&thread, &caller.claims.sub, other.as_ref()));
+    }
+    Ok(Json(ThreadPage { threads: items, next_cursor }))
+}
+
+#[utoipa::path(
+    post, path = "/chat/threads", request_body = OpenThreadRequest,
+    responses((status = 200, body = ThreadView), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = []))
+)]
+async fn open_thread(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(req): Json<OpenThreadRequest>,
+) -> Result<Json<ThreadView>, ApiError> {
+    let from = match (req.seller_id, req.product_id, req.order_id) {
+        (Some(seller_id), product_id, None) => OpenFrom::Seller { seller_id, product_id },
+        (None, None, Some(order_id)) => OpenFrom::Order { order_id },
+        _ => return Err(ApiError::bad_request(caller.lang, "give either sellerId (with optional productId) or orderId")),
+    };
+    let thread = state
+        .service
+        .open_thread(&caller.claims, from)
+        .await
+        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+    let other = state
+        .service
+        .store()
+        .user(thread.other_participant(&caller.claims.sub))
+        .await
+        .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+    Ok(Json(ThreadView::new(&thread, &caller.claims.sub, other.as_ref())))
+}
+
+#[utoipa::path(
+    get, path = "/chat/threads/{id}/messages", params(("id" = String, Path), MessagesQuery),
+    responses((status = 200, body = MessagePage), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = []))
+)]
+async fn list_messages(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<MessagesQuery>,
+) -> Result<Json<MessagePage>, ApiError> {
+    state
+        .service
+        .readable_thread(&caller.claims, &id)
+        .await
+        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+    let limit = page_size(q.limit);
+    let range = MessageRange { before: q.before, after: q.after };
+    let mut messages = state
+        .service
+        .store()
+        .messages(&id, &range, limit + 1)
+        .await
+        .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+    let has_more = messages.len() > limit;
+    if has_more {
+        // The extra row is on the far side of the page from the cursor.
+        let forward = range.after.is_some() && range.before.is_none();
+        if forward {
+            messages.pop();
+        } else {
+            messages.remove(0);
+        }
+    }
+    Ok(Json(MessagePage {
+        messages: messages.into_iter().map(MessageView::from).collect(),
+        has_more,
+    }))
+}
+
+#[utoipa::path(
+    post, path = "/chat/threads/{id}/read", params(("id" = String, Path)), request_body = MarkReadRequest,
+    responses((status = 200, body = ReadView), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = []))
+)]
+async fn mark_read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<MarkReadRequest>,
+) -> Result<Json<ReadView>, ApiError> {
+    state
+        .service
+        .readable_thread(&caller.claims, &id)
+        .await
+        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+    let marked = state
+        .service
+        .mark_read(&caller.claims.sub, &id, &req.up_to)
+        .await
+        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+    Ok(Json(ReadView {
+        thread_id: id,
+        up_to: marked.up_to,
+        unread_count: marked.thread.unread_for(&caller.claims.sub),
+    }))
+}
+
+fn valid_id(lang: Lang, id: &str) -> Result<(), ApiError> {
+    if chat_protocol::topics::is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(lang, "ids are 1-64 characters of A-Z a-z 0-9 - _ ."))
+    }
+}
+
+#[utoipa::path(
+    put, path = "/internal/users/{id}", params(("id" = String, Path)), request_body = UserBody,
+    responses((status = 204), (status = 403, body = ErrorEnvelope)), security(("bearer" = []))
+)]
+async fn put_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<UserBody>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    caller.require_platform()?;
+    valid_id(caller.lang, &id)?;
+    let user = User {
+        id,
+        display_name: body.display_name,
+        avatar_url: body.avatar_url,
+        email: body.email,
+        locale: body.locale.unwrap_or_else(|| "vi".into()),
+    };
+    state.service.store().put_user(&user).await.map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    put, path = "/internal/products/{id}", params(("id" = String, Path)), request_body = ProductBody,
+    responses((status = 204), (status = 403, body = ErrorEnvelope)), security(("bearer" = []))
+)]
+async fn put_product(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<ProductBody>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    caller.require_platform()?;
+    valid_id(caller.lang, &id)?;
+    valid_id(caller.lang, &body.seller_id)?;
+    let product = Product {
+        id,
+        seller_id: body.seller_id,
+        title: body.title,
+        price: body.price,
+        currency: body.currency.unwrap_or_else(|| "VND".into()),
+        image_url: body.image_url,
+    };
+    state.service.store().put_product(&product).await.map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    put, path = "/internal/orders/{id}", params(("id" = String, Path)), request_body = OrderBody,
+    responses((status = 204), (status = 403, body = ErrorEnvelope)), security(("bearer" = []))
+)]
+async fn put_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<OrderBody>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    caller.require_platform()?;
+    valid_id(caller.lang, &id)?;
+    valid_id(caller.lang, &body.buyer_id)?;
+    valid_id(caller.lang, &body.seller_id)?;
+    let order = Order { id, buyer_id: body.buyer_id, seller_id: body.seller_id, summary: body.summary };
+    state.service.store().put_order(&order).await.map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

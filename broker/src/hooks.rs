@@ -1,0 +1,158 @@
+//! rmqtt hook handlers: authentication, ACL, hand-off to the chat service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chat_core::auth::{TokenVerifier, client_id_belongs_to, user_of_client_id};
+use chat_core::service::ChatService;
+use chat_protocol::ErrorCode;
+use chat_protocol::topics::{self, Topic};
+use rmqtt::acl::AuthInfo;
+use rmqtt::codec::v5::SubscribeAckReason;
+use rmqtt::context::ServerContext;
+use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
+use rmqtt::session::Session;
+use rmqtt::types::{AuthResult, ConnectInfo, Message, PublishAclResult, Reason, SubscribeAclResult};
+
+#[derive(Clone)]
+pub struct ChatHooks {
+    scx: ServerContext,
+    verifier: Arc<TokenVerifier>,
+    service: Arc<ChatService>,
+}
+
+impl ChatHooks {
+    pub fn new(scx: ServerContext, verifier: Arc<TokenVerifier>, service: Arc<ChatService>) -> Self {
+        ChatHooks {
+            scx,
+            verifier,
+            service,
+        }
+    }
+
+    fn authenticate(&self, info: &ConnectInfo) -> AuthResult {
+        let client_id = info.client_id().to_string();
+        let addr = info.id().remote_addr;
+        let token = info
+            .password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default();
+        let claims = match self.verifier.verify(&token) {
+            Ok(claims) => claims,
+            Err(e) => {
+                tracing::info!(client_id, ?addr, reason = %e, "connect refused: bad token");
+                return AuthResult::BadUsernameOrPassword;
+            }
+        };
+        if !client_id_belongs_to(&client_id, &claims.sub) {
+            tracing::info!(client_id, user_id = %claims.sub, ?addr, "connect refused: client id of another user");
+            return AuthResult::NotAuthorized;
+        }
+        tracing::info!(client_id, user_id = %claims.sub, role = ?claims.role, ?addr, "connect authenticated");
+        let auth_info = AuthInfo {
+            superuser: false,
+            expire_at: Some(Duration::from_secs(claims.exp.max(0) as u64)),
+            rules: Vec::new(),
+        };
+        AuthResult::Allow(false, Some(auth_info))
+    }
+
+    /// Closes the session when its token expires, unless it already ended
+    /// or was replaced by a newer connection with the same client id.
+    fn schedule_expiry(&self, session: &Session) {
+        let Some(expire_at) = session.auth_info.as_ref().and_then(|a| a.expire_at) else {
+            return;
+        };
+        let now = Duration::from_millis(chat_core::now_millis().max(0) as u64);
+        let wait = expire_at.saturating_sub(now);
+        let scx = self.scx.clone();
+        let id = session.id.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let entry = scx.extends.shared().await.entry(id.clone());
+            let Some(current) = entry.session() else { return };
+            if current.id.create_time != id.create_time {
+                return;
+            }
+            if let Some(tx) = entry.tx() {
+                tracing::info!(client_id = %id.client_id, "token expired: disconnecting");
+                let _ = tx.unbounded_send(Message::Closed(Reason::from_static("token expired")));
+            }
+        });
+    }
+
+    async fn may_subscribe(&self, user_id: &str, filter: &str) -> bool {
+        match topics::parse(filter) {
+            Topic::User(id) => id == user_id,
+            Topic::Thread(id) => self.is_member(id, user_id).await,
+            Topic::ThreadInbound(_) | Topic::Other => false,
+        }
+    }
+
+    async fn is_member(&self, thread_id: &str, user_id: &str) -> bool {
+        match self.service.membership().is_member(thread_id, user_id).await {
+            Ok(member) => member,
+            Err(e) => {
+                // Fail closed: a store outage refuses, it never opens doors.
+                tracing::warn!(thread_id, user_id, error = %e, "membership check failed");
+                false
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for ChatHooks {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        match param {
+            Parameter::ClientAuthenticate(info) => {
+                (false, Some(HookResult::AuthResult(self.authenticate(info))))
+            }
+            Parameter::ClientConnected(session) => {
+                tracing::info!(client_id = %session.id.client_id, addr = ?session.id.remote_addr, "client connected");
+                self.schedule_expiry(session);
+                (true, acc)
+            }
+            Parameter::ClientDisconnected(session, reason) => {
+                tracing::info!(client_id = %session.id.client_id, %reason, "client disconnected");
+                (true, acc)
+            }
+            Parameter::ClientSubscribeCheckAcl(session, subscribe) => {
+                let user_id = user_of_client_id(&session.id.client_id);
+                let filter = subscribe.topic_filter.to_string();
+                let result = if self.may_subscribe(user_id, &filter).await {
+                    SubscribeAclResult::new_success(subscribe.opts.qos(), None)
+                } else {
+                    tracing::info!(user_id, filter, "subscribe refused");
+                    SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized)
+                };
+                (false, Some(HookResult::SubscribeAclResult(result)))
+            }
+            Parameter::MessagePublishCheckAcl(session, publish) => {
+                let user_id = user_of_client_id(&session.id.client_id).to_owned();
+                let topic = publish.topic.to_string();
+                let allowed = match topics::parse(&topic) {
+                    Topic::ThreadInbound(thread_id) if self.is_member(thread_id, &user_id).await => {
+                        self.service
+                            .handle_inbound(&user_id, thread_id, &publish.payload)
+                            .await;
+                        true
+                    }
+                    _ => false,
+                };
+                let result = if allowed {
+                    PublishAclResult::allow()
+                } else {
+                    tracing::info!(user_id, topic, "publish refused");
+                    self.service
+                        .send_error(&user_id, ErrorCode::Forbidden, Some(topic), None)
+                        .await;
+                    PublishAclResult::rejected(false, None)
+                };
+                (false, Some(HookResult::PublishAclResult(result)))
+            }
+            _ => (true, acc),
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! Server-originated publishes, routed by rmqtt to local subscribers.
+
+use async_trait::async_trait;
+use bytestring::ByteString;
+use chat_core::outbound::{Outbound, Qos};
+use rmqtt::codec::types::Publish as CodecPublish;
+use rmqtt::codec::types::QoS;
+use rmqtt::context::ServerContext;
+use rmqtt::session::SessionState;
+use rmqtt::types::{From, Id, Publish};
+
+pub struct BrokerOutbound {
+    scx: ServerContext,
+    from: Id,
+}
+
+impl BrokerOutbound {
+    pub fn new(scx: ServerContext) -> Self {
+        let from = Id::from(scx.node.id(), ByteString::from_static("chatd"));
+        BrokerOutbound { scx, from }
+    }
+}
+
+#[async_trait]
+impl Outbound for BrokerOutbound {
+    async fn publish(&self, topic: String, payload: Vec<u8>, qos: Qos) {
+        let publish = CodecPublish {
+            dup: false,
+            retain: false,
+            qos: match qos {
+                Qos::AtMostOnce => QoS::AtMostOnce,
+                Qos::AtLeastOnce => QoS::AtLeastOnce,
+            },
+            topic: ByteString::from(topic),
+            packet_id: None,
+            payload: payload.into(),
+            properties: None,
+        };
+        let publish = Publish::from(publish).create_time(chat_core::now_millis());
+        let from = From::from_system(self.from.clone());
+        if let Err(e) = SessionState::forwards(&self.scx, from, publish, false, None).await {
+            tracing::warn!(error = %e, "server publish failed");
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The one typed configuration: defaults, then an optional TOML file, then
+//! `CHAT_*` environment variables (`__` separates sections, e.g.
+//! `CHAT_MQTT__TCP_ADDR=0.0.0.0:1883`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use chat_broker::BrokerConfig;
+use chat_core::auth::AuthConfig;
+use chat_core::service::Limits;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Where the embedded store and the development secret live.
+    pub data_dir: PathBuf,
+    /// REST facade.
+    pub http_addr: SocketAddr,
+    /// `tracing` filter, e.g. `info` or `chatd=debug,rmqtt=warn`.
+    pub log: String,
+    pub mqtt: BrokerConfig,
+    pub auth: AuthConfig,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            http_addr: "0.0.0.0:8080".parse().expect("literal address"),
+            log: "info,rmqtt=warn,rmqtt_net=warn".into(),
+            mqtt: BrokerConfig::default(),
+            auth: AuthConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration. A missing `file` is fine when it was not
+    /// asked for explicitly.
+    pub fn load(file: Option<&Path>) -> Result<Config, figment::Error> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => figment = figment.merge(Toml::file("chatd.toml")),
+        }
+        figment.merge(Env::prefixed("CHAT_").split("__")).extract()
+    }
+
+    /// The HS256 secret: configured, or the development secret kept in the
+    /// data directory (created on first use).
+    pub fn hs256_secret(&self) -> std::io::Result<Option<String>> {
+        if let Some(secret) = &self.auth.hs256_secret {
+            return Ok(Some(secret.clone()));
+        }
+        if !self.auth.algorithms.iter().any(|a| a == "HS256") {
+            return Ok(None);
+        }
+        let path = self.data_dir.join("dev-jwt-secret");
+        match std::fs::read_to_string(&path) {
+            Ok(secret) if !secret.trim().is_empty() => Ok(Some(secret.trim().to_owned())),
+            _ => {
+                std::fs::create_dir_all(&self.data_dir)?;
+                let secret = format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                );
+                write_private(&path, &secret)?;
+                Ok(Some(secret))
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "chat.toml",
+                "http_addr = \"127.0.0.1:9000\"\n[mqtt]\ntcp_addr = \"127.0.0.1:1999\"\n",
+            )?;
+            jail.set_env("CHAT_MQTT__WS_ADDR", "127.0.0.1:1998");
+            jail.set_env("CHAT_LIMITS__MAX_TEXT_CHARS", "10");
+            let config = Config::load(Some(Path::new("chat.toml"))).expect("loads");
+            assert_eq!(config.http_addr.port(), 9000);
+            assert_eq!(config.mqtt.tcp_addr.port(), 1999);
+            assert_eq!(config.mqtt.ws_addr.port(), 1998);
+            assert_eq!(config.limits.max_text_chars, 10);
+            assert_eq!(config.data_dir, PathBuf::from("./data"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn dev_secret_is_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        let first = config.hs256_secret().unwrap().unwrap();
+        assert_eq!(first.len(), 64);
+        assert_eq!(config.hs256_secret().unwrap().unwrap(), first);
+    }
+}

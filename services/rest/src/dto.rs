@@ -1,0 +1,201 @@
+//! JSON shapes of the REST API (camelCase), with their OpenAPI schemas.
+
+use chat_core::model::{Thread, User};
+use chat_protocol::{Message, MessagePreview};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewView {
+    pub message_id: String,
+    pub from: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: String,
+    pub created_at: i64,
+}
+
+impl From<&MessagePreview> for PreviewView {
+    fn from(p: &MessagePreview) -> Self {
+        PreviewView {
+            message_id: p.message_id.clone(),
+            from: p.from.clone(),
+            kind: p.kind.as_str().to_owned(),
+            text: p.text.clone(),
+            created_at: p.created_at,
+        }
+    }
+}
+
+/// One inbox row, seen by the caller.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ThreadView {
+    pub id: String,
+    pub buyer_id: String,
+    pub seller_id: String,
+    pub product_id: Option<String>,
+    pub order_id: Option<String>,
+    /// The other participant's id and, when the platform told us, name.
+    pub other_user_id: String,
+    pub other_display_name: Option<String>,
+    pub other_avatar_url: Option<String>,
+    pub last_message: Option<PreviewView>,
+    pub last_message_at: Option<i64>,
+    /// The caller's unread count.
+    pub unread_count: u32,
+    pub unread_buyer: u32,
+    pub unread_seller: u32,
+    pub created_at: i64,
+}
+
+impl ThreadView {
+    pub fn new(thread: &Thread, caller: &str, other: Option<&User>) -> Self {
+        ThreadView {
+            id: thread.id.clone(),
+            buyer_id: thread.buyer_id.clone(),
+            seller_id: thread.seller_id.clone(),
+            product_id: thread.product_id.clone(),
+            order_id: thread.order_id.clone(),
+            other_user_id: thread.other_participant(caller).to_owned(),
+            other_display_name: other.map(|u| u.display_name.clone()),
+            other_avatar_url: other.and_then(|u| u.avatar_url.clone()),
+            last_message: thread.last_message.as_ref().map(PreviewView::from),
+            last_message_at: thread.last_message_at,
+            unread_count: thread.unread_for(caller),
+            unread_buyer: thread.unread_buyer,
+            unread_seller: thread.unread_seller,
+            created_at: thread.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ThreadPage {
+    pub threads: Vec<ThreadView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ThreadsQuery {
+    pub cursor: Option<String>,
+    /// 1 to 100, default 30.
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageView {
+    pub id: String,
+    pub thread_id: String,
+    pub from: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub content: String,
+    /// Product or order card of a `system` message.
+    #[schema(value_type = Option<Object>)]
+    pub card: Option<serde_json::Value>,
+    pub client_msg_id: Option<String>,
+    pub created_at: i64,
+}
+
+impl From<Message> for MessageView {
+    fn from(m: Message) -> Self {
+        MessageView {
+            id: m.id,
+            thread_id: m.thread_id,
+            from: m.from,
+            kind: m.kind.as_str().to_owned(),
+            content: m.content,
+            card: m.card.and_then(|c| serde_json::to_value(c).ok()),
+            client_msg_id: m.client_msg_id,
+            created_at: m.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessagePage {
+    /// Oldest first.
+    pub messages: Vec<MessageView>,
+    /// More messages exist beyond this page, in the direction of travel.
+    pub has_more: bool,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct MessagesQuery {
+    /// Messages strictly older than this message id (newest page if absent).
+    pub before: Option<String>,
+    /// Messages strictly newer than this message id, oldest first.
+    pub after: Option<String>,
+    /// 1 to 100, default 30.
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenThreadRequest {
+    pub seller_id: Option<String>,
+    pub product_id: Option<String>,
+    pub order_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MarkReadRequest {
+    pub up_to: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadView {
+    pub thread_id: String,
+    pub up_to: String,
+    pub unread_count: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserBody {
+    pub display_name: String,
+    pub avatar_url: Option<String>,
+    pub email: Option<String>,
+    /// `vi` (default) or `en`.
+    pub locale: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductBody {
+    pub seller_id: String,
+    pub title: String,
+    pub price: i64,
+    /// Default `VND`.
+    pub currency: Option<String>,
+    pub image_url: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderBody {
+    pub buyer_id: String,
+    pub seller_id: String,
+    pub summary: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBodyJson {
+    /// Stable machine-readable code, e.g. `forbidden`, `not_found`.
+    pub code: String,
+    /// Human-readable, Vietnamese unless `Accept-Language` prefers English.
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBodyJson,
+}
