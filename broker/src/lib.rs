@@ -113,6 +113,8 @@ impl Broker {
                 .name(name)
                 .laddr(addr)
                 .allow_anonymous(false)
+                // A restarted node must rebind at once, despite TIME_WAIT sockets.
+                .reuseaddr(Some(true))
                 .nodelay(true)
                 .max_packet_size(self.config.max_packet_size)
                 .max_connections(self.config.max_connections)

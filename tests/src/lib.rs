@@ -1,0 +1,384 @@
+//! Harness for end-to-end tests: starts the real `chatd` binary on free
+//! loopback ports with its own data directory, and drives it with real
+//! clients (rumqttc over TCP and WebSocket, reqwest, Debian's mosquitto
+//! clients). The tests themselves live in `tests/e2e/`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chat_protocol::ServerEvent;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+pub const PLATFORM: &str = "platform-bot";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A running `chatd` process. Killed on drop.
+pub struct Server {
+    binary: PathBuf,
+    child: Option<Child>,
+    dir: PathBuf,
+    _tempdir: Option<tempfile::TempDir>,
+    pub http_port: u16,
+    pub tcp_port: u16,
+    pub ws_port: u16,
+    pub secret: String,
+    http: reqwest::Client,
+}
+
+#[derive(Serialize)]
+pub struct TestClaims {
+    pub sub: String,
+    pub role: String,
+    pub iss: String,
+    pub aud: String,
+    pub exp: i64,
+}
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+impl Server {
+    /// Starts a server with a fresh data directory.
+    pub async fn start(binary: &str) -> Server {
+        let tempdir = tempfile::tempdir().expect("temp dir");
+        let dir = tempdir.path().to_owned();
+        let mut server = Server {
+            binary: PathBuf::from(binary),
+            child: None,
+            dir,
+            _tempdir: Some(tempdir),
+            http_port: free_port(),
+            tcp_port: free_port(),
+            ws_port: free_port(),
+            secret: format!("test-secret-{}", uuid::Uuid::new_v4()),
+            http: reqwest::Client::new(),
+        };
+        server.spawn().await;
+        server
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("chatd.log"))
+            .expect("log file");
+        let child = Command::new(&self.binary)
+            .arg("serve")
+            .current_dir(&self.dir)
+            .env("CHAT_DATA_DIR", self.dir.join("data"))
+            .env("CHAT_HTTP_ADDR", format!("127.0.0.1:{}", self.http_port))
+            .env("CHAT_MQTT__TCP_ADDR", format!("127.0.0.1:{}", self.tcp_port))
+            .env("CHAT_MQTT__WS_ADDR", format!("127.0.0.1:{}", self.ws_port))
+            .env("CHAT_AUTH__HS256_SECRET", &self.secret)
+            .env("CHAT_LOG", "info,rmqtt=warn,rmqtt_net=warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawning chatd");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if let Ok(r) = self.http.get(self.url("/healthz")).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("chatd exited early ({status}):\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("chatd did not become ready:\n{}", self.log());
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reaped");
+        }
+    }
+
+    /// Starts the server again on the same ports and data directory.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.spawn().await;
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("chatd.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    pub fn token_with(&self, claims: &TestClaims) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            claims,
+            &jsonwebtoken::EncodingKey::from_secret(self.secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    pub fn claims(user: &str, role: &str) -> TestClaims {
+        TestClaims {
+            sub: user.into(),
+            role: role.into(),
+            iss: "chatd-dev".into(),
+            aud: "chat".into(),
+            exp: now_secs() + 3600,
+        }
+    }
+
+    pub fn token(&self, user: &str, role: &str) -> String {
+        self.token_with(&Self::claims(user, role))
+    }
+
+    pub async fn request(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("http request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Registers users, as the platform does.
+    pub async fn put_users(&self, users: &[&str]) {
+        let token = self.token(PLATFORM, "platform");
+        for user in users {
+            let (status, body) = self
+                .request("PUT", &format!("/internal/users/{user}"), &token, Some(json!({"displayName": format!("Tên {user}")})))
+                .await;
+            assert_eq!(status, 204, "{body}");
+        }
+    }
+
+    /// Registers buyer and seller and opens their general thread.
+    pub async fn thread_between(&self, buyer: &str, seller: &str) -> String {
+        self.put_users(&[buyer, seller]).await;
+        let (status, body) = self
+            .request("POST", "/chat/threads", &self.token(buyer, "buyer"), Some(json!({"sellerId": seller})))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("---- chatd log ----\n{}", self.log());
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Tcp,
+    WebSocket,
+}
+
+/// What the client's event loop saw.
+#[derive(Debug)]
+pub enum Seen {
+    Publish(String, Vec<u8>),
+    SubAck(Vec<bool>),
+    PubAck,
+    Closed(String),
+}
+
+/// A real MQTT 3.1.1 client (rumqttc) with its event loop on a task.
+pub struct Client {
+    pub mqtt: AsyncClient,
+    rx: mpsc::UnboundedReceiver<Seen>,
+    pub user: String,
+}
+
+/// Outcome of a connection attempt.
+pub enum Connect {
+    Accepted(Client),
+    Refused(String),
+}
+
+pub fn options(server: &Server, client_id: &str, user: &str, token: &str, via: Via) -> MqttOptions {
+    let mut opts = match via {
+        Via::Tcp => MqttOptions::new(client_id, "127.0.0.1", server.tcp_port),
+        Via::WebSocket => {
+            let mut o = MqttOptions::new(client_id, format!("ws://127.0.0.1:{}/mqtt", server.ws_port), server.ws_port);
+            o.set_transport(Transport::Ws);
+            o
+        }
+    };
+    opts.set_credentials(user, token);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_max_packet_size(1024 * 1024, 1024 * 1024);
+    opts
+}
+
+impl Client {
+    pub async fn connect(server: &Server, user: &str, role: &str, via: Via) -> Client {
+        let token = server.token(user, role);
+        match Client::try_connect(options(server, user, user, &token, via), user).await {
+            Connect::Accepted(c) => c,
+            Connect::Refused(why) => panic!("{user} refused: {why}"),
+        }
+    }
+
+    pub async fn try_connect(opts: MqttOptions, user: &str) -> Connect {
+        let (mqtt, mut eventloop) = AsyncClient::new(opts, 64);
+        let first = tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await;
+        match first {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) if ack.code == rumqttc::ConnectReturnCode::Success => {}
+            Ok(Ok(other)) => return Connect::Refused(format!("{other:?}")),
+            Ok(Err(e)) => return Connect::Refused(format!("{e:?}")),
+            Err(_) => return Connect::Refused("timeout".into()),
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let seen = match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => Seen::Publish(p.topic.clone(), p.payload.to_vec()),
+                    Ok(Event::Incoming(Packet::SubAck(s))) => Seen::SubAck(
+                        s.return_codes
+                            .iter()
+                            .map(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_)))
+                            .collect(),
+                    ),
+                    Ok(Event::Incoming(Packet::PubAck(_))) => Seen::PubAck,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        let _ = tx.send(Seen::Closed(format!("{e:?}")));
+                        return;
+                    }
+                };
+                if tx.send(seen).is_err() {
+                    return;
+                }
+            }
+        });
+        Connect::Accepted(Client { mqtt, rx, user: user.to_owned() })
+    }
+
+    async fn next(&mut self, within: Duration) -> Option<Seen> {
+        tokio::time::timeout(within, self.rx.recv()).await.ok().flatten()
+    }
+
+    /// Subscribes and returns whether each filter was granted.
+    pub async fn subscribe(&mut self, filter: &str) -> bool {
+        self.mqtt.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        loop {
+            match self.next(Duration::from_secs(5)).await {
+                Some(Seen::SubAck(codes)) => return codes[0],
+                Some(Seen::Closed(why)) => panic!("closed while subscribing: {why}"),
+                Some(_) => continue,
+                None => panic!("no SUBACK for {filter}"),
+            }
+        }
+    }
+
+    /// Publishes QoS 1 and waits for the PUBACK (the server has handled it).
+    pub async fn publish(&mut self, topic: &str, payload: Vec<u8>) {
+        self.mqtt.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+        self.wait_seen(|s| matches!(s, Seen::PubAck)).await;
+    }
+
+    async fn wait_seen(&mut self, pred: impl Fn(&Seen) -> bool) {
+        loop {
+            match self.next(Duration::from_secs(5)).await {
+                Some(s) if pred(&s) => return,
+                Some(Seen::Closed(why)) => panic!("connection closed: {why}"),
+                Some(_) => continue,
+                None => panic!("timed out"),
+            }
+        }
+    }
+
+    /// Next server event on any topic within `within`.
+    pub async fn event(&mut self, within: Duration) -> Option<(String, ServerEvent)> {
+        loop {
+            match self.next(within).await? {
+                Seen::Publish(topic, payload) => {
+                    let event = chat_protocol::decode_server(&payload)
+                        .unwrap_or_else(|e| panic!("undecodable server event on {topic}: {e}"));
+                    return Some((topic, event));
+                }
+                Seen::Closed(why) => panic!("{}: connection closed: {why}", self.user),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Waits for the first event matching `pred`, skipping others.
+    pub async fn expect<T>(&mut self, what: &str, pred: impl Fn(&str, &ServerEvent) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.event(left).await {
+                Some((topic, event)) => {
+                    if let Some(t) = pred(&topic, &event) {
+                        return t;
+                    }
+                }
+                None => panic!("{}: no {what} within 10 s", self.user),
+            }
+        }
+    }
+
+    /// Collects every event arriving within `within`.
+    pub async fn drain(&mut self, within: Duration) -> Vec<(String, ServerEvent)> {
+        let mut all = vec![];
+        while let Some(e) = self.event(within).await {
+            all.push(e);
+        }
+        all
+    }
+
+    /// Waits until the server closes the connection.
+    pub async fn closed(&mut self, within: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.rx.recv()).await {
+                Ok(Some(Seen::Closed(why))) => return Some(why),
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// MessagePack for a `send_message`.
+pub fn send_message(client_msg_id: &str, text: &str) -> Vec<u8> {
+    chat_protocol::encode(&chat_protocol::ClientEvent::SendMessage {
+        client_msg_id: client_msg_id.into(),
+        kind: chat_protocol::MessageType::Text,
+        content: text.into(),
+    })
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `chatd` binary, real sockets, real clients.
+//! Compiled as an integration test of the `chatd` package so that cargo
+//! builds the binary first and tells us where it is.
+
+mod bad_input;
+mod chat_flow;
+mod durability;
+mod security;
+mod stock_clients;
+
+const CHATD: &str = env!("CARGO_BIN_EXE_chatd");

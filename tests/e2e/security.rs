@@ -1,0 +1,149 @@
+use std::time::Duration;
+
+use chat_e2e::{Client, Connect, Server, Via, now_secs, options, send_message};
+use chat_protocol::{ErrorCode, ServerEvent, topics};
+
+use crate::CHATD;
+
+async fn refused(server: &Server, client_id: &str, token: &str) -> String {
+    match Client::try_connect(options(server, client_id, client_id, token, Via::Tcp), client_id).await {
+        Connect::Accepted(_) => panic!("{client_id} was let in with a bad token"),
+        Connect::Refused(why) => why,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_get_a_refused_connack() {
+    let server = Server::start(CHATD).await;
+    let good = Server::claims("u1", "buyer");
+
+    let mut expired = Server::claims("u1", "buyer");
+    expired.exp = now_secs() - 3600;
+    let mut audience = Server::claims("u1", "buyer");
+    audience.aud = "another-app".into();
+    let mut issuer = Server::claims("u1", "buyer");
+    issuer.iss = "evil".into();
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &good,
+        &jsonwebtoken::EncodingKey::from_secret(b"not-the-server-secret"),
+    )
+    .unwrap();
+    let payload = server.token_with(&good).split('.').nth(1).unwrap().to_owned();
+    // {"alg":"none","typ":"JWT"}
+    let alg_none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
+
+    for (what, token) in [
+        ("no token", String::new()),
+        ("garbage", "not-a-jwt".to_owned()),
+        ("bad signature", forged),
+        ("alg none", alg_none),
+        ("expired", server.token_with(&expired)),
+        ("wrong audience", server.token_with(&audience)),
+        ("wrong issuer", server.token_with(&issuer)),
+    ] {
+        let why = refused(&server, "u1", &token).await;
+        assert!(why.contains("BadUserNamePassword"), "{what}: {why}");
+    }
+    // A valid token for u1 cannot take the client id of u2 (no kicking others off).
+    let why = refused(&server, "u2", &server.token("u1", "buyer")).await;
+    assert!(why.contains("NotAuthorized"), "{why}");
+    let why = refused(&server, "u1x", &server.token("u1", "buyer")).await;
+    assert!(why.contains("NotAuthorized"), "{why}");
+    // The same user with a device suffix is fine.
+    let ok = Client::try_connect(options(&server, "u1:phone", "u1", &server.token("u1", "buyer"), Via::Tcp), "u1").await;
+    assert!(matches!(ok, Connect::Accepted(_)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_outside_ones_own_topics_are_refused() {
+    let server = Server::start(CHATD).await;
+    let own = server.thread_between("b1", "s1").await;
+    let foreign = server.thread_between("b2", "s2").await;
+    let mut client = Client::connect(&server, "b1", "buyer", Via::Tcp).await;
+    for filter in [
+        "#".to_owned(),
+        "+".to_owned(),
+        "thread/+".to_owned(),
+        "thread/#".to_owned(),
+        "user/+".to_owned(),
+        "user/b2".to_owned(),
+        "$SYS/#".to_owned(),
+        topics::thread(&foreign),
+        topics::thread_inbound(&own),
+        "thread/no-such-thread".to_owned(),
+        format!("$share/g/{}", topics::thread(&own)),
+    ] {
+        assert!(!client.subscribe(&filter).await, "{filter} must be refused");
+    }
+    assert!(client.subscribe("user/b1").await);
+    assert!(client.subscribe(&topics::thread(&own)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_into_a_foreign_thread_is_rejected_and_stores_nothing() {
+    let server = Server::start(CHATD).await;
+    let foreign = server.thread_between("b2", "s2").await;
+    server.put_users(&["intruder"]).await;
+    let mut intruder = Client::connect(&server, "intruder", "buyer", Via::Tcp).await;
+    assert!(intruder.subscribe("user/intruder").await);
+    let mut victim = Client::connect(&server, "s2", "seller", Via::Tcp).await;
+    assert!(victim.subscribe(&topics::thread(&foreign)).await);
+
+    for topic in [topics::thread_inbound(&foreign), topics::thread(&foreign), "user/s2".into(), "anything".into()] {
+        intruder.publish(&topic, send_message("x-1", "mua ngoài sàn đi")).await;
+        let (code, on) = intruder
+            .expect("error event", |_, e| match e {
+                ServerEvent::Error { error, topic, .. } => Some((error.code, topic.clone())),
+                _ => None,
+            })
+            .await;
+        assert_eq!(code, ErrorCode::Forbidden);
+        assert_eq!(on.as_deref(), Some(topic.as_str()));
+    }
+    let leaked = victim.drain(Duration::from_millis(500)).await;
+    assert!(leaked.is_empty(), "the victim received {leaked:?}");
+    let (_, page) = server
+        .request("GET", &format!("/chat/threads/{foreign}/messages"), &server.token("s2", "seller"), None)
+        .await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_refuses_strangers_and_missing_tokens() {
+    let server = Server::start(CHATD).await;
+    let thread = server.thread_between("b1", "s1").await;
+    let stranger = server.token("b9", "buyer");
+    let (status, body) = server.request("GET", &format!("/chat/threads/{thread}/messages"), &stranger, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    let (status, _) = server
+        .request("POST", &format!("/chat/threads/{thread}/read"), &stranger, Some(serde_json::json!({"upTo": "x"})))
+        .await;
+    assert_eq!(status, 404);
+    let (status, body) = server.request("GET", "/chat/threads", "", None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+    let (status, _) = server
+        .request("PUT", "/internal/users/x", &server.token("b1", "buyer"), Some(serde_json::json!({"displayName": "x"})))
+        .await;
+    assert_eq!(status, 403, "only the platform may write platform data");
+    // An admin may read any thread (support), a platform token may not open threads.
+    let (status, _) = server
+        .request("GET", &format!("/chat/threads/{thread}/messages"), &server.token("ops", "admin"), None)
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_closed_when_its_token_expires() {
+    let server = Server::start(CHATD).await;
+    let mut claims = Server::claims("b1", "buyer");
+    claims.exp = now_secs() + 3;
+    let token = server.token_with(&claims);
+    let Connect::Accepted(mut client) = Client::try_connect(options(&server, "b1", "b1", &token, Via::Tcp), "b1").await
+    else {
+        panic!("a valid token was refused");
+    };
+    assert!(client.subscribe("user/b1").await);
+    let closed = client.closed(Duration::from_secs(15)).await;
+    assert!(closed.is_some(), "the session outlived its token");
+}
