@@ -13,7 +13,9 @@ use rmqtt::codec::v5::SubscribeAckReason;
 use rmqtt::context::ServerContext;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
 use rmqtt::session::Session;
-use rmqtt::types::{AuthResult, ConnectInfo, Message, PublishAclResult, Reason, SubscribeAclResult};
+use rmqtt::types::{
+    AuthResult, ConnectInfo, Message, PublishAclResult, Reason, SubscribeAclResult,
+};
 
 #[derive(Clone)]
 pub struct ChatHooks {
@@ -23,7 +25,11 @@ pub struct ChatHooks {
 }
 
 impl ChatHooks {
-    pub fn new(scx: ServerContext, verifier: Arc<TokenVerifier>, service: Arc<ChatService>) -> Self {
+    pub fn new(
+        scx: ServerContext,
+        verifier: Arc<TokenVerifier>,
+        service: Arc<ChatService>,
+    ) -> Self {
         ChatHooks {
             scx,
             verifier,
@@ -71,7 +77,9 @@ impl ChatHooks {
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
             let entry = scx.extends.shared().await.entry(id.clone());
-            let Some(current) = entry.session() else { return };
+            let Some(current) = entry.session() else {
+                return;
+            };
             if current.id.create_time != id.create_time {
                 return;
             }
@@ -91,7 +99,12 @@ impl ChatHooks {
     }
 
     async fn is_member(&self, thread_id: &str, user_id: &str) -> bool {
-        match self.service.membership().is_member(thread_id, user_id).await {
+        match self
+            .service
+            .membership()
+            .is_member(thread_id, user_id)
+            .await
+        {
             Ok(member) => member,
             Err(e) => {
                 // Fail closed: a store outage refuses, it never opens doors.
@@ -133,7 +146,9 @@ impl Handler for ChatHooks {
                 let user_id = user_of_client_id(&session.id.client_id).to_owned();
                 let topic = publish.topic.to_string();
                 let allowed = match topics::parse(&topic) {
-                    Topic::ThreadInbound(thread_id) if self.is_member(thread_id, &user_id).await => {
+                    Topic::ThreadInbound(thread_id)
+                        if self.is_member(thread_id, &user_id).await =>
+                    {
                         self.service
                             .handle_inbound(&user_id, thread_id, &publish.payload)
                             .await;

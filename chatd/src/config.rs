@@ -42,13 +42,16 @@ impl Default for Config {
 impl Config {
     /// Loads the configuration. A missing `file` is fine when it was not
     /// asked for explicitly.
-    pub fn load(file: Option<&Path>) -> Result<Config, figment::Error> {
+    pub fn load(file: Option<&Path>) -> Result<Config, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         match file {
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
             None => figment = figment.merge(Toml::file("chatd.toml")),
         }
-        figment.merge(Env::prefixed("CHAT_").split("__")).extract()
+        figment
+            .merge(Env::prefixed("CHAT_").split("__"))
+            .extract()
+            .map_err(Box::new)
     }
 
     /// The HS256 secret: configured, or the development secret kept in the
@@ -100,6 +103,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API, not ours
     fn file_then_env_override_defaults() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(

@@ -12,6 +12,7 @@ use chat_core::bus::InProcessBus;
 use chat_core::membership::MembershipCache;
 use chat_core::service::ChatService;
 use chat_core::store::ChatStore;
+use chat_protocol::{ClientEvent, MessageType};
 use chat_rest::AppState;
 use chat_store::SqliteStore;
 use clap::{Parser, Subcommand};
@@ -42,6 +43,37 @@ enum Command {
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
+    /// Write a client event as MessagePack to stdout (pipe into
+    /// `mosquitto_pub -s`).
+    Encode {
+        #[command(subcommand)]
+        event: EncodeEvent,
+    },
+    /// Read server events from stdin, one per line as `mosquitto_sub -F
+    /// '%t %x'` prints them (topic, space, hex payload), and print JSON.
+    Decode,
+}
+
+#[derive(Subcommand)]
+enum EncodeEvent {
+    /// A text message.
+    SendMessage {
+        /// Idempotency key; reuse it when retrying the same message.
+        #[arg(long)]
+        client_msg_id: String,
+        #[arg(long)]
+        text: String,
+    },
+    /// Move the read marker up to a message id.
+    MarkRead {
+        #[arg(long)]
+        up_to: String,
+    },
+    /// Typing indicator.
+    Typing {
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        active: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,7 +82,46 @@ fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
         Command::Token { user, role, ttl } => token(&config, &user, &role, &ttl),
+        Command::Encode { event } => encode(event),
+        Command::Decode => decode(),
     }
+}
+
+fn encode(event: EncodeEvent) -> anyhow::Result<()> {
+    use std::io::Write;
+    let event = match event {
+        EncodeEvent::SendMessage {
+            client_msg_id,
+            text,
+        } => ClientEvent::SendMessage {
+            client_msg_id,
+            kind: MessageType::Text,
+            content: text,
+        },
+        EncodeEvent::MarkRead { up_to } => ClientEvent::MarkRead { up_to },
+        EncodeEvent::Typing { active } => ClientEvent::Typing { active },
+    };
+    std::io::stdout().write_all(&chat_protocol::encode(&event))?;
+    Ok(())
+}
+
+fn decode() -> anyhow::Result<()> {
+    for line in std::io::stdin().lines() {
+        let line = line?;
+        let (topic, hex) = line.trim().rsplit_once(' ').unwrap_or(("", line.trim()));
+        let bytes: Result<Vec<u8>, _> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+            .collect();
+        let decoded = bytes
+            .map_err(|_| "not hex".to_owned())
+            .and_then(|b| chat_protocol::decode_server(&b).map_err(|e| e.to_string()));
+        match decoded {
+            Ok(event) => println!("{topic} {}", serde_json::to_string(&event)?),
+            Err(e) => println!("{topic} <undecodable: {e}>"),
+        }
+    }
+    Ok(())
 }
 
 fn parse_ttl(ttl: &str) -> anyhow::Result<i64> {
@@ -83,8 +154,7 @@ fn token(config: &Config, user: &str, role: &str, ttl: &str) -> anyhow::Result<(
 fn serve(config: Config) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&config.log)
-                .context("bad log filter")?,
+            tracing_subscriber::EnvFilter::try_new(&config.log).context("bad log filter")?,
         )
         .init();
     tokio::runtime::Builder::new_multi_thread()
@@ -94,7 +164,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let secret = config.hs256_secret().context("reading the development secret")?;
+    let secret = config
+        .hs256_secret()
+        .context("reading the development secret")?;
     if config.auth.hs256_secret.is_none() && secret.is_some() {
         tracing::warn!(
             path = %config.data_dir.join("dev-jwt-secret").display(),
@@ -102,9 +174,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let verifier = Arc::new(TokenVerifier::new(&config.auth, secret.as_deref())?);
-    let store: Arc<dyn ChatStore> = Arc::new(
-        SqliteStore::open(&config.data_dir).context("opening the embedded store")?,
-    );
+    let store: Arc<dyn ChatStore> =
+        Arc::new(SqliteStore::open(&config.data_dir).context("opening the embedded store")?);
     let broker = Broker::new(config.mqtt.clone()).await;
     let membership = Arc::new(MembershipCache::new(store.clone()));
     let bus = Arc::new(InProcessBus::new(4096));

@@ -67,8 +67,19 @@ mod tests {
         assert_eq!(parse("thread/t-1"), Topic::Thread("t-1"));
         assert_eq!(parse("thread/t-1/in"), Topic::ThreadInbound("t-1"));
         for bad in [
-            "#", "+", "thread/+", "thread/#", "user/+", "thread/+/in", "$SYS/brokers",
-            "user/u1/x", "thread//in", "user/", "thread/t/in/x", "", "/user/u1",
+            "#",
+            "+",
+            "thread/+",
+            "thread/#",
+            "user/+",
+            "thread/+/in",
+            "$SYS/brokers",
+            "user/u1/x",
+            "thread//in",
+            "user/",
+            "thread/t/in/x",
+            "",
+            "/user/u1",
         ] {
             assert_eq!(parse(bad), Topic::Other, "{bad}");
         }

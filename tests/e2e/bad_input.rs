@@ -8,7 +8,9 @@ use crate::CHATD;
 fn error_code(_: &str, e: &ServerEvent) -> Option<ErrorCode> {
     match e {
         ServerEvent::Error { error, .. } => Some(error.code),
-        ServerEvent::MessageSentAck { error: Some(error), .. } => Some(error.code),
+        ServerEvent::MessageSentAck {
+            error: Some(error), ..
+        } => Some(error.code),
         _ => None,
     }
 }
@@ -28,9 +30,21 @@ async fn bad_payloads_get_error_events_and_change_nothing() {
         v: u8,
         event: &'static str,
     }
-    let unknown = rmp_serde::to_vec_named(&Unknown { v: 1, event: "join" }).unwrap();
-    let future = rmp_serde::to_vec_named(&Unknown { v: 99, event: "typing" }).unwrap();
-    let missing_fields = rmp_serde::to_vec_named(&Unknown { v: 1, event: "send_message" }).unwrap();
+    let unknown = rmp_serde::to_vec_named(&Unknown {
+        v: 1,
+        event: "join",
+    })
+    .unwrap();
+    let future = rmp_serde::to_vec_named(&Unknown {
+        v: 99,
+        event: "typing",
+    })
+    .unwrap();
+    let missing_fields = rmp_serde::to_vec_named(&Unknown {
+        v: 1,
+        event: "send_message",
+    })
+    .unwrap();
     let huge = send_message("big", &"a".repeat(40 * 1024));
     let too_long = send_message("long", &"ệ".repeat(4001));
     let empty = send_message("empty", "   ");
@@ -40,8 +54,16 @@ async fn bad_payloads_get_error_events_and_change_nothing() {
         content: "upload-1".into(),
     });
     let cases: Vec<(&str, Vec<u8>, ErrorCode)> = vec![
-        ("garbage", b"\xc1\xff not msgpack".to_vec(), ErrorCode::Malformed),
-        ("json", br#"{"event":"send_message"}"#.to_vec(), ErrorCode::Malformed),
+        (
+            "garbage",
+            b"\xc1\xff not msgpack".to_vec(),
+            ErrorCode::Malformed,
+        ),
+        (
+            "json",
+            br#"{"event":"send_message"}"#.to_vec(),
+            ErrorCode::Malformed,
+        ),
         ("empty payload", vec![], ErrorCode::Malformed),
         ("unknown event", unknown, ErrorCode::UnknownEvent),
         ("future version", future, ErrorCode::UnsupportedVersion),
@@ -49,7 +71,11 @@ async fn bad_payloads_get_error_events_and_change_nothing() {
         ("oversized payload", huge, ErrorCode::TooLarge),
         ("too many characters", too_long, ErrorCode::TooLarge),
         ("blank text", empty, ErrorCode::InvalidField),
-        ("image before attachments exist", image, ErrorCode::UnsupportedType),
+        (
+            "image before attachments exist",
+            image,
+            ErrorCode::UnsupportedType,
+        ),
     ];
     for (what, payload, expected) in cases {
         buyer.publish(&inbound, payload).await;
@@ -58,21 +84,40 @@ async fn bad_payloads_get_error_events_and_change_nothing() {
     }
     // Marking an unknown message read is an error, not a silent no-op.
     buyer
-        .publish(&inbound, chat_protocol::encode(&chat_protocol::ClientEvent::MarkRead { up_to: "nope".into() }))
+        .publish(
+            &inbound,
+            chat_protocol::encode(&chat_protocol::ClientEvent::MarkRead {
+                up_to: "nope".into(),
+            }),
+        )
         .await;
-    assert_eq!(buyer.expect("mark_read error", error_code).await, ErrorCode::NotFound);
+    assert_eq!(
+        buyer.expect("mark_read error", error_code).await,
+        ErrorCode::NotFound
+    );
 
     // Nothing reached the seller, nothing was stored, the connection lives.
     let leaked = seller.drain(Duration::from_millis(500)).await;
     assert!(leaked.is_empty(), "{leaked:?}");
     let (_, page) = server
-        .request("GET", &format!("/chat/threads/{thread}/messages"), &server.token("b1", "buyer"), None)
+        .request(
+            "GET",
+            &format!("/chat/threads/{thread}/messages"),
+            &server.token("b1", "buyer"),
+            None,
+        )
         .await;
     assert_eq!(page["messages"].as_array().unwrap().len(), 0);
-    buyer.publish(&inbound, send_message("ok-1", "vẫn chạy")).await;
+    buyer
+        .publish(&inbound, send_message("ok-1", "vẫn chạy"))
+        .await;
     let ok = buyer
         .expect("ack", |_, e| match e {
-            ServerEvent::MessageSentAck { client_msg_id, message_id, .. } if client_msg_id == "ok-1" => Some(message_id.clone()),
+            ServerEvent::MessageSentAck {
+                client_msg_id,
+                message_id,
+                ..
+            } if client_msg_id == "ok-1" => Some(message_id.clone()),
             _ => None,
         })
         .await;
@@ -86,10 +131,18 @@ async fn a_packet_above_the_broker_limit_closes_only_that_connection() {
     let mut buyer = Client::connect(&server, "b1", "buyer", Via::Tcp).await;
     buyer
         .mqtt
-        .publish(topics::thread_inbound(&thread), rumqttc::QoS::AtLeastOnce, false, vec![0u8; 512 * 1024])
+        .publish(
+            topics::thread_inbound(&thread),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            vec![0u8; 512 * 1024],
+        )
         .await
         .unwrap();
-    assert!(buyer.closed(Duration::from_secs(10)).await.is_some(), "a 512 KiB packet must be refused");
+    assert!(
+        buyer.closed(Duration::from_secs(10)).await.is_some(),
+        "a 512 KiB packet must be refused"
+    );
     // The server is still up for everyone else.
     let mut seller = Client::connect(&server, "s1", "seller", Via::Tcp).await;
     assert!(seller.subscribe("user/s1").await);

@@ -8,17 +8,27 @@ use crate::CHATD;
 
 fn ack_id(client_msg_id: &str) -> impl Fn(&str, &ServerEvent) -> Option<String> + '_ {
     move |_, e| match e {
-        ServerEvent::MessageSentAck { client_msg_id: c, message_id: Some(id), error: None, .. } if c == client_msg_id => {
-            Some(id.clone())
-        }
-        ServerEvent::MessageSentAck { error: Some(err), .. } => panic!("send refused: {err:?}"),
+        ServerEvent::MessageSentAck {
+            client_msg_id: c,
+            message_id: Some(id),
+            error: None,
+            ..
+        } if c == client_msg_id => Some(id.clone()),
+        ServerEvent::MessageSentAck {
+            error: Some(err), ..
+        } => panic!("send refused: {err:?}"),
         _ => None,
     }
 }
 
 async fn history(server: &Server, token: &str, thread: &str, query: &str) -> serde_json::Value {
     let (status, body) = server
-        .request("GET", &format!("/chat/threads/{thread}/messages{query}"), token, None)
+        .request(
+            "GET",
+            &format!("/chat/threads/{thread}/messages{query}"),
+            token,
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     body
@@ -47,15 +57,26 @@ async fn chat_flow(via: Via) {
     let seller_token = server.token("seller-a", "seller");
 
     // Send: ack to the sender, only after the message is stored.
-    buyer.publish(&inbound, send_message("c-1", "Shop ơi, áo còn size M không?")).await;
+    buyer
+        .publish(
+            &inbound,
+            send_message("c-1", "Shop ơi, áo còn size M không?"),
+        )
+        .await;
     let message_id = buyer.expect("ack", ack_id("c-1")).await;
     let stored = history(&server, &seller_token, &thread, "").await;
-    assert_eq!(ids(&stored), vec![message_id.clone()], "acked message must already be stored");
+    assert_eq!(
+        ids(&stored),
+        vec![message_id.clone()],
+        "acked message must already be stored"
+    );
 
     // Delivery to the other participant, and the seller's unread count.
     let delivered = seller
         .expect("message_new", |_, e| match e {
-            ServerEvent::MessageNew { message } if message.kind == MessageType::Text => Some(message.clone()),
+            ServerEvent::MessageNew { message } if message.kind == MessageType::Text => {
+                Some(message.clone())
+            }
             _ => None,
         })
         .await;
@@ -64,7 +85,11 @@ async fn chat_flow(via: Via) {
     assert_eq!(delivered.content, "Shop ơi, áo còn size M không?");
     let unread = seller
         .expect("thread_updated", |_, e| match e {
-            ServerEvent::ThreadUpdated { thread: t } if t.last_message.as_ref().is_some_and(|m| m.message_id == message_id) => {
+            ServerEvent::ThreadUpdated { thread: t }
+                if t.last_message
+                    .as_ref()
+                    .is_some_and(|m| m.message_id == message_id) =>
+            {
                 Some((t.unread_buyer, t.unread_seller))
             }
             _ => None,
@@ -73,18 +98,33 @@ async fn chat_flow(via: Via) {
     assert_eq!(unread, (0, 1));
 
     // A retry with the same client_msg_id: same ack, nothing new.
-    buyer.publish(&inbound, send_message("c-1", "Shop ơi, áo còn size M không?")).await;
+    buyer
+        .publish(
+            &inbound,
+            send_message("c-1", "Shop ơi, áo còn size M không?"),
+        )
+        .await;
     assert_eq!(buyer.expect("second ack", ack_id("c-1")).await, message_id);
     let extra = seller.drain(Duration::from_millis(800)).await;
     assert!(
-        !extra.iter().any(|(_, e)| matches!(e, ServerEvent::MessageNew { .. })),
+        !extra
+            .iter()
+            .any(|(_, e)| matches!(e, ServerEvent::MessageNew { .. })),
         "a retry was delivered again: {extra:?}"
     );
-    assert_eq!(ids(&history(&server, &seller_token, &thread, "").await).len(), 1);
+    assert_eq!(
+        ids(&history(&server, &seller_token, &thread, "").await).len(),
+        1
+    );
 
     // Typing: relayed to the thread at most once per throttle window, never stored.
     for _ in 0..3 {
-        seller.publish(&inbound, chat_protocol::encode(&ClientEvent::Typing { active: true })).await;
+        seller
+            .publish(
+                &inbound,
+                chat_protocol::encode(&ClientEvent::Typing { active: true }),
+            )
+            .await;
     }
     let typing: Vec<_> = buyer
         .drain(Duration::from_millis(800))
@@ -93,15 +133,28 @@ async fn chat_flow(via: Via) {
         .filter(|(_, e)| matches!(e, ServerEvent::Typing { user_id, active: true, .. } if user_id == "seller-a"))
         .collect();
     assert_eq!(typing.len(), 1, "typing must be throttled to one relay");
-    assert_eq!(history(&server, &seller_token, &thread, "").await["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        history(&server, &seller_token, &thread, "").await["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Read receipt: the buyer sees message_read, the seller's count drops to 0.
     seller
-        .publish(&inbound, chat_protocol::encode(&ClientEvent::MarkRead { up_to: message_id.clone() }))
+        .publish(
+            &inbound,
+            chat_protocol::encode(&ClientEvent::MarkRead {
+                up_to: message_id.clone(),
+            }),
+        )
         .await;
     let read_up_to = buyer
         .expect("message_read", |_, e| match e {
-            ServerEvent::MessageRead { user_id, up_to, .. } if user_id == "seller-a" => Some(up_to.clone()),
+            ServerEvent::MessageRead { user_id, up_to, .. } if user_id == "seller-a" => {
+                Some(up_to.clone())
+            }
             _ => None,
         })
         .await;
@@ -113,16 +166,24 @@ async fn chat_flow(via: Via) {
         })
         .await;
     assert_eq!(after_read, 0);
-    let (_, inbox) = server.request("GET", "/chat/threads", &seller_token, None).await;
+    let (_, inbox) = server
+        .request("GET", "/chat/threads", &seller_token, None)
+        .await;
     assert_eq!(inbox["threads"][0]["unreadCount"], 0);
     assert_eq!(inbox["threads"][0]["otherDisplayName"], "Tên buyer-a");
 
     // The seller answers; the buyer's unread count rises.
-    seller.publish(&inbound, send_message("s-1", "Dạ còn ạ")).await;
+    seller
+        .publish(&inbound, send_message("s-1", "Dạ còn ạ"))
+        .await;
     seller.expect("seller ack", ack_id("s-1")).await;
     let buyer_unread = buyer
         .expect("buyer thread_updated", |_, e| match e {
-            ServerEvent::ThreadUpdated { thread: t } if t.last_message.as_ref().is_some_and(|m| m.from == "seller-a") => {
+            ServerEvent::ThreadUpdated { thread: t }
+                if t.last_message
+                    .as_ref()
+                    .is_some_and(|m| m.from == "seller-a") =>
+            {
                 Some(t.unread_buyer)
             }
             _ => None,
@@ -130,13 +191,20 @@ async fn chat_flow(via: Via) {
         .await;
     assert_eq!(buyer_unread, 1);
     let buyer_token = server.token("buyer-a", "buyer");
-    let (_, inbox) = server.request("GET", "/chat/threads", &buyer_token, None).await;
+    let (_, inbox) = server
+        .request("GET", "/chat/threads", &buyer_token, None)
+        .await;
     assert_eq!(inbox["threads"][0]["unreadCount"], 1);
     assert_eq!(inbox["threads"][0]["lastMessage"]["text"], "Dạ còn ạ");
 
     // History, keyset pagination in both directions.
     for i in 0..5 {
-        buyer.publish(&inbound, send_message(&format!("p-{i}"), &format!("tin {i}"))).await;
+        buyer
+            .publish(
+                &inbound,
+                send_message(&format!("p-{i}"), &format!("tin {i}")),
+            )
+            .await;
         buyer.expect("page ack", ack_id(&format!("p-{i}"))).await;
     }
     let all = ids(&history(&server, &buyer_token, &thread, "?limit=100").await);
@@ -147,12 +215,30 @@ async fn chat_flow(via: Via) {
     let newest = history(&server, &buyer_token, &thread, "?limit=3").await;
     assert_eq!(ids(&newest), all[4..7]);
     assert_eq!(newest["hasMore"], true);
-    let older = history(&server, &buyer_token, &thread, &format!("?limit=3&before={}", all[4])).await;
+    let older = history(
+        &server,
+        &buyer_token,
+        &thread,
+        &format!("?limit=3&before={}", all[4]),
+    )
+    .await;
     assert_eq!(ids(&older), all[1..4]);
-    let newer = history(&server, &buyer_token, &thread, &format!("?limit=3&after={}", all[1])).await;
+    let newer = history(
+        &server,
+        &buyer_token,
+        &thread,
+        &format!("?limit=3&after={}", all[1]),
+    )
+    .await;
     assert_eq!(ids(&newer), all[2..5]);
     assert_eq!(newer["hasMore"], true);
-    let tail = history(&server, &buyer_token, &thread, &format!("?limit=3&after={}", all[4])).await;
+    let tail = history(
+        &server,
+        &buyer_token,
+        &thread,
+        &format!("?limit=3&after={}", all[4]),
+    )
+    .await;
     assert_eq!(ids(&tail), all[5..7]);
     assert_eq!(tail["hasMore"], false);
 }
@@ -174,62 +260,146 @@ async fn threads_open_from_products_and_orders_idempotently() {
     let platform = server.token(PLATFORM, "platform");
     for (id, title) in [("p1", "Áo thun"), ("p2", "Quần jean")] {
         let (status, _) = server
-            .request("PUT", &format!("/internal/products/{id}"), &platform, Some(json!({"sellerId": "s1", "title": title, "price": 150000})))
+            .request(
+                "PUT",
+                &format!("/internal/products/{id}"),
+                &platform,
+                Some(json!({"sellerId": "s1", "title": title, "price": 150000})),
+            )
             .await;
         assert_eq!(status, 204);
     }
     let (status, _) = server
-        .request("PUT", "/internal/orders/o1", &platform, Some(json!({"buyerId": "b1", "sellerId": "s1", "summary": "2 x Áo thun"})))
+        .request(
+            "PUT",
+            "/internal/orders/o1",
+            &platform,
+            Some(json!({"buyerId": "b1", "sellerId": "s1", "summary": "2 x Áo thun"})),
+        )
         .await;
     assert_eq!(status, 204);
     let b1 = server.token("b1", "buyer");
 
     // General thread: one per pair, product context as system cards.
     let open = |product: &str| json!({"sellerId": "s1", "productId": product});
-    let (_, first) = server.request("POST", "/chat/threads", &b1, Some(open("p1"))).await;
-    let (_, again) = server.request("POST", "/chat/threads", &b1, Some(open("p1"))).await;
-    let (_, other) = server.request("POST", "/chat/threads", &b1, Some(open("p2"))).await;
+    let (_, first) = server
+        .request("POST", "/chat/threads", &b1, Some(open("p1")))
+        .await;
+    let (_, again) = server
+        .request("POST", "/chat/threads", &b1, Some(open("p1")))
+        .await;
+    let (_, other) = server
+        .request("POST", "/chat/threads", &b1, Some(open("p2")))
+        .await;
     assert_eq!(first["id"], again["id"]);
     assert_eq!(first["id"], other["id"]);
     assert_eq!(other["productId"], "p2");
     let thread = first["id"].as_str().unwrap();
-    let (_, page) = server.request("GET", &format!("/chat/threads/{thread}/messages"), &b1, None).await;
-    let cards: Vec<_> = page["messages"].as_array().unwrap().iter().map(|m| m["card"]["product_id"].clone()).collect();
-    assert_eq!(cards, vec![json!("p1"), json!("p2")], "one card per change of product");
+    let (_, page) = server
+        .request(
+            "GET",
+            &format!("/chat/threads/{thread}/messages"),
+            &b1,
+            None,
+        )
+        .await;
+    let cards: Vec<_> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["card"]["product_id"].clone())
+        .collect();
+    assert_eq!(
+        cards,
+        vec![json!("p1"), json!("p2")],
+        "one card per change of product"
+    );
 
     // Order thread: its own thread, with the order card; idempotent.
-    let (status, order_thread) = server.request("POST", "/chat/threads", &b1, Some(json!({"orderId": "o1"}))).await;
+    let (status, order_thread) = server
+        .request("POST", "/chat/threads", &b1, Some(json!({"orderId": "o1"})))
+        .await;
     assert_eq!(status, 200, "{order_thread}");
     assert_ne!(order_thread["id"], first["id"]);
     assert_eq!(order_thread["orderId"], "o1");
     let (_, seller_view) = server
-        .request("POST", "/chat/threads", &server.token("s1", "seller"), Some(json!({"orderId": "o1"})))
+        .request(
+            "POST",
+            "/chat/threads",
+            &server.token("s1", "seller"),
+            Some(json!({"orderId": "o1"})),
+        )
         .await;
     assert_eq!(seller_view["id"], order_thread["id"]);
     let order_id = order_thread["id"].as_str().unwrap();
-    let (_, page) = server.request("GET", &format!("/chat/threads/{order_id}/messages"), &b1, None).await;
+    let (_, page) = server
+        .request(
+            "GET",
+            &format!("/chat/threads/{order_id}/messages"),
+            &b1,
+            None,
+        )
+        .await;
     let card: Card = serde_json::from_value(page["messages"][0]["card"].clone()).unwrap();
-    assert_eq!(card, Card::Order { order_id: "o1".into(), summary: "2 x Áo thun".into() });
+    assert_eq!(
+        card,
+        Card::Order {
+            order_id: "o1".into(),
+            summary: "2 x Áo thun".into()
+        }
+    );
 
     // Someone else's order is refused; unknown ones are not found.
     let (status, body) = server
-        .request("POST", "/chat/threads", &server.token("b2", "buyer"), Some(json!({"orderId": "o1"})))
+        .request(
+            "POST",
+            "/chat/threads",
+            &server.token("b2", "buyer"),
+            Some(json!({"orderId": "o1"})),
+        )
         .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
-    let (status, _) = server.request("POST", "/chat/threads", &b1, Some(json!({"orderId": "nope"}))).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    let (status, _) = server
+        .request(
+            "POST",
+            "/chat/threads",
+            &b1,
+            Some(json!({"orderId": "nope"})),
+        )
+        .await;
     assert_eq!(status, 404);
     // A product of another seller does not open a thread.
     server.put_users(&["s2"]).await;
     let (status, _) = server
-        .request("POST", "/chat/threads", &b1, Some(json!({"sellerId": "s2", "productId": "p1"})))
+        .request(
+            "POST",
+            "/chat/threads",
+            &b1,
+            Some(json!({"sellerId": "s2", "productId": "p1"})),
+        )
         .await;
     assert_eq!(status, 400);
 
     // The inbox lists both, newest activity first, with cursor pagination.
-    let (_, inbox) = server.request("GET", "/chat/threads?limit=1", &b1, None).await;
+    let (_, inbox) = server
+        .request("GET", "/chat/threads?limit=1", &b1, None)
+        .await;
     assert_eq!(inbox["threads"][0]["id"], order_thread["id"]);
-    let cursor = inbox["nextCursor"].as_str().expect("a next cursor").to_owned();
-    let (_, rest) = server.request("GET", &format!("/chat/threads?limit=1&cursor={cursor}"), &b1, None).await;
+    let cursor = inbox["nextCursor"]
+        .as_str()
+        .expect("a next cursor")
+        .to_owned();
+    let (_, rest) = server
+        .request(
+            "GET",
+            &format!("/chat/threads?limit=1&cursor={cursor}"),
+            &b1,
+            None,
+        )
+        .await;
     assert_eq!(rest["threads"][0]["id"], first["id"]);
     assert!(rest["nextCursor"].is_null());
 }

@@ -5,7 +5,11 @@ use crate::CHATD;
 
 fn ack(client_msg_id: &str) -> impl Fn(&str, &ServerEvent) -> Option<String> + '_ {
     move |_, e| match e {
-        ServerEvent::MessageSentAck { client_msg_id: c, message_id: Some(id), .. } if c == client_msg_id => Some(id.clone()),
+        ServerEvent::MessageSentAck {
+            client_msg_id: c,
+            message_id: Some(id),
+            ..
+        } if c == client_msg_id => Some(id.clone()),
         _ => None,
     }
 }
@@ -20,7 +24,9 @@ async fn an_acked_message_survives_kill_9_and_a_retry_after_restart_is_not_dupli
     let mut acked = vec![];
     for i in 0..20 {
         let cmid = format!("k-{i}");
-        buyer.publish(&inbound, send_message(&cmid, &format!("tin nhắn {i}"))).await;
+        buyer
+            .publish(&inbound, send_message(&cmid, &format!("tin nhắn {i}")))
+            .await;
         acked.push(buyer.expect("ack", ack(&cmid)).await);
     }
 
@@ -29,19 +35,42 @@ async fn an_acked_message_survives_kill_9_and_a_retry_after_restart_is_not_dupli
 
     let token = server.token("b1", "buyer");
     let (status, page) = server
-        .request("GET", &format!("/chat/threads/{thread}/messages?limit=100"), &token, None)
+        .request(
+            "GET",
+            &format!("/chat/threads/{thread}/messages?limit=100"),
+            &token,
+            None,
+        )
         .await;
     assert_eq!(status, 200);
-    let stored: Vec<String> = page["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(stored, acked, "every acked message is in history after kill -9");
+    let stored: Vec<String> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        stored, acked,
+        "every acked message is in history after kill -9"
+    );
 
     // The client did not see the last ack (say) and retries after reconnecting.
     let mut buyer = Client::connect(&server, "b1", "buyer", Via::Tcp).await;
     assert!(buyer.subscribe("user/b1").await);
-    buyer.publish(&inbound, send_message("k-19", "tin nhắn 19")).await;
-    assert_eq!(buyer.expect("ack after restart", ack("k-19")).await, acked[19]);
+    buyer
+        .publish(&inbound, send_message("k-19", "tin nhắn 19"))
+        .await;
+    assert_eq!(
+        buyer.expect("ack after restart", ack("k-19")).await,
+        acked[19]
+    );
     let (_, page) = server
-        .request("GET", &format!("/chat/threads/{thread}/messages?limit=100"), &token, None)
+        .request(
+            "GET",
+            &format!("/chat/threads/{thread}/messages?limit=100"),
+            &token,
+            None,
+        )
         .await;
     assert_eq!(page["messages"].as_array().unwrap().len(), 20);
 }

@@ -6,7 +6,12 @@ use chat_protocol::{ErrorCode, ServerEvent, topics};
 use crate::CHATD;
 
 async fn refused(server: &Server, client_id: &str, token: &str) -> String {
-    match Client::try_connect(options(server, client_id, client_id, token, Via::Tcp), client_id).await {
+    match Client::try_connect(
+        options(server, client_id, client_id, token, Via::Tcp),
+        client_id,
+    )
+    .await
+    {
         Connect::Accepted(_) => panic!("{client_id} was let in with a bad token"),
         Connect::Refused(why) => why,
     }
@@ -29,7 +34,12 @@ async fn bad_tokens_get_a_refused_connack() {
         &jsonwebtoken::EncodingKey::from_secret(b"not-the-server-secret"),
     )
     .unwrap();
-    let payload = server.token_with(&good).split('.').nth(1).unwrap().to_owned();
+    let payload = server
+        .token_with(&good)
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_owned();
     // {"alg":"none","typ":"JWT"}
     let alg_none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
 
@@ -51,7 +61,17 @@ async fn bad_tokens_get_a_refused_connack() {
     let why = refused(&server, "u1x", &server.token("u1", "buyer")).await;
     assert!(why.contains("NotAuthorized"), "{why}");
     // The same user with a device suffix is fine.
-    let ok = Client::try_connect(options(&server, "u1:phone", "u1", &server.token("u1", "buyer"), Via::Tcp), "u1").await;
+    let ok = Client::try_connect(
+        options(
+            &server,
+            "u1:phone",
+            "u1",
+            &server.token("u1", "buyer"),
+            Via::Tcp,
+        ),
+        "u1",
+    )
+    .await;
     assert!(matches!(ok, Connect::Accepted(_)));
 }
 
@@ -90,8 +110,15 @@ async fn publishing_into_a_foreign_thread_is_rejected_and_stores_nothing() {
     let mut victim = Client::connect(&server, "s2", "seller", Via::Tcp).await;
     assert!(victim.subscribe(&topics::thread(&foreign)).await);
 
-    for topic in [topics::thread_inbound(&foreign), topics::thread(&foreign), "user/s2".into(), "anything".into()] {
-        intruder.publish(&topic, send_message("x-1", "mua ngoài sàn đi")).await;
+    for topic in [
+        topics::thread_inbound(&foreign),
+        topics::thread(&foreign),
+        "user/s2".into(),
+        "anything".into(),
+    ] {
+        intruder
+            .publish(&topic, send_message("x-1", "mua ngoài sàn đi"))
+            .await;
         let (code, on) = intruder
             .expect("error event", |_, e| match e {
                 ServerEvent::Error { error, topic, .. } => Some((error.code, topic.clone())),
@@ -104,7 +131,12 @@ async fn publishing_into_a_foreign_thread_is_rejected_and_stores_nothing() {
     let leaked = victim.drain(Duration::from_millis(500)).await;
     assert!(leaked.is_empty(), "the victim received {leaked:?}");
     let (_, page) = server
-        .request("GET", &format!("/chat/threads/{foreign}/messages"), &server.token("s2", "seller"), None)
+        .request(
+            "GET",
+            &format!("/chat/threads/{foreign}/messages"),
+            &server.token("s2", "seller"),
+            None,
+        )
         .await;
     assert_eq!(page["messages"].as_array().unwrap().len(), 0);
 }
@@ -114,21 +146,49 @@ async fn rest_refuses_strangers_and_missing_tokens() {
     let server = Server::start(CHATD).await;
     let thread = server.thread_between("b1", "s1").await;
     let stranger = server.token("b9", "buyer");
-    let (status, body) = server.request("GET", &format!("/chat/threads/{thread}/messages"), &stranger, None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    let (status, body) = server
+        .request(
+            "GET",
+            &format!("/chat/threads/{thread}/messages"),
+            &stranger,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
     let (status, _) = server
-        .request("POST", &format!("/chat/threads/{thread}/read"), &stranger, Some(serde_json::json!({"upTo": "x"})))
+        .request(
+            "POST",
+            &format!("/chat/threads/{thread}/read"),
+            &stranger,
+            Some(serde_json::json!({"upTo": "x"})),
+        )
         .await;
     assert_eq!(status, 404);
     let (status, body) = server.request("GET", "/chat/threads", "", None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
     let (status, _) = server
-        .request("PUT", "/internal/users/x", &server.token("b1", "buyer"), Some(serde_json::json!({"displayName": "x"})))
+        .request(
+            "PUT",
+            "/internal/users/x",
+            &server.token("b1", "buyer"),
+            Some(serde_json::json!({"displayName": "x"})),
+        )
         .await;
     assert_eq!(status, 403, "only the platform may write platform data");
     // An admin may read any thread (support), a platform token may not open threads.
     let (status, _) = server
-        .request("GET", &format!("/chat/threads/{thread}/messages"), &server.token("ops", "admin"), None)
+        .request(
+            "GET",
+            &format!("/chat/threads/{thread}/messages"),
+            &server.token("ops", "admin"),
+            None,
+        )
         .await;
     assert_eq!(status, 200);
 }
@@ -139,7 +199,8 @@ async fn a_session_is_closed_when_its_token_expires() {
     let mut claims = Server::claims("b1", "buyer");
     claims.exp = now_secs() + 3;
     let token = server.token_with(&claims);
-    let Connect::Accepted(mut client) = Client::try_connect(options(&server, "b1", "b1", &token, Via::Tcp), "b1").await
+    let Connect::Accepted(mut client) =
+        Client::try_connect(options(&server, "b1", "b1", &token, Via::Tcp), "b1").await
     else {
         panic!("a valid token was refused");
     };

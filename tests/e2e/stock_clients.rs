@@ -10,7 +10,10 @@ use chat_protocol::{ServerEvent, topics};
 use crate::CHATD;
 
 fn hex_decode(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,9 +24,30 @@ async fn mosquitto_pub_and_sub_chat_through_the_server() {
 
     // The seller listens with mosquitto_sub: one message_new, printed as hex.
     let seller = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &port, "-i", "s1:cli", "-u", "s1", "-P"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-i",
+            "s1:cli",
+            "-u",
+            "s1",
+            "-P",
+        ])
         .arg(server.token("s1", "seller"))
-        .args(["-t", &topics::thread(&thread), "-q", "1", "-C", "1", "-W", "20", "-F", "%x"])
+        .args([
+            "-t",
+            &topics::thread(&thread),
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-W",
+            "20",
+            "-F",
+            "%x",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -33,7 +57,17 @@ async fn mosquitto_pub_and_sub_chat_through_the_server() {
     let payload = server.data_dir().join("send.msgpack");
     std::fs::write(&payload, send_message("mq-1", "Gửi từ mosquitto_pub")).unwrap();
     let status = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port, "-i", "b1:cli", "-u", "b1", "-P"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-i",
+            "b1:cli",
+            "-u",
+            "b1",
+            "-P",
+        ])
         .arg(server.token("b1", "buyer"))
         .args(["-t", &topics::thread_inbound(&thread), "-q", "1", "-f"])
         .arg(&payload)
@@ -41,9 +75,16 @@ async fn mosquitto_pub_and_sub_chat_through_the_server() {
         .expect("mosquitto_pub");
     assert!(status.success());
 
-    let out = tokio::task::spawn_blocking(move || seller.wait_with_output()).await.unwrap().unwrap();
+    let out = tokio::task::spawn_blocking(move || seller.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     let hex = String::from_utf8(out.stdout).unwrap();
-    assert!(out.status.success(), "mosquitto_sub: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mosquitto_sub: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let event = chat_protocol::decode_server(&hex_decode(hex.trim())).expect("a protocol envelope");
     match event {
         ServerEvent::MessageNew { message } => {
@@ -55,7 +96,17 @@ async fn mosquitto_pub_and_sub_chat_through_the_server() {
 
     // mosquitto_sub is refused a wildcard: it reports the failed SUBACK.
     let out = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &port, "-i", "b1:cli2", "-u", "b1", "-P"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-i",
+            "b1:cli2",
+            "-u",
+            "b1",
+            "-P",
+        ])
         .arg(server.token("b1", "buyer"))
         .args(["-t", "thread/+", "-C", "1", "-W", "3"])
         .output()

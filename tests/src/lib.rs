@@ -87,7 +87,10 @@ impl Server {
             .current_dir(&self.dir)
             .env("CHAT_DATA_DIR", self.dir.join("data"))
             .env("CHAT_HTTP_ADDR", format!("127.0.0.1:{}", self.http_port))
-            .env("CHAT_MQTT__TCP_ADDR", format!("127.0.0.1:{}", self.tcp_port))
+            .env(
+                "CHAT_MQTT__TCP_ADDR",
+                format!("127.0.0.1:{}", self.tcp_port),
+            )
             .env("CHAT_MQTT__WS_ADDR", format!("127.0.0.1:{}", self.ws_port))
             .env("CHAT_AUTH__HS256_SECRET", &self.secret)
             .env("CHAT_LOG", "info,rmqtt=warn,rmqtt_net=warn")
@@ -156,7 +159,13 @@ impl Server {
         self.token_with(&Self::claims(user, role))
     }
 
-    pub async fn request(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
         if let Some(body) = body {
@@ -165,7 +174,10 @@ impl Server {
         let resp = req.send().await.expect("http request");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Registers users, as the platform does.
@@ -173,7 +185,12 @@ impl Server {
         let token = self.token(PLATFORM, "platform");
         for user in users {
             let (status, body) = self
-                .request("PUT", &format!("/internal/users/{user}"), &token, Some(json!({"displayName": format!("Tên {user}")})))
+                .request(
+                    "PUT",
+                    &format!("/internal/users/{user}"),
+                    &token,
+                    Some(json!({"displayName": format!("Tên {user}")})),
+                )
                 .await;
             assert_eq!(status, 204, "{body}");
         }
@@ -183,7 +200,12 @@ impl Server {
     pub async fn thread_between(&self, buyer: &str, seller: &str) -> String {
         self.put_users(&[buyer, seller]).await;
         let (status, body) = self
-            .request("POST", "/chat/threads", &self.token(buyer, "buyer"), Some(json!({"sellerId": seller})))
+            .request(
+                "POST",
+                "/chat/threads",
+                &self.token(buyer, "buyer"),
+                Some(json!({"sellerId": seller})),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         body["id"].as_str().unwrap().to_owned()
@@ -231,7 +253,11 @@ pub fn options(server: &Server, client_id: &str, user: &str, token: &str, via: V
     let mut opts = match via {
         Via::Tcp => MqttOptions::new(client_id, "127.0.0.1", server.tcp_port),
         Via::WebSocket => {
-            let mut o = MqttOptions::new(client_id, format!("ws://127.0.0.1:{}/mqtt", server.ws_port), server.ws_port);
+            let mut o = MqttOptions::new(
+                client_id,
+                format!("ws://127.0.0.1:{}/mqtt", server.ws_port),
+                server.ws_port,
+            );
             o.set_transport(Transport::Ws);
             o
         }
@@ -255,7 +281,8 @@ impl Client {
         let (mqtt, mut eventloop) = AsyncClient::new(opts, 64);
         let first = tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await;
         match first {
-            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) if ack.code == rumqttc::ConnectReturnCode::Success => {}
+            Ok(Ok(Event::Incoming(Packet::ConnAck(ack))))
+                if ack.code == rumqttc::ConnectReturnCode::Success => {}
             Ok(Ok(other)) => return Connect::Refused(format!("{other:?}")),
             Ok(Err(e)) => return Connect::Refused(format!("{e:?}")),
             Err(_) => return Connect::Refused("timeout".into()),
@@ -264,7 +291,9 @@ impl Client {
         tokio::spawn(async move {
             loop {
                 let seen = match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => Seen::Publish(p.topic.clone(), p.payload.to_vec()),
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        Seen::Publish(p.topic.clone(), p.payload.to_vec())
+                    }
                     Ok(Event::Incoming(Packet::SubAck(s))) => Seen::SubAck(
                         s.return_codes
                             .iter()
@@ -283,11 +312,18 @@ impl Client {
                 }
             }
         });
-        Connect::Accepted(Client { mqtt, rx, user: user.to_owned() })
+        Connect::Accepted(Client {
+            mqtt,
+            rx,
+            user: user.to_owned(),
+        })
     }
 
     async fn next(&mut self, within: Duration) -> Option<Seen> {
-        tokio::time::timeout(within, self.rx.recv()).await.ok().flatten()
+        tokio::time::timeout(within, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Subscribes and returns whether each filter was granted.
@@ -305,7 +341,10 @@ impl Client {
 
     /// Publishes QoS 1 and waits for the PUBACK (the server has handled it).
     pub async fn publish(&mut self, topic: &str, payload: Vec<u8>) {
-        self.mqtt.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+        self.mqtt
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
         self.wait_seen(|s| matches!(s, Seen::PubAck)).await;
     }
 
@@ -336,7 +375,11 @@ impl Client {
     }
 
     /// Waits for the first event matching `pred`, skipping others.
-    pub async fn expect<T>(&mut self, what: &str, pred: impl Fn(&str, &ServerEvent) -> Option<T>) -> T {
+    pub async fn expect<T>(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&str, &ServerEvent) -> Option<T>,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());

@@ -145,12 +145,14 @@ impl TokenVerifier {
         let mut default_keys = HashMap::new();
         let mut kid_keys = HashMap::new();
         let jwks: Option<JwkSet> = match &config.jwks_file {
-            Some(path) => Some(serde_json::from_slice(&read(path)?).map_err(|e| {
-                KeyError::Parse {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                }
-            })?),
+            Some(path) => {
+                Some(
+                    serde_json::from_slice(&read(path)?).map_err(|e| KeyError::Parse {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?,
+                )
+            }
             None => None,
         };
         for name in &config.algorithms {
@@ -226,11 +228,11 @@ impl TokenVerifier {
         validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
         validation.validate_nbf = true;
         validation.leeway = self.leeway;
-        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid(e.to_string()),
-            }
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
+            .kind()
+        {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+            _ => AuthError::Invalid(e.to_string()),
         })?;
         if !chat_protocol::topics::is_valid_id(&data.claims.sub) {
             return Err(AuthError::BadSubject(data.claims.sub));

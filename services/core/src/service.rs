@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_protocol::{
-    Card, ClientEvent, DecodeError, ErrorBody, ErrorCode, MessageType, ServerEvent,
-    MAX_CLIENT_MSG_ID_LEN, topics,
+    Card, ClientEvent, DecodeError, ErrorBody, ErrorCode, MAX_CLIENT_MSG_ID_LEN, MessageType,
+    ServerEvent, topics,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -136,8 +136,14 @@ impl ChatService {
     pub async fn handle_inbound(&self, user_id: &str, thread_id: &str, payload: &[u8]) {
         let topic = topics::thread_inbound(thread_id);
         if payload.len() > self.limits.max_payload_bytes {
-            tracing::info!(user_id, thread_id, size = payload.len(), "inbound refused: too large");
-            self.send_error(user_id, ErrorCode::TooLarge, Some(topic), None).await;
+            tracing::info!(
+                user_id,
+                thread_id,
+                size = payload.len(),
+                "inbound refused: too large"
+            );
+            self.send_error(user_id, ErrorCode::TooLarge, Some(topic), None)
+                .await;
             return;
         }
         let event = match chat_protocol::decode_client(payload) {
@@ -145,12 +151,12 @@ impl ChatService {
             Err(e) => {
                 tracing::info!(user_id, thread_id, error = %e, "inbound refused");
                 let reference = match &e {
-                    DecodeError::UnknownEvent(name) | DecodeError::InvalidField { event: name, .. } => {
-                        Some(name.clone())
-                    }
+                    DecodeError::UnknownEvent(name)
+                    | DecodeError::InvalidField { event: name, .. } => Some(name.clone()),
                     _ => None,
                 };
-                self.send_error(user_id, e.code(), Some(topic), reference).await;
+                self.send_error(user_id, e.code(), Some(topic), reference)
+                    .await;
                 return;
             }
         };
@@ -246,10 +252,16 @@ impl ChatService {
             }
         }
         if content.trim().is_empty() {
-            return Err(ServiceError::invalid(ErrorCode::InvalidField, "empty message"));
+            return Err(ServiceError::invalid(
+                ErrorCode::InvalidField,
+                "empty message",
+            ));
         }
         if content.chars().count() > self.limits.max_text_chars {
-            return Err(ServiceError::invalid(ErrorCode::TooLarge, "message too long"));
+            return Err(ServiceError::invalid(
+                ErrorCode::TooLarge,
+                "message too long",
+            ));
         }
         if !self.membership.is_member(thread_id, user_id).await? {
             return Err(ServiceError::Forbidden);
@@ -363,7 +375,10 @@ impl ChatService {
             let now = Instant::now();
             let mut seen = self.typing_seen.lock();
             let key = (user_id.to_owned(), thread_id.to_owned());
-            if seen.get(&key).is_some_and(|last| now.duration_since(*last) < throttle) {
+            if seen
+                .get(&key)
+                .is_some_and(|last| now.duration_since(*last) < throttle)
+            {
                 return;
             }
             if seen.len() > 100_000 {
@@ -391,7 +406,11 @@ impl ChatService {
 
     /// Opens (or finds) a thread for the caller. Product context shows up as
     /// a product-card system message whenever it changes.
-    pub async fn open_thread(&self, caller: &Claims, from: OpenFrom) -> Result<Thread, ServiceError> {
+    pub async fn open_thread(
+        &self,
+        caller: &Claims,
+        from: OpenFrom,
+    ) -> Result<Thread, ServiceError> {
         if caller.role == Role::Platform {
             return Err(ServiceError::Forbidden);
         }
@@ -501,7 +520,11 @@ impl ChatService {
     }
 
     /// A thread the caller may read: a participant, or an admin.
-    pub async fn readable_thread(&self, caller: &Claims, thread_id: &str) -> Result<Thread, ServiceError> {
+    pub async fn readable_thread(
+        &self,
+        caller: &Claims,
+        thread_id: &str,
+    ) -> Result<Thread, ServiceError> {
         let thread = self
             .store
             .thread(thread_id)

@@ -22,7 +22,11 @@ impl ApiError {
             Lang::Vi => format!("Chưa xác thực hoặc mã truy cập không hợp lệ ({detail})."),
             Lang::En => format!("Missing or invalid access token ({detail})."),
         };
-        ApiError { status: StatusCode::UNAUTHORIZED, code: "unauthorized", message }
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message,
+        }
     }
 
     pub fn forbidden(lang: Lang) -> Self {
@@ -57,13 +61,22 @@ impl ApiError {
             ServiceError::Invalid { detail, .. } => format!(" ({detail})"),
             _ => String::new(),
         };
-        ApiError { status, code: code.as_str(), message: format!("{}{detail}", error_text(code, lang)) }
+        ApiError {
+            status,
+            code: code.as_str(),
+            message: format!("{}{detail}", error_text(code, lang)),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorEnvelope { error: ErrorBodyJson { code: self.code.to_owned(), message: self.message } };
+        let body = ErrorEnvelope {
+            error: ErrorBodyJson {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }

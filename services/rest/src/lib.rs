@@ -54,7 +54,12 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -140,7 +145,9 @@ async fn list_threads(
 ) -> Result<Json<ThreadPage>, ApiError> {
     let limit = page_size(q.limit);
     let cursor = match q.cursor.as_deref() {
-        Some(c) => Some(InboxCursor::decode(c).ok_or_else(|| ApiError::bad_request(caller.lang, "cursor"))?),
+        Some(c) => Some(
+            InboxCursor::decode(c).ok_or_else(|| ApiError::bad_request(caller.lang, "cursor"))?,
+        ),
         None => None,
     };
     let store = state.service.store();
@@ -150,10 +157,13 @@ async fn list_threads(
         .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
     let has_more = threads.len() > limit;
     threads.truncate(limit);
-    let next_cursor = has_more
-        .then(|| threads.last())
-        .flatten()
-        .map(|t| InboxCursor { activity_at: t.activity_at(), thread_id: t.id.clone() }.encode());
+    let next_cursor = has_more.then(|| threads.last()).flatten().map(|t| {
+        InboxCursor {
+            activity_at: t.activity_at(),
+            thread_id: t.id.clone(),
+        }
+        .encode()
+    });
     let mut items = Vec::with_capacity(threads.len());
     for thread in threads {
         let other = store
@@ -162,7 +172,10 @@ async fn list_threads(
             .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
         items.push(ThreadView::new(&thread, &caller.claims.sub, other.as_ref()));
     }
-    Ok(Json(ThreadPage { threads: items, next_cursor }))
+    Ok(Json(ThreadPage {
+        threads: items,
+        next_cursor,
+    }))
 }
 
 #[utoipa::path(
@@ -176,9 +189,17 @@ async fn open_thread(
     Json(req): Json<OpenThreadRequest>,
 ) -> Result<Json<ThreadView>, ApiError> {
     let from = match (req.seller_id, req.product_id, req.order_id) {
-        (Some(seller_id), product_id, None) => OpenFrom::Seller { seller_id, product_id },
+        (Some(seller_id), product_id, None) => OpenFrom::Seller {
+            seller_id,
+            product_id,
+        },
         (None, None, Some(order_id)) => OpenFrom::Order { order_id },
-        _ => return Err(ApiError::bad_request(caller.lang, "give either sellerId (with optional productId) or orderId")),
+        _ => {
+            return Err(ApiError::bad_request(
+                caller.lang,
+                "give either sellerId (with optional productId) or orderId",
+            ));
+        }
     };
     let thread = state
         .service
@@ -191,7 +212,11 @@ async fn open_thread(
         .user(thread.other_participant(&caller.claims.sub))
         .await
         .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
-    Ok(Json(ThreadView::new(&thread, &caller.claims.sub, other.as_ref())))
+    Ok(Json(ThreadView::new(
+        &thread,
+        &caller.claims.sub,
+        other.as_ref(),
+    )))
 }
 
 #[utoipa::path(
@@ -211,7 +236,10 @@ async fn list_messages(
         .await
         .map_err(|e| ApiError::from_service(caller.lang, e))?;
     let limit = page_size(q.limit);
-    let range = MessageRange { before: q.before, after: q.after };
+    let range = MessageRange {
+        before: q.before,
+        after: q.after,
+    };
     let mut messages = state
         .service
         .store()
@@ -266,7 +294,10 @@ fn valid_id(lang: Lang, id: &str) -> Result<(), ApiError> {
     if chat_protocol::topics::is_valid_id(id) {
         Ok(())
     } else {
-        Err(ApiError::bad_request(lang, "ids are 1-64 characters of A-Z a-z 0-9 - _ ."))
+        Err(ApiError::bad_request(
+            lang,
+            "ids are 1-64 characters of A-Z a-z 0-9 - _ .",
+        ))
     }
 }
 
@@ -289,7 +320,12 @@ async fn put_user(
         email: body.email,
         locale: body.locale.unwrap_or_else(|| "vi".into()),
     };
-    state.service.store().put_user(&user).await.map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+    state
+        .service
+        .store()
+        .put_user(&user)
+        .await
+        .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
@@ -314,7 +350,12 @@ async fn put_product(
         currency: body.currency.unwrap_or_else(|| "VND".into()),
         image_url: body.image_url,
     };
-    state.service.store().put_product(&product).await.map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+    state
+        .service
+        .store()
+        .put_product(&product)
+        .await
+        .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
@@ -332,7 +373,17 @@ async fn put_order(
     valid_id(caller.lang, &id)?;
     valid_id(caller.lang, &body.buyer_id)?;
     valid_id(caller.lang, &body.seller_id)?;
-    let order = Order { id, buyer_id: body.buyer_id, seller_id: body.seller_id, summary: body.summary };
-    state.service.store().put_order(&order).await.map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+    let order = Order {
+        id,
+        buyer_id: body.buyer_id,
+        seller_id: body.seller_id,
+        summary: body.summary,
+    };
+    state
+        .service
+        .store()
+        .put_order(&order)
+        .await
+        .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

@@ -148,9 +148,12 @@ impl SqliteStore {
     pub fn open(data_dir: &Path) -> StoreResult<Self> {
         std::fs::create_dir_all(data_dir).map_err(backend)?;
         let conn = Connection::open(data_dir.join("chat.db")).map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(backend)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(backend)?;
         let store = SqliteStore {
@@ -222,7 +225,9 @@ fn append_in(tx: &Transaction<'_>, m: &NewMessage) -> StoreResult<Appended> {
         .map(|c| serde_json::to_string(c).map_err(backend))
         .transpose()?;
     tx.execute(
-        &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+        &format!(
+            "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        ),
         params![
             m.id,
             m.thread_id,
@@ -494,7 +499,8 @@ impl ChatStore for SqliteStore {
 
     async fn thread(&self, id: &str) -> StoreResult<Option<Thread>> {
         let id = id.to_owned();
-        self.with(move |c| load_thread(c, &id).map_err(backend)).await
+        self.with(move |c| load_thread(c, &id).map_err(backend))
+            .await
     }
 
     async fn append_message(&self, message: &NewMessage) -> StoreResult<Appended> {
@@ -514,7 +520,8 @@ impl ChatStore for SqliteStore {
         user_id: &str,
         up_to: &str,
     ) -> StoreResult<ReadMarked> {
-        let (thread_id, user_id, up_to) = (thread_id.to_owned(), user_id.to_owned(), up_to.to_owned());
+        let (thread_id, user_id, up_to) =
+            (thread_id.to_owned(), user_id.to_owned(), up_to.to_owned());
         self.with(move |c| {
             let tx = c.transaction().map_err(backend)?;
             let marked = mark_read_in(&tx, &thread_id, &user_id, &up_to)?;
@@ -627,10 +634,19 @@ mod tests {
     #[tokio::test]
     async fn append_is_idempotent_and_counts_unread() {
         let (_dir, store, thread) = store_with_thread().await;
-        let first = store.append_message(&text(&thread.id, "b", "c1")).await.unwrap();
+        let first = store
+            .append_message(&text(&thread.id, "b", "c1"))
+            .await
+            .unwrap();
         assert!(!first.duplicate);
-        assert_eq!((first.thread.unread_seller, first.thread.unread_buyer), (1, 0));
-        let retry = store.append_message(&text(&thread.id, "b", "c1")).await.unwrap();
+        assert_eq!(
+            (first.thread.unread_seller, first.thread.unread_buyer),
+            (1, 0)
+        );
+        let retry = store
+            .append_message(&text(&thread.id, "b", "c1"))
+            .await
+            .unwrap();
         assert!(retry.duplicate);
         assert_eq!(retry.message.id, first.message.id);
         assert_eq!(retry.thread.unread_seller, 1);
@@ -677,18 +693,27 @@ mod tests {
             ids.push(a.message.id);
         }
         let ids_of = |v: Vec<Message>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
-        let latest = store.messages(&thread.id, &MessageRange::default(), 3).await.unwrap();
+        let latest = store
+            .messages(&thread.id, &MessageRange::default(), 3)
+            .await
+            .unwrap();
         assert_eq!(ids_of(latest), ids[4..7]);
         let before = MessageRange {
             before: Some(ids[4].clone()),
             after: None,
         };
-        assert_eq!(ids_of(store.messages(&thread.id, &before, 3).await.unwrap()), ids[1..4]);
+        assert_eq!(
+            ids_of(store.messages(&thread.id, &before, 3).await.unwrap()),
+            ids[1..4]
+        );
         let after = MessageRange {
             before: None,
             after: Some(ids[1].clone()),
         };
-        assert_eq!(ids_of(store.messages(&thread.id, &after, 3).await.unwrap()), ids[2..5]);
+        assert_eq!(
+            ids_of(store.messages(&thread.id, &after, 3).await.unwrap()),
+            ids[2..5]
+        );
     }
 
     #[tokio::test]
@@ -708,7 +733,10 @@ mod tests {
             threads.push(store.open_thread(&spec).await.unwrap().thread);
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        store.append_message(&text(&threads[0].id, "b", "x")).await.unwrap();
+        store
+            .append_message(&text(&threads[0].id, "b", "x"))
+            .await
+            .unwrap();
         let page1 = store.threads_of("b", None, 2).await.unwrap();
         assert_eq!(page1[0].id, threads[0].id);
         let last = page1.last().unwrap();
@@ -718,7 +746,11 @@ mod tests {
         };
         let page2 = store.threads_of("b", Some(&cursor), 2).await.unwrap();
         assert_eq!(page2.len(), 1);
-        let mut seen: Vec<_> = page1.iter().chain(page2.iter()).map(|t| t.id.clone()).collect();
+        let mut seen: Vec<_> = page1
+            .iter()
+            .chain(page2.iter())
+            .map(|t| t.id.clone())
+            .collect();
         seen.sort();
         let mut all: Vec<_> = threads.iter().map(|t| t.id.clone()).collect();
         all.sort();
