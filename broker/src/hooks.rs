@@ -51,6 +51,13 @@ impl ChatHooks {
                 return AuthResult::BadUsernameOrPassword;
             }
         };
+        // rmqtt publishes a will without any ACL check, so a will could put
+        // a forged event on another user's topic. Presence comes from the
+        // connect/disconnect hooks instead; wills are refused outright.
+        if info.last_will().is_some() {
+            tracing::info!(client_id, user_id = %claims.sub, ?addr, "connect refused: will messages are not supported");
+            return AuthResult::NotAuthorized;
+        }
         if !client_id_belongs_to(&client_id, &claims.sub) {
             tracing::info!(client_id, user_id = %claims.sub, ?addr, "connect refused: client id of another user");
             return AuthResult::NotAuthorized;
@@ -58,7 +65,11 @@ impl ChatHooks {
         tracing::info!(client_id, user_id = %claims.sub, role = ?claims.role, ?addr, "connect authenticated");
         let auth_info = AuthInfo {
             superuser: false,
-            expire_at: Some(Duration::from_secs(claims.exp.max(0) as u64)),
+            // The same leeway as the verifier, or a token accepted inside
+            // the leeway would be cut off at once.
+            expire_at: Some(Duration::from_secs(
+                claims.exp.max(0) as u64 + self.verifier.leeway_secs(),
+            )),
             rules: Vec::new(),
         };
         AuthResult::Allow(false, Some(auth_info))
@@ -93,25 +104,22 @@ impl ChatHooks {
     async fn may_subscribe(&self, user_id: &str, filter: &str) -> bool {
         match topics::parse(filter) {
             Topic::User(id) => id == user_id,
-            Topic::Thread(id) => self.is_member(id, user_id).await,
+            Topic::Thread(id) => self.is_member(id, user_id).await == Ok(true),
             Topic::ThreadInbound(_) | Topic::Other => false,
         }
     }
 
-    async fn is_member(&self, thread_id: &str, user_id: &str) -> bool {
-        match self
-            .service
+    /// Fails closed: when the store cannot answer, nothing is allowed, and
+    /// the client is told to retry rather than "forbidden".
+    async fn is_member(&self, thread_id: &str, user_id: &str) -> Result<bool, ErrorCode> {
+        self.service
             .membership()
             .is_member(thread_id, user_id)
             .await
-        {
-            Ok(member) => member,
-            Err(e) => {
-                // Fail closed: a store outage refuses, it never opens doors.
+            .map_err(|e| {
                 tracing::warn!(thread_id, user_id, error = %e, "membership check failed");
-                false
-            }
-        }
+                ErrorCode::Unavailable
+            })
     }
 }
 
@@ -145,25 +153,30 @@ impl Handler for ChatHooks {
             Parameter::MessagePublishCheckAcl(session, publish) => {
                 let user_id = user_of_client_id(&session.id.client_id).to_owned();
                 let topic = publish.topic.to_string();
-                let allowed = match topics::parse(&topic) {
-                    Topic::ThreadInbound(thread_id)
-                        if self.is_member(thread_id, &user_id).await =>
-                    {
-                        self.service
-                            .handle_inbound(&user_id, thread_id, &publish.payload)
-                            .await;
-                        true
+                let verdict = match topics::parse(&topic) {
+                    Topic::ThreadInbound(thread_id) => {
+                        match self.is_member(thread_id, &user_id).await {
+                            Ok(true) => {
+                                self.service
+                                    .handle_inbound(&user_id, thread_id, &publish.payload)
+                                    .await;
+                                Ok(())
+                            }
+                            Ok(false) => Err(ErrorCode::Forbidden),
+                            Err(code) => Err(code),
+                        }
                     }
-                    _ => false,
+                    _ => Err(ErrorCode::Forbidden),
                 };
-                let result = if allowed {
-                    PublishAclResult::allow()
-                } else {
-                    tracing::info!(user_id, topic, "publish refused");
-                    self.service
-                        .send_error(&user_id, ErrorCode::Forbidden, Some(topic), None)
-                        .await;
-                    PublishAclResult::rejected(false, None)
+                let result = match verdict {
+                    Ok(()) => PublishAclResult::allow(),
+                    Err(code) => {
+                        tracing::info!(user_id, topic, code = code.as_str(), "publish refused");
+                        self.service
+                            .send_error(&user_id, code, Some(topic), None)
+                            .await;
+                        PublishAclResult::rejected(false, None)
+                    }
                 };
                 (false, Some(HookResult::PublishAclResult(result)))
             }

@@ -166,7 +166,9 @@ pub struct ErrorBody {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ClientEvent {
     SendMessage {
-        /// Client-generated idempotency key (≤ 64 bytes), unique per sender.
+        /// Client-generated idempotency key (≤ 64 bytes). A second send
+        /// with the same key by the same sender in the same thread is a
+        /// retry: it gets the first one's ack and stores nothing.
         client_msg_id: String,
         #[serde(rename = "type")]
         kind: MessageType,

@@ -60,6 +60,20 @@ async fn bad_tokens_get_a_refused_connack() {
     assert!(why.contains("NotAuthorized"), "{why}");
     let why = refused(&server, "u1x", &server.token("u1", "buyer")).await;
     assert!(why.contains("NotAuthorized"), "{why}");
+    // A will message would be published without any ACL check, e.g. as a
+    // forged event on another user's thread: wills are refused.
+    let mut with_will = options(&server, "u1", "u1", &server.token("u1", "buyer"), Via::Tcp);
+    with_will.set_last_will(rumqttc::LastWill::new(
+        "thread/someone-elses",
+        b"forged".to_vec(),
+        rumqttc::QoS::AtLeastOnce,
+        false,
+    ));
+    let why = match Client::try_connect(with_will, "u1").await {
+        Connect::Accepted(_) => panic!("a will message was accepted"),
+        Connect::Refused(why) => why,
+    };
+    assert!(why.contains("NotAuthorized"), "{why}");
     // The same user with a device suffix is fine.
     let ok = Client::try_connect(
         options(

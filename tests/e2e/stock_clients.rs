@@ -113,4 +113,27 @@ async fn mosquitto_pub_and_sub_chat_through_the_server() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("denied"), "{stderr}");
+
+    // A forged token over MQTT 5 gets CONNACK 0x86, which mosquitto reports.
+    let out = Command::new("mosquitto_sub")
+        .args([
+            "-V",
+            "5",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-i",
+            "b1",
+            "-u",
+            "b1",
+            "-P",
+            "forged",
+        ])
+        .args(["-t", "user/b1", "-C", "1", "-W", "3"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(!out.status.success());
+    assert!(stderr.contains("bad user name or password"), "{stderr}");
 }

@@ -207,6 +207,11 @@ impl TokenVerifier {
         })
     }
 
+    /// Clock skew tolerated on `exp`, for sessions that outlive a check.
+    pub fn leeway_secs(&self) -> u64 {
+        self.leeway
+    }
+
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         if token.is_empty() {
             return Err(AuthError::Missing);

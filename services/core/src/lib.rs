@@ -28,3 +28,17 @@ pub fn now_millis() -> i64 {
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
+
+/// A new message id and its creation time, taken from the id itself so the
+/// two never disagree.
+pub fn new_timed_id() -> (String, i64) {
+    let id = uuid::Uuid::now_v7();
+    let millis = id
+        .get_timestamp()
+        .map(|t| {
+            let (secs, nanos) = t.to_unix();
+            secs as i64 * 1000 + i64::from(nanos / 1_000_000)
+        })
+        .unwrap_or_else(now_millis);
+    (id.to_string(), millis)
+}

@@ -91,6 +91,19 @@ pub enum OpenFrom {
     Order { order_id: String },
 }
 
+/// The `client_msg_id` of a payload that did not decode as a whole, so the
+/// sender can match the error to its outbox entry.
+fn client_msg_id_of(payload: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Loose {
+        client_msg_id: Option<String>,
+    }
+    rmp_serde::from_slice::<Loose>(payload)
+        .ok()
+        .and_then(|l| l.client_msg_id)
+        .filter(|id| !id.is_empty() && id.len() <= MAX_CLIENT_MSG_ID_LEN)
+}
+
 pub struct ChatService {
     store: Arc<dyn ChatStore>,
     membership: Arc<MembershipCache>,
@@ -142,19 +155,24 @@ impl ChatService {
                 size = payload.len(),
                 "inbound refused: too large"
             );
-            self.send_error(user_id, ErrorCode::TooLarge, Some(topic), None)
-                .await;
+            self.send_error(
+                user_id,
+                ErrorCode::TooLarge,
+                Some(topic),
+                client_msg_id_of(payload),
+            )
+            .await;
             return;
         }
         let event = match chat_protocol::decode_client(payload) {
             Ok(event) => event,
             Err(e) => {
                 tracing::info!(user_id, thread_id, error = %e, "inbound refused");
-                let reference = match &e {
+                let reference = client_msg_id_of(payload).or(match &e {
                     DecodeError::UnknownEvent(name)
                     | DecodeError::InvalidField { event: name, .. } => Some(name.clone()),
                     _ => None,
-                };
+                });
                 self.send_error(user_id, e.code(), Some(topic), reference)
                     .await;
                 return;
@@ -266,15 +284,16 @@ impl ChatService {
         if !self.membership.is_member(thread_id, user_id).await? {
             return Err(ServiceError::Forbidden);
         }
+        let (id, created_at) = crate::new_timed_id();
         let new = NewMessage {
-            id: crate::new_id(),
+            id,
             thread_id: thread_id.to_owned(),
             from: user_id.to_owned(),
             kind,
             content,
             card: None,
             client_msg_id: Some(client_msg_id.to_owned()),
-            created_at: crate::now_millis(),
+            created_at,
             sets_product: None,
         };
         let appended = self.store.append_message(&new).await?;
@@ -501,15 +520,16 @@ impl ChatService {
             None => opened.created,
         };
         if wanted {
+            let (id, created_at) = crate::new_timed_id();
             let system = NewMessage {
-                id: crate::new_id(),
+                id,
                 thread_id: thread.id.clone(),
                 from: String::new(),
                 kind: MessageType::System,
                 content: String::new(),
                 card: Some(card),
                 client_msg_id: None,
-                created_at: crate::now_millis(),
+                created_at,
                 sets_product,
             };
             let appended = self.store.append_message(&system).await?;

@@ -1,7 +1,7 @@
 //! JSON shapes of the REST API (camelCase), with their OpenAPI schemas.
 
 use chat_core::model::{Thread, User};
-use chat_protocol::{Message, MessagePreview};
+use chat_protocol::{Card, Message, MessagePreview};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -97,7 +97,7 @@ pub struct MessageView {
     pub content: String,
     /// Product or order card of a `system` message.
     #[schema(value_type = Option<Object>)]
-    pub card: Option<serde_json::Value>,
+    pub card: Option<CardView>,
     pub client_msg_id: Option<String>,
     pub created_at: i64,
 }
@@ -110,9 +110,52 @@ impl From<Message> for MessageView {
             from: m.from,
             kind: m.kind.as_str().to_owned(),
             content: m.content,
-            card: m.card.and_then(|c| serde_json::to_value(c).ok()),
+            card: m.card.map(CardView::from),
             client_msg_id: m.client_msg_id,
             created_at: m.created_at,
+        }
+    }
+}
+
+/// A card as REST shows it: the protocol's card with camelCase keys,
+/// `card` telling which kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "card",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
+pub enum CardView {
+    Product {
+        product_id: String,
+        title: String,
+        price: i64,
+        currency: String,
+        image_url: Option<String>,
+    },
+    Order {
+        order_id: String,
+        summary: String,
+    },
+}
+
+impl From<Card> for CardView {
+    fn from(card: Card) -> Self {
+        match card {
+            Card::Product {
+                product_id,
+                title,
+                price,
+                currency,
+                image_url,
+            } => CardView::Product {
+                product_id,
+                title,
+                price,
+                currency,
+                image_url,
+            },
+            Card::Order { order_id, summary } => CardView::Order { order_id, summary },
         }
     }
 }
