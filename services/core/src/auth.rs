@@ -345,4 +345,131 @@ mod tests {
         assert!(!client_id_belongs_to("u1:a:b", "u1"));
         assert_eq!(user_of_client_id("u1:phone"), "u1");
     }
+
+    fn testdata(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata")
+            .join(name)
+    }
+
+    fn sign(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, claims: &Claims) -> String {
+        let mut header = Header::new(alg);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, key).unwrap()
+    }
+
+    fn es256_key() -> EncodingKey {
+        EncodingKey::from_ec_pem(&std::fs::read(testdata("es256-private.pem")).unwrap()).unwrap()
+    }
+
+    fn rs256_key() -> EncodingKey {
+        EncodingKey::from_rsa_pem(&std::fs::read(testdata("rs256-private.pem")).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn public_keys_from_pem_verify_es256_and_rs256() {
+        let claims = claims_for(&config(), "u1", Role::Seller, 60);
+        for (alg, name, pem, key) in [
+            (Algorithm::ES256, "ES256", "es256-public.pem", es256_key()),
+            (Algorithm::RS256, "RS256", "rs256-public.pem", rs256_key()),
+        ] {
+            let cfg = AuthConfig {
+                algorithms: vec![name.into()],
+                public_key_pem: Some(testdata(pem)),
+                ..config()
+            };
+            let v = TokenVerifier::new(&cfg, None).unwrap();
+            assert_eq!(v.verify(&sign(alg, None, &key, &claims)).unwrap().sub, "u1");
+            // HS256 is not accepted by this deployment at all.
+            assert!(matches!(
+                v.verify(&mint_hs256("anything", &claims)),
+                Err(AuthError::Algorithm(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn key_confusion_fails() {
+        // The classic attack: sign HS256 with the server's *public* key as
+        // the HMAC secret, hoping it is used as one.
+        let public_pem = std::fs::read_to_string(testdata("rs256-public.pem")).unwrap();
+        let claims = claims_for(&config(), "u1", Role::Admin, 60);
+        let forged = mint_hs256(&public_pem, &claims);
+        let rs_only = AuthConfig {
+            algorithms: vec!["RS256".into()],
+            public_key_pem: Some(testdata("rs256-public.pem")),
+            ..config()
+        };
+        assert!(
+            TokenVerifier::new(&rs_only, None)
+                .unwrap()
+                .verify(&forged)
+                .is_err()
+        );
+        let both = AuthConfig {
+            algorithms: vec!["RS256".into(), "HS256".into()],
+            ..rs_only
+        };
+        let v = TokenVerifier::new(&both, Some("the-real-secret")).unwrap();
+        assert!(v.verify(&forged).is_err());
+        assert!(v.verify(&mint_hs256("the-real-secret", &claims)).is_ok());
+    }
+
+    #[test]
+    fn jwks_keys_are_chosen_by_kid_and_bound_to_their_algorithm() {
+        let cfg = AuthConfig {
+            algorithms: vec!["ES256".into(), "RS256".into()],
+            jwks_file: Some(testdata("jwks.json")),
+            ..config()
+        };
+        let v = TokenVerifier::new(&cfg, None).unwrap();
+        let claims = claims_for(&config(), "u1", Role::Buyer, 60);
+        assert!(
+            v.verify(&sign(Algorithm::ES256, Some("ec-1"), &es256_key(), &claims))
+                .is_ok()
+        );
+        assert!(
+            v.verify(&sign(
+                Algorithm::RS256,
+                Some("rsa-1"),
+                &rs256_key(),
+                &claims
+            ))
+            .is_ok()
+        );
+        // A kid naming a key of another algorithm is refused.
+        assert!(
+            v.verify(&sign(Algorithm::RS256, Some("ec-1"), &rs256_key(), &claims))
+                .is_err()
+        );
+        // Unknown kid and no default key for the algorithm.
+        assert!(
+            v.verify(&sign(Algorithm::ES256, Some("nope"), &es256_key(), &claims))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn misconfiguration_is_reported() {
+        let no_key = AuthConfig {
+            algorithms: vec!["ES256".into()],
+            ..config()
+        };
+        assert!(matches!(
+            TokenVerifier::new(&no_key, None),
+            Err(KeyError::NoPublicKey(_))
+        ));
+        assert!(matches!(
+            TokenVerifier::new(&config(), None),
+            Err(KeyError::NoSecret)
+        ));
+        let unknown = AuthConfig {
+            algorithms: vec!["none".into()],
+            ..config()
+        };
+        assert!(matches!(
+            TokenVerifier::new(&unknown, None),
+            Err(KeyError::UnknownAlgorithm(_))
+        ));
+    }
 }
