@@ -222,3 +222,82 @@ async fn a_session_is_closed_when_its_token_expires() {
     let closed = client.closed(Duration::from_secs(15)).await;
     assert!(closed.is_some(), "the session outlived its token");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_errors_are_json_with_stable_codes_in_the_callers_language() {
+    let server = Server::start(CHATD).await;
+    let token = server.token("b1", "buyer");
+    let (status, body) = server
+        .request_raw("POST", "/chat/threads", &token, "{not json")
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_field")),
+        "{body}"
+    );
+    let (status, body) = server
+        .request("GET", "/chat/threads?limit=many", &token, None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_field")),
+        "{body}"
+    );
+    let (status, body) = server.request("GET", "/no/such/route", &token, None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    let (status, body) = server
+        .request(
+            "POST",
+            "/chat/threads",
+            &token,
+            Some(serde_json::json!({"sellerId": "nobody"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Không tìm thấy"),
+        "Vietnamese by default: {body}"
+    );
+    let english = reqwest::Client::new()
+        .post(server.url("/chat/threads"))
+        .bearer_auth(&token)
+        .header("accept-language", "en-US,en;q=0.9")
+        .json(&serde_json::json!({"sellerId": "nobody"}))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert!(
+        english["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Not found"),
+        "{english}"
+    );
+    // The OpenAPI document describes the facade.
+    let (status, doc) = server.request("GET", "/openapi.json", "", None).await;
+    assert_eq!(status, 200);
+    for path in [
+        "/chat/threads",
+        "/chat/threads/{id}/messages",
+        "/chat/threads/{id}/read",
+        "/internal/users/{id}",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from openapi.json"
+        );
+    }
+}

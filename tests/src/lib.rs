@@ -180,6 +180,32 @@ impl Server {
         )
     }
 
+    /// A request with a raw body, for malformed-input tests.
+    pub async fn request_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: &str,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let resp = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("http request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
     /// Registers users, as the platform does.
     pub async fn put_users(&self, users: &[&str]) {
         let token = self.token(PLATFORM, "platform");

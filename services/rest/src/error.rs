@@ -37,6 +37,14 @@ impl ApiError {
         }
     }
 
+    pub fn not_found(lang: Lang) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: ErrorCode::NotFound.as_str(),
+            message: error_text(ErrorCode::NotFound, lang).to_owned(),
+        }
+    }
+
     pub fn bad_request(lang: Lang, detail: &str) -> Self {
         ApiError {
             status: StatusCode::BAD_REQUEST,

@@ -74,7 +74,43 @@ pub fn router(state: AppState) -> Router {
         .route("/internal/users/{id}", put(put_user))
         .route("/internal/products/{id}", put(put_product))
         .route("/internal/orders/{id}", put(put_order))
+        .fallback(no_route)
         .with_state(state)
+}
+
+/// `Json` whose rejections (bad body, wrong content type) are JSON errors
+/// with a stable code, like every other error of this API.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let lang = lang_of(req.headers());
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(ApiError::bad_request(lang, &rejection.body_text())),
+        }
+    }
+}
+
+/// `Query` with JSON errors.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let lang = lang_of(&parts.headers);
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(ApiError::bad_request(lang, &rejection.body_text())),
+        }
+    }
+}
+
+async fn no_route(headers: HeaderMap) -> ApiError {
+    ApiError::not_found(lang_of(&headers))
 }
 
 /// The authenticated caller and the language for their error texts.
@@ -141,7 +177,7 @@ fn page_size(limit: Option<usize>) -> usize {
 async fn list_threads(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ThreadsQuery>,
+    ApiQuery(q): ApiQuery<ThreadsQuery>,
 ) -> Result<Json<ThreadPage>, ApiError> {
     let limit = page_size(q.limit);
     let cursor = match q.cursor.as_deref() {
@@ -186,7 +222,7 @@ async fn list_threads(
 async fn open_thread(
     State(state): State<AppState>,
     caller: Caller,
-    Json(req): Json<OpenThreadRequest>,
+    ApiJson(req): ApiJson<OpenThreadRequest>,
 ) -> Result<Json<ThreadView>, ApiError> {
     let from = match (req.seller_id, req.product_id, req.order_id) {
         (Some(seller_id), product_id, None) => OpenFrom::Seller {
@@ -228,7 +264,7 @@ async fn list_messages(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<MessagesQuery>,
+    ApiQuery(q): ApiQuery<MessagesQuery>,
 ) -> Result<Json<MessagePage>, ApiError> {
     state
         .service
@@ -271,7 +307,7 @@ async fn mark_read(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Json(req): Json<MarkReadRequest>,
+    ApiJson(req): ApiJson<MarkReadRequest>,
 ) -> Result<Json<ReadView>, ApiError> {
     state
         .service
@@ -309,7 +345,7 @@ async fn put_user(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Json(body): Json<UserBody>,
+    ApiJson(body): ApiJson<UserBody>,
 ) -> Result<axum::http::StatusCode, ApiError> {
     caller.require_platform()?;
     valid_id(caller.lang, &id)?;
@@ -337,7 +373,7 @@ async fn put_product(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Json(body): Json<ProductBody>,
+    ApiJson(body): ApiJson<ProductBody>,
 ) -> Result<axum::http::StatusCode, ApiError> {
     caller.require_platform()?;
     valid_id(caller.lang, &id)?;
@@ -367,7 +403,7 @@ async fn put_order(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Json(body): Json<OrderBody>,
+    ApiJson(body): ApiJson<OrderBody>,
 ) -> Result<axum::http::StatusCode, ApiError> {
     caller.require_platform()?;
     valid_id(caller.lang, &id)?;
