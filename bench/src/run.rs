@@ -1,0 +1,530 @@
+//! One measured run: seed threads, connect every client, send the schedule,
+//! wait for deliveries, collect figures.
+//!
+//! Streams: pair `i` has stream `2i` (buyer → seller) and `2i + 1`
+//! (seller → buyer). Every payload is the same `send_message` envelope for
+//! both targets; its text starts with `stream:seq:sent_us:` so a receiver
+//! knows which message it got and how old it is, and its `client_msg_id`
+//! is `stream:seq:sent_us` so an ack carries its own send time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chat_protocol::{ClientEvent, MessageType, ServerEvent};
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, Transport};
+use serde_json::json;
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::target::{Endpoint, Kind, ProcStats, Target};
+use crate::tracker::{
+    Percentiles, SequenceReport, SequenceTracker, latency_histogram, percentiles,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    Tcp,
+    Ws,
+}
+
+/// The client population and message schedule of a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    pub pairs: u32,
+    /// Messages each buyer sends.
+    pub messages: u32,
+    /// Messages per second per buyer; 0 sends as fast as the window allows.
+    pub rate: f64,
+    /// Unacknowledged messages a buyer may have outstanding.
+    pub inflight: usize,
+    /// A seller answers every n-th message it receives; 0 never.
+    pub reply_every: u32,
+    /// Length of the message text in bytes.
+    pub size: usize,
+    pub via: Via,
+    pub connect_concurrency: usize,
+    /// Hard bound on the send and drain phases.
+    pub max_duration: Duration,
+    /// How long to wait for stragglers after the last send.
+    pub drain: Duration,
+    /// Testing the bench itself: the receiver of stream 0 drops seq 1 and
+    /// counts seq 2 twice, which the report must show as 1 lost, 1 duplicate.
+    pub inject_faults: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunResult {
+    pub target: &'static str,
+    pub clients: u32,
+    pub connect_seconds: f64,
+    pub connects_per_s: f64,
+    pub ack: Percentiles,
+    pub delivery: Percentiles,
+    pub sequence: SequenceReport,
+    pub send_seconds: f64,
+    pub delivered_per_s: f64,
+    pub errors: u64,
+    pub server_cpu_seconds: f64,
+    pub server_peak_rss_kib: u64,
+    pub server_rss_per_connection_kib: f64,
+}
+
+struct Shared {
+    epoch: Instant,
+    tracker: Mutex<SequenceTracker>,
+    ack: Mutex<Histogram<u64>>,
+    delivery: Mutex<Histogram<u64>>,
+    delivered: AtomicU64,
+    last_delivery_us: AtomicU64,
+    errors: AtomicU64,
+    progress: ProgressBar,
+    plan: Plan,
+    kind: Kind,
+}
+
+impl Shared {
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+}
+
+fn payload(stream: u32, seq: u32, sent_us: u64, size: usize) -> Vec<u8> {
+    let mut content = format!("{stream}:{seq}:{sent_us}:");
+    while content.len() < size {
+        content.push('x');
+    }
+    chat_protocol::encode(&ClientEvent::SendMessage {
+        client_msg_id: format!("{stream}:{seq}:{sent_us}"),
+        kind: MessageType::Text,
+        content,
+    })
+}
+
+fn parse_marker(text: &str) -> Option<(u32, u32, u64)> {
+    let mut parts = text.splitn(4, ':');
+    Some((
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    ))
+}
+
+fn token(secret: &str, user: &str, role: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 24 * 3600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": user, "role": role, "iss": "chatd-dev", "aud": "chat", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 encoding")
+}
+
+/// Registers the pairs with chatd and opens their threads; returns thread ids.
+async fn seed_chatd(target: &Target, pairs: u32) -> anyhow::Result<Vec<String>> {
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{}", target.http_port);
+    let platform = token(&target.secret, "bench-platform", "platform");
+    let limit = Arc::new(Semaphore::new(16));
+    let mut tasks = Vec::new();
+    for pair in 0..pairs {
+        let (http, base, platform, secret, limit) = (
+            http.clone(),
+            base.clone(),
+            platform.clone(),
+            target.secret.clone(),
+            limit.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let _permit = limit.acquire().await?;
+            for user in [format!("bb{pair}"), format!("bs{pair}")] {
+                http.put(format!("{base}/internal/users/{user}"))
+                    .bearer_auth(&platform)
+                    .json(&json!({"displayName": user}))
+                    .send()
+                    .await?
+                    .error_for_status()?;
+            }
+            let thread: serde_json::Value = http
+                .post(format!("{base}/chat/threads"))
+                .bearer_auth(token(&secret, &format!("bb{pair}"), "buyer"))
+                .json(&json!({"sellerId": format!("bs{pair}")}))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            thread["id"]
+                .as_str()
+                .map(str::to_owned)
+                .context("thread id")
+        }));
+    }
+    let mut threads = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        threads.push(task.await??);
+    }
+    Ok(threads)
+}
+
+struct Participant {
+    pair: u32,
+    buyer: bool,
+    thread: String,
+}
+
+impl Participant {
+    fn user(&self) -> String {
+        format!("{}{}", if self.buyer { "bb" } else { "bs" }, self.pair)
+    }
+
+    fn stream(&self) -> u32 {
+        self.pair * 2 + u32::from(!self.buyer)
+    }
+
+    fn publish_topic(&self, kind: Kind) -> String {
+        match kind {
+            Kind::Chatd => chat_protocol::topics::thread_inbound(&self.thread),
+            Kind::Mosquitto => chat_protocol::topics::thread(&self.thread),
+        }
+    }
+}
+
+/// Connects one client and subscribes; returns once the SUBACK is in.
+async fn connect(
+    target: &Endpoint,
+    who: &Participant,
+    shared: &Arc<Shared>,
+    window: Option<Arc<Semaphore>>,
+) -> anyhow::Result<AsyncClient> {
+    let user = who.user();
+    let mut opts = match shared.plan.via {
+        Via::Tcp => MqttOptions::new(&user, "127.0.0.1", target.tcp_port),
+        Via::Ws => {
+            let mut o = MqttOptions::new(
+                &user,
+                format!("ws://127.0.0.1:{}/mqtt", target.ws_port),
+                target.ws_port,
+            );
+            o.set_transport(Transport::Ws);
+            o
+        }
+    };
+    opts.set_keep_alive(Duration::from_secs(60));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    opts.set_inflight(shared.plan.inflight.clamp(1, u16::MAX as usize) as u16);
+    if shared.kind == Kind::Chatd {
+        opts.set_credentials(
+            &user,
+            token(
+                &target.secret,
+                &user,
+                if who.buyer { "buyer" } else { "seller" },
+            ),
+        );
+    }
+    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+    let mut filters = vec![chat_protocol::topics::thread(&who.thread)];
+    if shared.kind == Kind::Chatd {
+        filters.push(chat_protocol::topics::user(&user));
+    }
+    for filter in &filters {
+        client.subscribe(filter, QoS::AtLeastOnce).await?;
+    }
+    let mut subacks = 0;
+    while subacks < filters.len() {
+        match tokio::time::timeout(Duration::from_secs(30), eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::SubAck(ack)))) => {
+                anyhow::ensure!(
+                    ack.return_codes
+                        .iter()
+                        .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_))),
+                    "{user}: subscription refused"
+                );
+                subacks += 1;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => anyhow::bail!("{user}: {e}"),
+            Err(_) => anyhow::bail!("{user}: connect timed out"),
+        }
+    }
+    let me = Participant {
+        pair: who.pair,
+        buyer: who.buyer,
+        thread: who.thread.clone(),
+    };
+    tokio::spawn(receive_loop(
+        eventloop,
+        client.clone(),
+        me,
+        shared.clone(),
+        window,
+    ));
+    Ok(client)
+}
+
+/// Drives one client's connection and accounts for what arrives.
+async fn receive_loop(
+    mut eventloop: rumqttc::EventLoop,
+    client: AsyncClient,
+    me: Participant,
+    shared: Arc<Shared>,
+    window: Option<Arc<Semaphore>>,
+) {
+    let my_stream = me.stream();
+    let topic = me.publish_topic(shared.kind);
+    let mut replies = 0u32;
+    let mut received = 0u32;
+    let mut pubacks: std::collections::HashMap<u16, u64> = std::collections::HashMap::new();
+    loop {
+        let event = match eventloop.poll().await {
+            Ok(e) => e,
+            Err(_) => return,
+        };
+        match event {
+            Event::Outgoing(Outgoing::Publish(pkid)) if shared.kind == Kind::Mosquitto => {
+                pubacks.insert(pkid, shared.now_us());
+            }
+            Event::Incoming(Packet::PubAck(ack)) if shared.kind == Kind::Mosquitto => {
+                if let Some(sent) = pubacks.remove(&ack.pkid) {
+                    let _ = shared
+                        .ack
+                        .lock()
+                        .await
+                        .record(shared.now_us().saturating_sub(sent).max(1));
+                    if let Some(w) = &window {
+                        w.add_permits(1);
+                    }
+                }
+            }
+            Event::Incoming(Packet::Publish(p)) => {
+                let text = match shared.kind {
+                    Kind::Mosquitto => match chat_protocol::decode_client(&p.payload) {
+                        Ok(ClientEvent::SendMessage { content, .. }) => Some(content),
+                        _ => None,
+                    },
+                    Kind::Chatd => match chat_protocol::decode_server(&p.payload) {
+                        Ok(ServerEvent::MessageNew { message }) => Some(message.content),
+                        Ok(ServerEvent::MessageSentAck {
+                            client_msg_id,
+                            error,
+                            ..
+                        }) => {
+                            if error.is_some() {
+                                shared.errors.fetch_add(1, Ordering::Relaxed);
+                            } else if let Some((_, _, sent)) =
+                                parse_marker(&format!("{client_msg_id}:"))
+                            {
+                                let _ = shared
+                                    .ack
+                                    .lock()
+                                    .await
+                                    .record(shared.now_us().saturating_sub(sent).max(1));
+                            }
+                            if let Some(w) = &window {
+                                w.add_permits(1);
+                            }
+                            None
+                        }
+                        Ok(ServerEvent::Error { .. }) => {
+                            shared.errors.fetch_add(1, Ordering::Relaxed);
+                            None
+                        }
+                        _ => None,
+                    },
+                };
+                let Some((stream, seq, sent)) = text.as_deref().and_then(parse_marker) else {
+                    continue;
+                };
+                if stream == my_stream {
+                    continue; // our own message echoed on the thread topic
+                }
+                received += 1;
+                let now = shared.now_us();
+                let _ = shared
+                    .delivery
+                    .lock()
+                    .await
+                    .record(now.saturating_sub(sent).max(1));
+                {
+                    let mut tracker = shared.tracker.lock().await;
+                    let faulty = shared.plan.inject_faults && stream == 0;
+                    if !(faulty && seq == 1) {
+                        tracker.received(stream, seq);
+                    }
+                    if faulty && seq == 2 {
+                        tracker.received(stream, seq);
+                    }
+                }
+                shared.delivered.fetch_add(1, Ordering::Relaxed);
+                shared.last_delivery_us.fetch_max(now, Ordering::Relaxed);
+                shared.progress.inc(1);
+                let every = shared.plan.reply_every;
+                if !me.buyer && every > 0 && received.is_multiple_of(every) {
+                    let bytes = payload(my_stream, replies, shared.now_us(), shared.plan.size);
+                    if client
+                        .try_publish(topic.as_str(), QoS::AtLeastOnce, false, bytes)
+                        .is_ok()
+                    {
+                        replies += 1;
+                        shared.tracker.lock().await.sent(my_stream, replies);
+                    } else {
+                        shared.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Sends one buyer's schedule.
+async fn send_loop(
+    client: AsyncClient,
+    me: Participant,
+    shared: Arc<Shared>,
+    window: Arc<Semaphore>,
+) {
+    let plan = &shared.plan;
+    let topic = me.publish_topic(shared.kind);
+    let stream = me.stream();
+    let mut ticker = (plan.rate > 0.0).then(|| {
+        let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / plan.rate));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        t
+    });
+    for seq in 0..plan.messages {
+        if let Some(t) = ticker.as_mut() {
+            t.tick().await;
+        }
+        match window.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return,
+        }
+        let bytes = payload(stream, seq, shared.now_us(), plan.size);
+        if client
+            .publish(topic.as_str(), QoS::AtLeastOnce, false, bytes)
+            .await
+            .is_err()
+        {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        shared.tracker.lock().await.sent(stream, seq + 1);
+    }
+}
+
+pub async fn run(target: &Target, plan: &Plan, progress: ProgressBar) -> anyhow::Result<RunResult> {
+    let threads: Vec<String> = match target.kind {
+        Kind::Chatd => seed_chatd(target, plan.pairs).await?,
+        Kind::Mosquitto => (0..plan.pairs).map(|i| format!("bench-{i}")).collect(),
+    };
+    let replies_per_pair = plan.messages.checked_div(plan.reply_every).unwrap_or(0);
+    let expected = u64::from(plan.pairs) * u64::from(plan.messages + replies_per_pair);
+    progress.set_length(expected);
+    let shared = Arc::new(Shared {
+        epoch: Instant::now(),
+        tracker: Mutex::new(SequenceTracker::default()),
+        ack: Mutex::new(latency_histogram()),
+        delivery: Mutex::new(latency_histogram()),
+        delivered: AtomicU64::new(0),
+        last_delivery_us: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        progress: progress.clone(),
+        plan: plan.clone(),
+        kind: target.kind,
+    });
+
+    // Connect everyone, a bounded number at a time.
+    let before = target.stats();
+    let connect_start = Instant::now();
+    let limit = Arc::new(Semaphore::new(plan.connect_concurrency.max(1)));
+    let mut connecting = Vec::new();
+    for (pair, thread) in threads.iter().enumerate() {
+        for buyer in [true, false] {
+            let who = Participant {
+                pair: pair as u32,
+                buyer,
+                thread: thread.clone(),
+            };
+            let window = buyer.then(|| Arc::new(Semaphore::new(plan.inflight.max(1))));
+            let (shared, limit) = (shared.clone(), limit.clone());
+            let endpoint = target.endpoint();
+            connecting.push(tokio::spawn(async move {
+                let _permit = limit.acquire().await?;
+                let client = connect(&endpoint, &who, &shared, window.clone()).await?;
+                anyhow::Ok((who, client, window))
+            }));
+        }
+    }
+    let mut buyers = Vec::new();
+    let mut clients = Vec::new();
+    for task in connecting {
+        let (who, client, window) = task.await??;
+        if let Some(window) = window {
+            buyers.push((who, client.clone(), window));
+        }
+        clients.push(client);
+    }
+    let connect_seconds = connect_start.elapsed().as_secs_f64();
+    let connected = target.stats();
+
+    // Send, then wait for the last deliveries.
+    let send_start_us = shared.now_us();
+    let cpu_before = connected.cpu_seconds;
+    let senders: Vec<_> = buyers
+        .into_iter()
+        .map(|(who, client, window)| tokio::spawn(send_loop(client, who, shared.clone(), window)))
+        .collect();
+    let bounded = tokio::time::timeout(plan.max_duration, async {
+        for s in senders {
+            let _ = s.await;
+        }
+        let drain_until = Instant::now() + plan.drain;
+        while Instant::now() < drain_until {
+            let report = shared.tracker.lock().await.report();
+            let replies_pending = plan.reply_every > 0 && report.delivered < expected;
+            if report.delivered >= report.sent && !replies_pending {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if bounded.is_err() {
+        progress.println(format!("{}: stopped at the time bound", target.kind.name()));
+    }
+    let after: ProcStats = target.stats();
+    for client in clients.iter() {
+        let _ = client.try_disconnect();
+    }
+    progress.finish_and_clear();
+
+    let sequence = shared.tracker.lock().await.report();
+    let last = shared.last_delivery_us.load(Ordering::Relaxed);
+    let span = (last.saturating_sub(send_start_us)) as f64 / 1e6;
+    let n_clients = plan.pairs * 2;
+    Ok(RunResult {
+        target: target.kind.name(),
+        clients: n_clients,
+        connect_seconds,
+        connects_per_s: f64::from(n_clients) / connect_seconds.max(1e-9),
+        ack: percentiles(&*shared.ack.lock().await),
+        delivery: percentiles(&*shared.delivery.lock().await),
+        sequence,
+        send_seconds: span,
+        delivered_per_s: shared.delivered.load(Ordering::Relaxed) as f64 / span.max(1e-9),
+        errors: shared.errors.load(Ordering::Relaxed),
+        server_cpu_seconds: after.cpu_seconds - cpu_before,
+        server_peak_rss_kib: after.peak_rss_kib,
+        server_rss_per_connection_kib: connected.rss_kib.saturating_sub(before.rss_kib) as f64
+            / f64::from(n_clients),
+    })
+}
