@@ -10,7 +10,7 @@ use crate::model::{
     InboxCursor, MessageRange, NewMessage, OpenThread, Order, Product, Thread, User,
 };
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("not found: {0}")]
     NotFound(&'static str),
