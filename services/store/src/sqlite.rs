@@ -178,11 +178,10 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
 }
 
 fn load_thread(conn: &Connection, id: &str) -> rusqlite::Result<Option<Thread>> {
-    conn.query_row(
-        &format!("SELECT {THREAD_COLUMNS} FROM threads WHERE id = ?1"),
-        [id],
-        thread_from_row,
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {THREAD_COLUMNS} FROM threads WHERE id = ?1"
+    ))?
+    .query_row([id], thread_from_row)
     .optional()
 }
 
@@ -321,82 +320,95 @@ fn write_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
     }
 }
 
+/// Hot path of every send: two cached statements in the common case
+/// (insert, then update-returning the thread), more only for a retry.
 fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
-    if let Some(client_msg_id) = &m.client_msg_id {
-        let existing = tx
-            .query_row(
-                &format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages \
-                     WHERE thread_id = ?1 AND from_user = ?2 AND client_msg_id = ?3"
-                ),
-                params![m.thread_id, m.from, client_msg_id],
-                message_from_row,
-            )
-            .optional()
-            .map_err(backend)?;
-        if let Some(message) = existing {
-            let thread = load_thread(tx, &m.thread_id)
-                .map_err(backend)?
-                .ok_or(StoreError::NotFound("thread"))?;
-            return Ok(Appended {
-                message,
-                thread,
-                duplicate: true,
-            });
-        }
-    }
-    let thread = load_thread(tx, &m.thread_id)
-        .map_err(backend)?
-        .ok_or(StoreError::NotFound("thread"))?;
     let card = m
         .card
         .as_ref()
         .map(|c| serde_json::to_string(c).map_err(backend))
         .transpose()?;
-    tx.execute(
-        &format!(
-            "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-        ),
-        params![
-            m.id,
-            m.thread_id,
-            m.from,
-            m.kind.as_str(),
-            m.content,
-            card,
-            m.client_msg_id,
-            m.created_at
-        ],
-    )
-    .map_err(backend)?;
+    let inserted = tx
+        .prepare_cached(&format!(
+            "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (thread_id, from_user, client_msg_id) WHERE client_msg_id IS NOT NULL \
+             DO NOTHING"
+        ))
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                m.id,
+                m.thread_id,
+                m.from,
+                m.kind.as_str(),
+                m.content,
+                card,
+                m.client_msg_id,
+                m.created_at
+            ])
+        })
+        .map_err(|e| match e.sqlite_error_code() {
+            // The thread does not exist (foreign key).
+            Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::NotFound("thread"),
+            _ => backend(e),
+        })?;
+    if inserted == 0 {
+        return duplicate_of(tx, m);
+    }
     let message = m.clone().into_message();
     let preview = serde_json::to_string(&preview_of(&message)).map_err(backend)?;
-    let (buyer_inc, seller_inc) = match (m.counts_as_unread(), thread.side_of(&m.from)) {
-        (true, Some(Side::Buyer)) => (0, 1),
-        (true, Some(Side::Seller)) => (1, 0),
-        _ => (0, 0),
-    };
-    tx.execute(
-        "UPDATE threads SET last_message = ?2, last_message_at = ?3, activity_at = ?3, \
-         unread_buyer = unread_buyer + ?4, unread_seller = unread_seller + ?5, \
-         product_id = COALESCE(?6, product_id), updated_at = ?3 WHERE id = ?1",
-        params![
-            m.thread_id,
-            preview,
-            m.created_at,
-            buyer_inc,
-            seller_inc,
-            m.sets_product
-        ],
-    )
-    .map_err(backend)?;
-    let thread = load_thread(tx, &m.thread_id)
+    let counts = i64::from(m.counts_as_unread());
+    let thread = tx
+        .prepare_cached(&format!(
+            "UPDATE threads SET last_message = ?2, last_message_at = ?3, activity_at = ?3, \
+             unread_buyer = unread_buyer + (?4 * (seller_id = ?5)), \
+             unread_seller = unread_seller + (?4 * (buyer_id = ?5)), \
+             product_id = COALESCE(?6, product_id), updated_at = ?3 WHERE id = ?1 \
+             RETURNING {THREAD_COLUMNS}"
+        ))
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params![
+                    m.thread_id,
+                    preview,
+                    m.created_at,
+                    counts,
+                    m.from,
+                    m.sets_product
+                ],
+                thread_from_row,
+            )
+            .optional()
+        })
         .map_err(backend)?
         .ok_or(StoreError::NotFound("thread"))?;
     Ok(Appended {
         message,
         thread,
         duplicate: false,
+    })
+}
+
+/// A retry: the message stored earlier under the same key.
+fn duplicate_of(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
+    let message = tx
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages \
+             WHERE thread_id = ?1 AND from_user = ?2 AND client_msg_id = ?3"
+        ))
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params![m.thread_id, m.from, m.client_msg_id],
+                message_from_row,
+            )
+        })
+        .map_err(backend)?;
+    let thread = load_thread(tx, &m.thread_id)
+        .map_err(backend)?
+        .ok_or(StoreError::NotFound("thread"))?;
+    Ok(Appended {
+        message,
+        thread,
+        duplicate: true,
     })
 }
 
