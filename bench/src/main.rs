@@ -39,9 +39,10 @@ enum Scenario {
 struct Args {
     #[arg(long, value_enum, default_value = "steady")]
     scenario: Scenario,
-    /// Compare with a plain broker in the same run (alternating A B A B).
+    /// Compare with a plain broker in the same run (alternating A B A B);
+    /// repeat to compare with several (e.g. mosquitto and chatd-raw).
     #[arg(long, value_enum)]
-    compare: Option<Kind>,
+    compare: Vec<Kind>,
     /// Run against this target only (ignored with --compare).
     #[arg(long, value_enum, default_value = "chatd")]
     target: Kind,
@@ -207,11 +208,12 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let plan = plan_for(&args);
     let chatd = args.chatd.clone().unwrap_or_else(target::default_chatd);
-    let order: Vec<Kind> = match args.compare {
-        Some(other) => (0..args.rounds)
-            .flat_map(|_| [other, Kind::Chatd])
-            .collect(),
-        None => vec![args.target],
+    let order: Vec<Kind> = if args.compare.is_empty() {
+        vec![args.target]
+    } else {
+        (0..args.rounds)
+            .flat_map(|_| args.compare.iter().copied().chain([Kind::Chatd]))
+            .collect()
     };
     eprintln!(
         "chat-bench {:?}: {} pairs, {} msg/buyer at {} msg/s, window {}, reply every {}, {} B, {:?}",
@@ -233,8 +235,8 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let mut summary = serde_json::Map::new();
-    if let Some(other) = args.compare {
-        let ours: Vec<&RunResult> = results.iter().filter(|r| r.target == "chatd").collect();
+    let ours: Vec<&RunResult> = results.iter().filter(|r| r.target == "chatd").collect();
+    for other in &args.compare {
         let theirs: Vec<&RunResult> = results
             .iter()
             .filter(|r| r.target == other.name())
@@ -246,15 +248,17 @@ async fn main() -> anyhow::Result<()> {
             other.name(),
             "ratio"
         );
+        let mut figures = serde_json::Map::new();
         for (name, f) in FIGURES {
             let (a, b) = (mean(&ours, f), mean(&theirs, f));
             let ratio = if b != 0.0 { a / b } else { f64::NAN };
             eprintln!("{name:<22}{a:>14.2}{b:>14.2}{ratio:>10.2}");
-            summary.insert(
+            figures.insert(
                 (*name).to_owned(),
-                serde_json::json!({"chatd": a, other.name(): b, "ratio": ratio}),
+                serde_json::json!({"chatd": a, "other": b, "ratio": ratio}),
             );
         }
+        summary.insert(other.name().to_owned(), figures.into());
     }
     if let Some(path) = &args.plot {
         plot::percentiles_svg(path, &results)?;

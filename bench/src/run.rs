@@ -192,6 +192,7 @@ impl Participant {
     fn publish_topic(&self, kind: Kind) -> String {
         match kind {
             Kind::Chatd => chat_protocol::topics::thread_inbound(&self.thread),
+            Kind::ChatdRaw => format!("bench/{}", self.thread),
             Kind::Mosquitto => chat_protocol::topics::thread(&self.thread),
         }
     }
@@ -220,18 +221,25 @@ async fn connect(
     opts.set_keep_alive(Duration::from_secs(60));
     opts.set_max_packet_size(1 << 20, 1 << 20);
     opts.set_inflight(shared.plan.inflight.clamp(1, u16::MAX as usize) as u16);
-    if shared.kind == Kind::Chatd {
-        opts.set_credentials(
-            &user,
-            token(
-                &target.secret,
-                &user,
-                if who.buyer { "buyer" } else { "seller" },
-            ),
-        );
+    let role = match shared.kind {
+        Kind::Chatd if who.buyer => Some("buyer"),
+        Kind::Chatd => Some("seller"),
+        Kind::ChatdRaw => Some("loadtest"),
+        Kind::Mosquitto => None,
+    };
+    if let Some(role) = role {
+        opts.set_credentials(&user, token(&target.secret, &user, role));
     }
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
-    let mut filters = vec![chat_protocol::topics::thread(&who.thread)];
+    // Phones and our server both disable Nagle; a bench client that does
+    // not measures 40 ms of delayed-ACK stalls instead of the server.
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
+    let mut filters = vec![match shared.kind {
+        Kind::ChatdRaw => who.publish_topic(Kind::ChatdRaw),
+        _ => chat_protocol::topics::thread(&who.thread),
+    }];
     if shared.kind == Kind::Chatd {
         filters.push(chat_protocol::topics::user(&user));
     }
@@ -289,10 +297,10 @@ async fn receive_loop(
             Err(_) => return,
         };
         match event {
-            Event::Outgoing(Outgoing::Publish(pkid)) if shared.kind == Kind::Mosquitto => {
+            Event::Outgoing(Outgoing::Publish(pkid)) if shared.kind.is_plain() => {
                 pubacks.insert(pkid, shared.now_us());
             }
-            Event::Incoming(Packet::PubAck(ack)) if shared.kind == Kind::Mosquitto => {
+            Event::Incoming(Packet::PubAck(ack)) if shared.kind.is_plain() => {
                 if let Some(sent) = pubacks.remove(&ack.pkid) {
                     let _ = shared
                         .ack
@@ -306,10 +314,12 @@ async fn receive_loop(
             }
             Event::Incoming(Packet::Publish(p)) => {
                 let text = match shared.kind {
-                    Kind::Mosquitto => match chat_protocol::decode_client(&p.payload) {
-                        Ok(ClientEvent::SendMessage { content, .. }) => Some(content),
-                        _ => None,
-                    },
+                    Kind::Mosquitto | Kind::ChatdRaw => {
+                        match chat_protocol::decode_client(&p.payload) {
+                            Ok(ClientEvent::SendMessage { content, .. }) => Some(content),
+                            _ => None,
+                        }
+                    }
                     Kind::Chatd => match chat_protocol::decode_server(&p.payload) {
                         Ok(ServerEvent::MessageNew { message }) => Some(message.content),
                         Ok(ServerEvent::MessageSentAck {
@@ -424,7 +434,7 @@ async fn send_loop(
 pub async fn run(target: &Target, plan: &Plan, progress: ProgressBar) -> anyhow::Result<RunResult> {
     let threads: Vec<String> = match target.kind {
         Kind::Chatd => seed_chatd(target, plan.pairs).await?,
-        Kind::Mosquitto => (0..plan.pairs).map(|i| format!("bench-{i}")).collect(),
+        Kind::Mosquitto | Kind::ChatdRaw => (0..plan.pairs).map(|i| format!("bench-{i}")).collect(),
     };
     let replies_per_pair = plan.messages.checked_div(plan.reply_every).unwrap_or(0);
     let expected = u64::from(plan.pairs) * u64::from(plan.messages + replies_per_pair);

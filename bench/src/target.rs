@@ -13,7 +13,12 @@ use anyhow::{Context, bail};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
+    /// The whole chat path: auth, ACL, storage, acks, fan-out.
     Chatd,
+    /// chatd's embedded broker alone: `loadtest` tokens, plain pub/sub
+    /// under `bench/`, no chat processing.
+    ChatdRaw,
+    /// A plain Mosquitto: no auth, no storage.
     Mosquitto,
 }
 
@@ -21,8 +26,14 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Chatd => "chatd",
+            Kind::ChatdRaw => "chatd-raw",
             Kind::Mosquitto => "mosquitto",
         }
+    }
+
+    /// Plain pub/sub on the thread topic, PUBACK as the ack.
+    pub fn is_plain(self) -> bool {
+        self != Kind::Chatd
     }
 }
 
@@ -73,7 +84,7 @@ impl Target {
         let secret = format!("bench-{}", uuid::Uuid::new_v4());
         let log = std::fs::File::create(dir.path().join("server.log"))?;
         let child = match kind {
-            Kind::Chatd => Command::new(chatd)
+            Kind::Chatd | Kind::ChatdRaw => Command::new(chatd)
                 .arg("serve")
                 .current_dir(dir.path())
                 .env("CHAT_DATA_DIR", dir.path().join("data"))
@@ -82,6 +93,10 @@ impl Target {
                 .env("CHAT_MQTT__WS_ADDR", format!("127.0.0.1:{ws_port}"))
                 .env("CHAT_AUTH__HS256_SECRET", &secret)
                 .env("CHAT_LOG", "warn")
+                .env(
+                    "CHAT_MQTT__ALLOW_LOADTEST",
+                    (kind == Kind::ChatdRaw).to_string(),
+                )
                 .stdout(Stdio::from(log.try_clone()?))
                 .stderr(Stdio::from(log))
                 .spawn()

@@ -47,7 +47,7 @@ fn a_clean_run_against_both_targets_loses_and_duplicates_nothing() {
         assert!(run["delivery"]["count"].as_u64().unwrap() > 0);
         assert!(run["ack"]["count"].as_u64().unwrap() > 0);
     }
-    assert!(report["summary"]["delivery p99 ms"]["ratio"].is_number());
+    assert!(report["summary"]["mosquitto"]["delivery p99 ms"]["ratio"].is_number());
 }
 
 #[test]

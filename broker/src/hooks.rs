@@ -1,13 +1,15 @@
 //! rmqtt hook handlers: authentication, ACL, hand-off to the chat service.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chat_core::auth::{TokenVerifier, client_id_belongs_to, user_of_client_id};
+use chat_core::auth::{Role, TokenVerifier, client_id_belongs_to, user_of_client_id};
 use chat_core::service::ChatService;
 use chat_protocol::ErrorCode;
 use chat_protocol::topics::{self, Topic};
+use parking_lot::Mutex;
 use rmqtt::acl::AuthInfo;
 use rmqtt::codec::v5::SubscribeAckReason;
 use rmqtt::context::ServerContext;
@@ -17,11 +19,17 @@ use rmqtt::types::{
     AuthResult, ConnectInfo, Message, PublishAclResult, Reason, SubscribeAclResult,
 };
 
+/// Topic prefix a `loadtest` session is confined to.
+const LOADTEST_PREFIX: &str = "bench/";
+
 #[derive(Clone)]
 pub struct ChatHooks {
     scx: ServerContext,
     verifier: Arc<TokenVerifier>,
     service: Arc<ChatService>,
+    allow_loadtest: bool,
+    /// Client ids whose current session holds a `loadtest` token.
+    loadtest_clients: Arc<Mutex<HashSet<String>>>,
 }
 
 impl ChatHooks {
@@ -29,12 +37,19 @@ impl ChatHooks {
         scx: ServerContext,
         verifier: Arc<TokenVerifier>,
         service: Arc<ChatService>,
+        allow_loadtest: bool,
     ) -> Self {
         ChatHooks {
             scx,
             verifier,
             service,
+            allow_loadtest,
+            loadtest_clients: Arc::default(),
         }
+    }
+
+    fn is_loadtest(&self, client_id: &str) -> bool {
+        self.loadtest_clients.lock().contains(client_id)
     }
 
     fn authenticate(&self, info: &ConnectInfo) -> AuthResult {
@@ -61,6 +76,19 @@ impl ChatHooks {
         if !client_id_belongs_to(&client_id, &claims.sub) {
             tracing::info!(client_id, user_id = %claims.sub, ?addr, "connect refused: client id of another user");
             return AuthResult::NotAuthorized;
+        }
+        if claims.role == Role::Loadtest {
+            if !self.allow_loadtest {
+                tracing::info!(
+                    client_id,
+                    ?addr,
+                    "connect refused: loadtest role is disabled"
+                );
+                return AuthResult::NotAuthorized;
+            }
+            self.loadtest_clients.lock().insert(client_id.clone());
+        } else {
+            self.loadtest_clients.lock().remove(&client_id);
         }
         tracing::info!(client_id, user_id = %claims.sub, role = ?claims.role, ?addr, "connect authenticated");
         let auth_info = AuthInfo {
@@ -142,7 +170,12 @@ impl Handler for ChatHooks {
             Parameter::ClientSubscribeCheckAcl(session, subscribe) => {
                 let user_id = user_of_client_id(&session.id.client_id);
                 let filter = subscribe.topic_filter.to_string();
-                let result = if self.may_subscribe(user_id, &filter).await {
+                let allowed = if self.is_loadtest(&session.id.client_id) {
+                    filter.starts_with(LOADTEST_PREFIX)
+                } else {
+                    self.may_subscribe(user_id, &filter).await
+                };
+                let result = if allowed {
                     SubscribeAclResult::new_success(subscribe.opts.qos(), None)
                 } else {
                     tracing::info!(user_id, filter, "subscribe refused");
@@ -153,6 +186,15 @@ impl Handler for ChatHooks {
             Parameter::MessagePublishCheckAcl(session, publish) => {
                 let user_id = user_of_client_id(&session.id.client_id).to_owned();
                 let topic = publish.topic.to_string();
+                if self.is_loadtest(&session.id.client_id) {
+                    // Plain pub/sub, no chat processing, confined to bench/.
+                    let result = if topic.starts_with(LOADTEST_PREFIX) {
+                        PublishAclResult::allow()
+                    } else {
+                        PublishAclResult::rejected(false, None)
+                    };
+                    return (false, Some(HookResult::PublishAclResult(result)));
+                }
                 let verdict = match topics::parse(&topic) {
                     Topic::ThreadInbound(thread_id) => {
                         match self.is_member(thread_id, &user_id).await {

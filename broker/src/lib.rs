@@ -51,6 +51,9 @@ pub struct BrokerConfig {
     /// rmqtt's CPU/load check refuses CONNECTs when the machine is busy.
     /// On small machines it trips under load tests; off by default.
     pub busy_check: bool,
+    /// Accept `loadtest` tokens: plain pub/sub under `bench/`, for generic
+    /// MQTT benchmark tools. Off by default.
+    pub allow_loadtest: bool,
 }
 
 impl Default for BrokerConfig {
@@ -63,6 +66,7 @@ impl Default for BrokerConfig {
             max_mqueue_len: 1000,
             max_inflight: 32,
             busy_check: false,
+            allow_loadtest: false,
         }
     }
 }
@@ -95,7 +99,12 @@ impl Broker {
         verifier: Arc<TokenVerifier>,
         service: Arc<ChatService>,
     ) -> anyhow::Result<()> {
-        let handler = hooks::ChatHooks::new(self.scx.clone(), verifier, service);
+        let handler = hooks::ChatHooks::new(
+            self.scx.clone(),
+            verifier,
+            service,
+            self.config.allow_loadtest,
+        );
         let register = self.scx.extends.hook_mgr().register();
         for typ in [
             Type::ClientAuthenticate,

@@ -37,7 +37,7 @@ enum Command {
     Token {
         #[arg(long)]
         user: String,
-        #[arg(long, value_parser = ["buyer", "seller", "admin", "platform"])]
+        #[arg(long, value_parser = ["buyer", "seller", "admin", "platform", "loadtest"])]
         role: String,
         /// Lifetime: 90s, 30m, 1h, 7d.
         #[arg(long, default_value = "1h")]

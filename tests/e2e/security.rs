@@ -301,3 +301,60 @@ async fn rest_errors_are_json_with_stable_codes_in_the_callers_language() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loadtest_role_is_off_by_default_and_confined_to_bench_topics() {
+    let server = Server::start(CHATD).await;
+    let token = server.token("lt-1", "loadtest");
+    let why = refused(&server, "lt-1", &token).await;
+    assert!(why.contains("NotAuthorized"), "{why}");
+    drop(server);
+
+    let server = Server::start_with(CHATD, &[("CHAT_MQTT__ALLOW_LOADTEST", "true")]).await;
+    let thread = server.thread_between("b1", "s1").await;
+    let mut a = Client::connect(&server, "lt-1", "loadtest", Via::Tcp).await;
+    let mut b = Client::connect(&server, "lt-2", "loadtest", Via::Tcp).await;
+    assert!(a.subscribe("bench/#").await);
+    for forbidden in [
+        "#".to_owned(),
+        topics::thread(&thread),
+        "user/b1".to_owned(),
+        "user/lt-1".to_owned(),
+    ] {
+        assert!(!a.subscribe(&forbidden).await, "{forbidden}");
+    }
+    b.publish("bench/t1", b"raw bytes, not chat".to_vec()).await;
+    let (topic, payload) = a
+        .raw(Duration::from_secs(5))
+        .await
+        .expect("raw pub/sub under bench/");
+    assert_eq!(
+        (topic.as_str(), payload.as_slice()),
+        ("bench/t1", b"raw bytes, not chat".as_slice())
+    );
+    // A publish into a chat thread stores nothing and reaches no one.
+    let mut seller = Client::connect(&server, "s1", "seller", Via::Tcp).await;
+    assert!(seller.subscribe(&topics::thread(&thread)).await);
+    b.publish(&topics::thread_inbound(&thread), send_message("lt", "spam"))
+        .await;
+    assert!(seller.drain(Duration::from_millis(500)).await.is_empty());
+    let (_, page) = server
+        .request(
+            "GET",
+            &format!("/chat/threads/{thread}/messages"),
+            &server.token("s1", "seller"),
+            None,
+        )
+        .await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 0);
+    // REST is closed to the role.
+    let (status, _) = server
+        .request(
+            "GET",
+            "/chat/threads",
+            &server.token("lt-1", "loadtest"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+}

@@ -34,6 +34,7 @@ pub struct Server {
     pub ws_port: u16,
     pub secret: String,
     http: reqwest::Client,
+    extra_env: Vec<(String, String)>,
 }
 
 #[derive(Serialize)]
@@ -55,6 +56,11 @@ pub fn now_secs() -> i64 {
 impl Server {
     /// Starts a server with a fresh data directory.
     pub async fn start(binary: &str) -> Server {
+        Server::start_with(binary, &[]).await
+    }
+
+    /// Starts a server with extra `CHAT_*` settings.
+    pub async fn start_with(binary: &str, env: &[(&str, &str)]) -> Server {
         let tempdir = tempfile::tempdir().expect("temp dir");
         let dir = tempdir.path().to_owned();
         let mut server = Server {
@@ -67,6 +73,10 @@ impl Server {
             ws_port: free_port(),
             secret: format!("test-secret-{}", uuid::Uuid::new_v4()),
             http: reqwest::Client::new(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         server.spawn().await;
         server
@@ -95,6 +105,7 @@ impl Server {
             .env("CHAT_AUTH__HS256_SECRET", &self.secret)
             .env("CHAT_LOG", "info,rmqtt=warn,rmqtt_net=warn")
             .env("NO_COLOR", "1")
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -381,6 +392,17 @@ impl Client {
                 Some(Seen::Closed(why)) => panic!("connection closed: {why}"),
                 Some(_) => continue,
                 None => panic!("timed out"),
+            }
+        }
+    }
+
+    /// Next raw publish (topic, payload), for non-protocol traffic.
+    pub async fn raw(&mut self, within: Duration) -> Option<(String, Vec<u8>)> {
+        loop {
+            match self.next(within).await? {
+                Seen::Publish(topic, payload) => return Some((topic, payload)),
+                Seen::Closed(why) => panic!("{}: connection closed: {why}", self.user),
+                _ => continue,
             }
         }
     }

@@ -20,6 +20,9 @@ pub enum Role {
     Admin,
     /// The marketplace's own backend, for the internal API.
     Platform,
+    /// Raw broker load tests: MQTT under `bench/` only, nothing else. Refused
+    /// unless the deployment enables it (`mqtt.allow_loadtest`).
+    Loadtest,
 }
 
 impl Role {
@@ -29,6 +32,7 @@ impl Role {
             "seller" => Some(Role::Seller),
             "admin" => Some(Role::Admin),
             "platform" => Some(Role::Platform),
+            "loadtest" => Some(Role::Loadtest),
             _ => None,
         }
     }

@@ -142,6 +142,9 @@ impl FromRequestParts<AppState> for Caller {
             .verifier
             .verify(token.trim())
             .map_err(|e| ApiError::unauthorized(lang, e.to_string()))?;
+        if claims.role == Role::Loadtest {
+            return Err(ApiError::forbidden(lang));
+        }
         Ok(Caller { claims, lang })
     }
 }
