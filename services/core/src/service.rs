@@ -348,12 +348,18 @@ impl ChatService {
             .await;
     }
 
+    /// A snapshot of the thread, encoded once for every recipient. QoS 0:
+    /// each snapshot supersedes the previous one, and a client that was
+    /// away refreshes its inbox over REST, so an acknowledged, queued copy
+    /// would only cost a PUBACK per recipient and message.
     async fn emit_thread_updated(&self, thread: &Thread, users: &[&str]) {
-        let updated = ServerEvent::ThreadUpdated {
+        let payload = chat_protocol::encode(&ServerEvent::ThreadUpdated {
             thread: thread.state(),
-        };
+        });
         for user in users {
-            self.emit_to_user(user, &updated).await;
+            self.outbound
+                .publish(topics::user(user), payload.clone(), Qos::AtMostOnce)
+                .await;
         }
     }
 

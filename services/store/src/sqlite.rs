@@ -133,6 +133,8 @@ pub struct SqliteStore {
     writer: std::sync::mpsc::Sender<Job>,
     readers: Vec<Arc<Mutex<Connection>>>,
     next_reader: AtomicUsize,
+    /// Dropping it ends the checkpoint thread.
+    _stop_checkpoints: std::sync::mpsc::Sender<()>,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -205,6 +207,19 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(backend)?;
         migrate(&mut conn)?;
+        // Checkpoints copy the WAL back into the database file; done inline
+        // they stall every few hundred commits. A separate thread does them.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(backend)?;
+        let checkpointer = Connection::open(&path).map_err(backend)?;
+        checkpointer
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        let (stop_checkpoints, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, stopped))
+            .map_err(backend)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let reader = Connection::open(&path).map_err(backend)?;
@@ -225,6 +240,7 @@ impl SqliteStore {
             writer,
             readers,
             next_reader: AtomicUsize::new(0),
+            _stop_checkpoints: stop_checkpoints,
         })
     }
 
@@ -286,6 +302,18 @@ fn in_savepoint<T>(
     };
     conn.execute_batch(end).map_err(backend)?;
     result
+}
+
+/// Copies the WAL into the database every second without blocking the
+/// writer (PASSIVE), until the store is dropped.
+fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(std::time::Duration::from_secs(1))
+    {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "sqlite checkpoint failed");
+        }
+    }
 }
 
 /// The writer thread: group commit until every sender is gone.
