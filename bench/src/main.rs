@@ -161,7 +161,7 @@ fn human(r: &RunResult) -> String {
     format!(
         "{:>9}: {} clients, connect {:.0}/s | ack p50 {:.2} p99 {:.2} ms | delivery p50 {:.2} p99 {:.2} ms | \
          {:.0} msg/s | sent {} delivered {} lost {} dup {} reordered {} errors {} | \
-         server cpu {:.2}s, peak rss {} KiB, {:.1} KiB/conn",
+         server cpu {:.2}s, peak rss {} KiB, {:.1} KiB/conn | bench cpu {:.2}s",
         r.target,
         r.clients,
         r.connects_per_s,
@@ -179,6 +179,7 @@ fn human(r: &RunResult) -> String {
         r.server_cpu_seconds,
         r.server_peak_rss_kib,
         r.server_rss_per_connection_kib,
+        r.bench_cpu_seconds,
     )
 }
 
@@ -199,6 +200,7 @@ const FIGURES: &[Figure] = &[
     ("lost", |r| r.sequence.lost as f64),
     ("duplicated", |r| r.sequence.duplicated as f64),
     ("server cpu s", |r| r.server_cpu_seconds),
+    ("bench cpu s", |r| r.bench_cpu_seconds),
     ("server peak RSS KiB", |r| r.server_peak_rss_kib as f64),
     ("KiB per connection", |r| r.server_rss_per_connection_kib),
 ];
@@ -228,8 +230,10 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut results = Vec::new();
     for kind in order {
-        let target = Target::start(kind, &chatd).await?;
-        let result = run::run(&target, &plan, progress_bar(kind.name())).await?;
+        let mut target = Target::start(kind, &chatd).await?;
+        let result = run::run(&target, &plan, progress_bar(kind.name())).await;
+        target.ensure_alive()?;
+        let result = result?;
         eprintln!("{}", human(&result));
         results.push(result);
     }

@@ -71,6 +71,8 @@ pub struct RunResult {
     pub server_cpu_seconds: f64,
     pub server_peak_rss_kib: u64,
     pub server_rss_per_connection_kib: f64,
+    /// CPU the bench itself used while sending: it shares the machine.
+    pub bench_cpu_seconds: f64,
 }
 
 struct Shared {
@@ -489,6 +491,7 @@ pub async fn run(target: &Target, plan: &Plan, progress: ProgressBar) -> anyhow:
     // Send, then wait for the last deliveries.
     let send_start_us = shared.now_us();
     let cpu_before = connected.cpu_seconds;
+    let bench_before = ProcStats::read(std::process::id()).cpu_seconds;
     let senders: Vec<_> = buyers
         .into_iter()
         .map(|(who, client, window)| tokio::spawn(send_loop(client, who, shared.clone(), window)))
@@ -512,6 +515,7 @@ pub async fn run(target: &Target, plan: &Plan, progress: ProgressBar) -> anyhow:
         progress.println(format!("{}: stopped at the time bound", target.kind.name()));
     }
     let after: ProcStats = target.stats();
+    let bench_after = ProcStats::read(std::process::id()).cpu_seconds;
     for client in clients.iter() {
         let _ = client.try_disconnect();
     }
@@ -536,5 +540,6 @@ pub async fn run(target: &Target, plan: &Plan, progress: ProgressBar) -> anyhow:
         server_peak_rss_kib: after.peak_rss_kib,
         server_rss_per_connection_kib: connected.rss_kib.saturating_sub(before.rss_kib) as f64
             / f64::from(n_clients),
+        bench_cpu_seconds: bench_after - bench_before,
     })
 }

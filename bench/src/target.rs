@@ -145,7 +145,10 @@ impl Target {
             }
             let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.tcp_port))
                 .await
-                .is_ok();
+                .is_ok()
+                && tokio::net::TcpStream::connect(("127.0.0.1", self.ws_port))
+                    .await
+                    .is_ok();
             let http = self.kind == Kind::Mosquitto
                 || tokio::net::TcpStream::connect(("127.0.0.1", self.http_port))
                     .await
@@ -160,6 +163,18 @@ impl Target {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Fails with the server's log when it is no longer running: a run in
+    /// which the server died must not report figures.
+    pub fn ensure_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!("{} died during the run ({status}):\n{}", self.kind.name(), tail.join("\n"));
+        }
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {
