@@ -4,6 +4,7 @@
 //! send→delivery latency, throughput, loss, duplicates, reordering, server
 //! CPU and memory. Everything runs on loopback and stops by itself.
 
+mod history;
 mod plot;
 mod run;
 mod target;
@@ -29,6 +30,8 @@ enum Scenario {
     Ws,
     /// A tiny run for the test suite.
     Smoke,
+    /// REST page latency on a thread of 1 M stored messages (--messages).
+    History,
 }
 
 #[derive(Parser, Debug)]
@@ -98,7 +101,8 @@ fn plan_for(args: &Args) -> Plan {
         inject_faults: args.inject_faults,
     };
     match args.scenario {
-        Scenario::Steady => {}
+        // History has its own flow; the plan is unused.
+        Scenario::Steady | Scenario::History => {}
         Scenario::Ws => plan.via = Via::Ws,
         Scenario::Burst => {
             plan.pairs = 100;
@@ -210,6 +214,27 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let plan = plan_for(&args);
     let chatd = args.chatd.clone().unwrap_or_else(target::default_chatd);
+    if args.scenario == Scenario::History {
+        let messages = args.messages.unwrap_or(1_000_000);
+        eprintln!("chat-bench history: seeding {messages} messages, then timing pages");
+        let result = history::run(&chatd, messages, 2000).await?;
+        eprintln!(
+            "history: {} messages (seeded in {:.1}s) | newest page p50 {:.2} p99 {:.2} ms | \
+             deep page p50 {:.2} p99 {:.2} ms | server peak rss {} KiB",
+            result.messages,
+            result.seed_seconds,
+            result.newest_page.p50_ms,
+            result.newest_page.p99_ms,
+            result.deep_page.p50_ms,
+            result.deep_page.p99_ms,
+            result.server_peak_rss_kib
+        );
+        println!(
+            "{}",
+            serde_json::json!({"scenario": args.scenario, "history": result})
+        );
+        return Ok(());
+    }
     let order: Vec<Kind> = if args.compare.is_empty() {
         vec![args.target]
     } else {

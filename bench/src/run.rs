@@ -115,7 +115,7 @@ fn parse_marker(text: &str) -> Option<(u32, u32, u64)> {
     ))
 }
 
-fn token(secret: &str, user: &str, role: &str) -> String {
+pub fn token(secret: &str, user: &str, role: &str) -> String {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -79,7 +79,33 @@ impl Target {
     }
 
     pub async fn start(kind: Kind, chatd: &Path) -> anyhow::Result<Target> {
+        Target::start_in(kind, chatd, tempfile::tempdir()?).await
+    }
+
+    /// A chatd whose store already holds one thread of `messages` messages,
+    /// written with `chatd seed-history` before the server starts. Returns
+    /// what the seeder printed (thread id, newest and middle message ids).
+    pub async fn start_with_history(
+        chatd: &Path,
+        messages: u32,
+    ) -> anyhow::Result<(Target, serde_json::Value)> {
         let dir = tempfile::tempdir()?;
+        let out = Command::new(chatd)
+            .args(["seed-history", "--messages", &messages.to_string()])
+            .current_dir(dir.path())
+            .env("CHAT_DATA_DIR", dir.path().join("data"))
+            .output()
+            .context("running chatd seed-history")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "seed-history failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let seeded = serde_json::from_slice(&out.stdout).context("seed-history output")?;
+        Ok((Target::start_in(Kind::Chatd, chatd, dir).await?, seeded))
+    }
+
+    async fn start_in(kind: Kind, chatd: &Path, dir: tempfile::TempDir) -> anyhow::Result<Target> {
         let (tcp_port, ws_port, http_port) = (free_port()?, free_port()?, free_port()?);
         let secret = format!("bench-{}", uuid::Uuid::new_v4());
         let log = std::fs::File::create(dir.path().join("server.log"))?;
@@ -172,7 +198,11 @@ impl Target {
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            bail!("{} died during the run ({status}):\n{}", self.kind.name(), tail.join("\n"));
+            bail!(
+                "{} died during the run ({status}):\n{}",
+                self.kind.name(),
+                tail.join("\n")
+            );
         }
         Ok(())
     }

@@ -52,6 +52,17 @@ enum Command {
     /// Read server events from stdin, one per line as `mosquitto_sub -F
     /// '%t %x'` prints them (topic, space, hex payload), and print JSON.
     Decode,
+    /// Fill the embedded store with one long thread, for history benchmarks
+    /// (run it while the server is stopped). Prints the thread id and the
+    /// ids at the top and in the middle of its history as JSON.
+    SeedHistory {
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u32,
+        #[arg(long, default_value = "hist-buyer")]
+        buyer: String,
+        #[arg(long, default_value = "hist-seller")]
+        seller: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -84,6 +95,12 @@ fn main() -> anyhow::Result<()> {
         Command::Token { user, role, ttl } => token(&config, &user, &role, &ttl),
         Command::Encode { event } => encode(event),
         Command::Decode => decode(),
+        Command::SeedHistory {
+            messages,
+            buyer,
+            seller,
+        } => tokio::runtime::Runtime::new()?
+            .block_on(seed_history(&config, messages, &buyer, &seller)),
     }
 }
 
@@ -102,6 +119,81 @@ fn encode(event: EncodeEvent) -> anyhow::Result<()> {
         EncodeEvent::Typing { active } => ClientEvent::Typing { active },
     };
     std::io::stdout().write_all(&chat_protocol::encode(&event))?;
+    Ok(())
+}
+
+async fn seed_history(
+    config: &Config,
+    messages: u32,
+    buyer: &str,
+    seller: &str,
+) -> anyhow::Result<()> {
+    use chat_core::model::{NewMessage, OpenThread, ThreadKey, User};
+    let store =
+        Arc::new(SqliteStore::open(&config.data_dir).context("opening the embedded store")?);
+    for user in [buyer, seller] {
+        store
+            .put_user(&User {
+                id: user.to_owned(),
+                display_name: user.to_owned(),
+                avatar_url: None,
+                email: None,
+                locale: "vi".into(),
+            })
+            .await?;
+    }
+    let thread = store
+        .open_thread(&OpenThread {
+            key: ThreadKey::Pair {
+                buyer_id: buyer.to_owned(),
+                seller_id: seller.to_owned(),
+            },
+            buyer_id: buyer.to_owned(),
+            seller_id: seller.to_owned(),
+        })
+        .await?
+        .thread;
+    // Many appends in flight at once so that group commit batches them.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(1024));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut ids = Vec::with_capacity(messages as usize);
+    for n in 0..messages {
+        let (id, created_at) = chat_core::new_timed_id();
+        ids.push(id.clone());
+        let from = if n % 3 == 2 { seller } else { buyer };
+        let message = NewMessage {
+            id,
+            thread_id: thread.id.clone(),
+            from: from.to_owned(),
+            kind: MessageType::Text,
+            content: format!("tin nhắn lịch sử số {n}: áo thun size M còn hàng không shop?"),
+            card: None,
+            client_msg_id: Some(format!("seed-{n}")),
+            created_at,
+            sets_product: None,
+        };
+        let permit = in_flight.clone().acquire_owned().await?;
+        let store = store.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            store.append_message(&message).await
+        });
+        while let Some(done) = tasks.try_join_next() {
+            done??;
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "thread_id": thread.id,
+            "messages": messages,
+            "newest_id": ids.last(),
+            "middle_id": ids.get(ids.len() / 2),
+        })
+    );
     Ok(())
 }
 

@@ -729,10 +729,23 @@ impl ChatStore for SqliteStore {
         self.read(move |c| {
             let forward = range.after.is_some() && range.before.is_none();
             let order = if forward { "ASC" } else { "DESC" };
+            // Only the bounds actually given appear in the SQL: an
+            // `?2 IS NULL OR id < ?2` form hides the range from the planner,
+            // which then walks the thread from its newest end (measured:
+            // 42 ms for a page in the middle of 1 M messages, 0.5 ms after).
+            let before = if range.before.is_some() {
+                "AND id < ?2"
+            } else {
+                "AND ?2 IS NULL"
+            };
+            let after = if range.after.is_some() {
+                "AND id > ?3"
+            } else {
+                "AND ?3 IS NULL"
+            };
             let sql = format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages WHERE thread_id = ?1 \
-                 AND (?2 IS NULL OR id < ?2) AND (?3 IS NULL OR id > ?3) \
-                 ORDER BY id {order} LIMIT ?4"
+                 {before} {after} ORDER BY id {order} LIMIT ?4"
             );
             let mut stmt = c.prepare_cached(&sql).map_err(backend)?;
             let rows = stmt
