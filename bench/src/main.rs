@@ -9,6 +9,7 @@ mod plot;
 mod run;
 mod target;
 mod tracker;
+mod workers;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +33,10 @@ enum Scenario {
     Smoke,
     /// REST page latency on a thread of 1 M stored messages (--messages).
     History,
+    /// 19,900 connected clients (the most one server process may hold
+    /// here), each sending a message every 4 s: memory per connection and
+    /// connect rate. Clients are spread over several bench processes.
+    IdleScale,
 }
 
 #[derive(Parser, Debug)]
@@ -84,6 +89,13 @@ struct Args {
     /// Self-test: make the receiver lose one message and duplicate one.
     #[arg(long, hide = true)]
     inject_faults: bool,
+    /// Bench processes to spread the clients over (default: one per 9,000
+    /// clients, as each process may open at most 20,000 files here).
+    #[arg(long)]
+    processes: Option<usize>,
+    /// Internal: run as a worker of a split run.
+    #[arg(long, hide = true)]
+    worker_spec: Option<PathBuf>,
 }
 
 fn plan_for(args: &Args) -> Plan {
@@ -108,6 +120,14 @@ fn plan_for(args: &Args) -> Plan {
             plan.pairs = 100;
             plan.messages = 2000;
             plan.rate = 0.0;
+        }
+        Scenario::IdleScale => {
+            plan.pairs = 9_950;
+            plan.messages = 3;
+            plan.rate = 0.25;
+            plan.reply_every = 1;
+            plan.connect_concurrency = 250;
+            plan.max_duration = Duration::from_secs(180);
         }
         Scenario::Smoke => {
             plan.pairs = 4;
@@ -212,7 +232,13 @@ const FIGURES: &[Figure] = &[
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(spec) = &args.worker_spec {
+        return workers::worker(spec).await;
+    }
     let plan = plan_for(&args);
+    let processes = args
+        .processes
+        .unwrap_or_else(|| (plan.pairs as usize * 2).div_ceil(9_000));
     let chatd = args.chatd.clone().unwrap_or_else(target::default_chatd);
     if args.scenario == Scenario::History {
         let messages = args.messages.unwrap_or(1_000_000);
@@ -256,7 +282,11 @@ async fn main() -> anyhow::Result<()> {
     let mut results = Vec::new();
     for kind in order {
         let mut target = Target::start(kind, &chatd).await?;
-        let result = run::run(&target, &plan, progress_bar(kind.name())).await;
+        let result = if processes > 1 {
+            workers::run_split(&target, &plan, processes, progress_bar(kind.name())).await
+        } else {
+            run::run(&target, &plan, progress_bar(kind.name())).await
+        };
         target.ensure_alive()?;
         let result = result?;
         eprintln!("{}", human(&result));

@@ -24,7 +24,9 @@ use crate::tracker::{
     Percentiles, SequenceReport, SequenceTracker, latency_histogram, percentiles,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Via {
     Tcp,
@@ -32,7 +34,7 @@ pub enum Via {
 }
 
 /// The client population and message schedule of a run.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     pub pairs: u32,
     /// Messages each buyer sends.
@@ -433,13 +435,65 @@ async fn send_loop(
     }
 }
 
-pub async fn run(target: &Target, plan: &Plan, progress: ProgressBar) -> anyhow::Result<RunResult> {
-    let threads: Vec<String> = match target.kind {
-        Kind::Chatd => seed_chatd(target, plan.pairs).await?,
-        Kind::Mosquitto | Kind::ChatdRaw => (0..plan.pairs).map(|i| format!("bench-{i}")).collect(),
-    };
+/// One process's share of a run: its pairs, their clients and counters.
+pub struct Share {
+    shared: Arc<Shared>,
+    buyers: Vec<(Participant, AsyncClient, Arc<Semaphore>)>,
+    clients: Vec<AsyncClient>,
+    pub connect_seconds: f64,
+    expected: u64,
+}
+
+/// What one process measured, in a form that merges across processes
+/// (pairs are split between processes, so streams never overlap).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Partial {
+    pub clients: u32,
+    pub connect_seconds: f64,
+    pub sequence: SequenceReport,
+    /// (value µs, count) of the recorded histograms.
+    pub ack: Vec<(u64, u64)>,
+    pub delivery: Vec<(u64, u64)>,
+    pub delivered: u64,
+    pub errors: u64,
+    pub span_seconds: f64,
+    pub cpu_seconds: f64,
+}
+
+fn recorded(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+    h.iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect()
+}
+
+fn histogram_of(parts: &[Partial], pick: impl Fn(&Partial) -> &Vec<(u64, u64)>) -> Histogram<u64> {
+    let mut h = latency_histogram();
+    for part in parts {
+        for &(value, count) in pick(part) {
+            let _ = h.record_n(value.max(1), count);
+        }
+    }
+    h
+}
+
+/// Seeds the threads of `pairs` pairs (chatd) or names them (plain brokers).
+pub async fn threads_for(target: &Target, pairs: u32) -> anyhow::Result<Vec<String>> {
+    match target.kind {
+        Kind::Chatd => seed_chatd(target, pairs).await,
+        Kind::Mosquitto | Kind::ChatdRaw => Ok((0..pairs).map(|i| format!("bench-{i}")).collect()),
+    }
+}
+
+/// Connects both clients of each given pair, a bounded number at a time.
+pub async fn connect_share(
+    endpoint: &Endpoint,
+    kind: Kind,
+    plan: &Plan,
+    pairs: &[(u32, String)],
+    progress: ProgressBar,
+) -> anyhow::Result<Share> {
     let replies_per_pair = plan.messages.checked_div(plan.reply_every).unwrap_or(0);
-    let expected = u64::from(plan.pairs) * u64::from(plan.messages + replies_per_pair);
+    let expected = pairs.len() as u64 * u64::from(plan.messages + replies_per_pair);
     progress.set_length(expected);
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
@@ -449,26 +503,22 @@ pub async fn run(target: &Target, plan: &Plan, progress: ProgressBar) -> anyhow:
         delivered: AtomicU64::new(0),
         last_delivery_us: AtomicU64::new(0),
         errors: AtomicU64::new(0),
-        progress: progress.clone(),
+        progress,
         plan: plan.clone(),
-        kind: target.kind,
+        kind,
     });
-
-    // Connect everyone, a bounded number at a time.
-    let before = target.stats();
     let connect_start = Instant::now();
     let limit = Arc::new(Semaphore::new(plan.connect_concurrency.max(1)));
     let mut connecting = Vec::new();
-    for (pair, thread) in threads.iter().enumerate() {
+    for (pair, thread) in pairs {
         for buyer in [true, false] {
             let who = Participant {
-                pair: pair as u32,
+                pair: *pair,
                 buyer,
                 thread: thread.clone(),
             };
             let window = buyer.then(|| Arc::new(Semaphore::new(plan.inflight.max(1))));
-            let (shared, limit) = (shared.clone(), limit.clone());
-            let endpoint = target.endpoint();
+            let (shared, limit, endpoint) = (shared.clone(), limit.clone(), endpoint.clone());
             connecting.push(tokio::spawn(async move {
                 let _permit = limit.acquire().await?;
                 let client = connect(&endpoint, &who, &shared, window.clone()).await?;
@@ -485,17 +535,27 @@ pub async fn run(target: &Target, plan: &Plan, progress: ProgressBar) -> anyhow:
         }
         clients.push(client);
     }
-    let connect_seconds = connect_start.elapsed().as_secs_f64();
-    let connected = target.stats();
+    Ok(Share {
+        shared,
+        buyers,
+        clients,
+        connect_seconds: connect_start.elapsed().as_secs_f64(),
+        expected,
+    })
+}
 
-    // Send, then wait for the last deliveries.
+/// Sends the schedule, waits for the last deliveries (bounded), and
+/// returns what this process measured.
+pub async fn send_share(mut share: Share) -> Partial {
+    let shared = share.shared.clone();
+    let plan = &shared.plan;
     let send_start_us = shared.now_us();
-    let cpu_before = connected.cpu_seconds;
-    let bench_before = ProcStats::read(std::process::id()).cpu_seconds;
-    let senders: Vec<_> = buyers
+    let cpu_before = ProcStats::read(std::process::id()).cpu_seconds;
+    let senders: Vec<_> = std::mem::take(&mut share.buyers)
         .into_iter()
         .map(|(who, client, window)| tokio::spawn(send_loop(client, who, shared.clone(), window)))
         .collect();
+    let expected = share.expected;
     let bounded = tokio::time::timeout(plan.max_duration, async {
         for s in senders {
             let _ = s.await;
@@ -512,34 +572,90 @@ pub async fn run(target: &Target, plan: &Plan, progress: ProgressBar) -> anyhow:
     })
     .await;
     if bounded.is_err() {
-        progress.println(format!("{}: stopped at the time bound", target.kind.name()));
+        shared.progress.println("stopped at the time bound");
     }
-    let after: ProcStats = target.stats();
-    let bench_after = ProcStats::read(std::process::id()).cpu_seconds;
-    for client in clients.iter() {
+    let cpu_seconds = ProcStats::read(std::process::id()).cpu_seconds - cpu_before;
+    for client in share.clients.iter() {
         let _ = client.try_disconnect();
     }
-    progress.finish_and_clear();
-
-    let sequence = shared.tracker.lock().await.report();
+    shared.progress.finish_and_clear();
     let last = shared.last_delivery_us.load(Ordering::Relaxed);
-    let span = (last.saturating_sub(send_start_us)) as f64 / 1e6;
-    let n_clients = plan.pairs * 2;
-    Ok(RunResult {
-        target: target.kind.name(),
-        clients: n_clients,
+    Partial {
+        clients: share.clients.len() as u32,
+        connect_seconds: share.connect_seconds,
+        sequence: shared.tracker.lock().await.report(),
+        ack: recorded(&*shared.ack.lock().await),
+        delivery: recorded(&*shared.delivery.lock().await),
+        delivered: shared.delivered.load(Ordering::Relaxed),
+        errors: shared.errors.load(Ordering::Relaxed),
+        span_seconds: last.saturating_sub(send_start_us) as f64 / 1e6,
+        cpu_seconds,
+    }
+}
+
+/// Server-side figures around the phases of a run.
+pub struct ServerSamples {
+    pub before: ProcStats,
+    pub connected: ProcStats,
+    pub after: ProcStats,
+}
+
+/// Folds the partials of all processes into one result.
+pub fn combine(kind: Kind, parts: &[Partial], server: &ServerSamples) -> RunResult {
+    let clients: u32 = parts.iter().map(|p| p.clients).sum();
+    // Processes connect side by side: the slowest one bounds the phase.
+    let connect_seconds = parts.iter().map(|p| p.connect_seconds).fold(0.0, f64::max);
+    let span = parts.iter().map(|p| p.span_seconds).fold(0.0, f64::max);
+    let mut sequence = SequenceReport::default();
+    for p in parts {
+        sequence.sent += p.sequence.sent;
+        sequence.delivered += p.sequence.delivered;
+        sequence.lost += p.sequence.lost;
+        sequence.duplicated += p.sequence.duplicated;
+        sequence.out_of_order += p.sequence.out_of_order;
+    }
+    RunResult {
+        target: kind.name(),
+        clients,
         connect_seconds,
-        connects_per_s: f64::from(n_clients) / connect_seconds.max(1e-9),
-        ack: percentiles(&*shared.ack.lock().await),
-        delivery: percentiles(&*shared.delivery.lock().await),
+        connects_per_s: f64::from(clients) / connect_seconds.max(1e-9),
+        ack: percentiles(&histogram_of(parts, |p| &p.ack)),
+        delivery: percentiles(&histogram_of(parts, |p| &p.delivery)),
         sequence,
         send_seconds: span,
-        delivered_per_s: shared.delivered.load(Ordering::Relaxed) as f64 / span.max(1e-9),
-        errors: shared.errors.load(Ordering::Relaxed),
-        server_cpu_seconds: after.cpu_seconds - cpu_before,
-        server_peak_rss_kib: after.peak_rss_kib,
-        server_rss_per_connection_kib: connected.rss_kib.saturating_sub(before.rss_kib) as f64
-            / f64::from(n_clients),
-        bench_cpu_seconds: bench_after - bench_before,
-    })
+        delivered_per_s: parts.iter().map(|p| p.delivered).sum::<u64>() as f64 / span.max(1e-9),
+        errors: parts.iter().map(|p| p.errors).sum(),
+        server_cpu_seconds: server.after.cpu_seconds - server.connected.cpu_seconds,
+        server_peak_rss_kib: server.after.peak_rss_kib,
+        server_rss_per_connection_kib: server
+            .connected
+            .rss_kib
+            .saturating_sub(server.before.rss_kib) as f64
+            / f64::from(clients.max(1)),
+        bench_cpu_seconds: parts.iter().map(|p| p.cpu_seconds).sum(),
+    }
+}
+
+/// A run in this process alone.
+pub async fn run(target: &Target, plan: &Plan, progress: ProgressBar) -> anyhow::Result<RunResult> {
+    let threads = threads_for(target, plan.pairs).await?;
+    let pairs: Vec<(u32, String)> = threads
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (i as u32, t))
+        .collect();
+    let before = target.stats();
+    let share = connect_share(&target.endpoint(), target.kind, plan, &pairs, progress).await?;
+    let connected = target.stats();
+    let partial = send_share(share).await;
+    let after = target.stats();
+    Ok(combine(
+        target.kind,
+        &[partial],
+        &ServerSamples {
+            before,
+            connected,
+            after,
+        },
+    ))
 }

@@ -24,7 +24,7 @@ pub struct SequenceTracker {
     received: HashMap<StreamId, StreamState>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct SequenceReport {
     pub sent: u64,
     pub delivered: u64,

@@ -51,8 +51,9 @@ fn a_clean_run_against_both_targets_loses_and_duplicates_nothing() {
 }
 
 #[test]
-fn injected_loss_and_duplicate_are_detected() {
-    let report = bench(&["--inject-faults"]);
+fn injected_loss_and_duplicate_are_detected_also_across_processes() {
+    // Two bench processes: the report is merged from both.
+    let report = bench(&["--inject-faults", "--processes", "2"]);
     let seq = &report["runs"][0]["sequence"];
     assert_eq!(seq["lost"], 1, "{report}");
     assert_eq!(seq["duplicated"], 1, "{report}");
