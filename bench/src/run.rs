@@ -410,7 +410,13 @@ async fn send_loop(
     let topic = me.publish_topic(shared.kind);
     let stream = me.stream();
     let mut ticker = (plan.rate > 0.0).then(|| {
-        let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / plan.rate));
+        // Buyers start spread evenly over one period (golden-ratio offsets),
+        // as real users do; aligned timers would send every buyer's message
+        // in the same instant and measure a thundering herd instead.
+        let period = Duration::from_secs_f64(1.0 / plan.rate);
+        let phase = (f64::from(me.pair) * 0.618_033_988_75).fract();
+        let start = tokio::time::Instant::now() + period.mul_f64(phase);
+        let mut t = tokio::time::interval_at(start, period);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         t
     });
