@@ -282,6 +282,21 @@ async fn connect(
     Ok(client)
 }
 
+/// An ack came back: its latency (when the send time is known) goes into
+/// the histogram, and the sender may send one more.
+async fn acked(shared: &Shared, sent_us: Option<u64>, window: Option<&Semaphore>) {
+    if let Some(sent) = sent_us {
+        let _ = shared
+            .ack
+            .lock()
+            .await
+            .record(shared.now_us().saturating_sub(sent).max(1));
+    }
+    if let Some(w) = window {
+        w.add_permits(1);
+    }
+}
+
 /// Drives one client's connection and accounts for what arrives.
 async fn receive_loop(
     mut eventloop: rumqttc::EventLoop,
@@ -306,14 +321,7 @@ async fn receive_loop(
             }
             Event::Incoming(Packet::PubAck(ack)) if shared.kind.is_plain() => {
                 if let Some(sent) = pubacks.remove(&ack.pkid) {
-                    let _ = shared
-                        .ack
-                        .lock()
-                        .await
-                        .record(shared.now_us().saturating_sub(sent).max(1));
-                    if let Some(w) = &window {
-                        w.add_permits(1);
-                    }
+                    acked(&shared, Some(sent), window.as_deref()).await;
                 }
             }
             Event::Incoming(Packet::Publish(p)) => {
@@ -331,20 +339,13 @@ async fn receive_loop(
                             error,
                             ..
                         }) => {
-                            if error.is_some() {
+                            let sent = if error.is_some() {
                                 shared.errors.fetch_add(1, Ordering::Relaxed);
-                            } else if let Some((_, _, sent)) =
-                                parse_marker(&format!("{client_msg_id}:"))
-                            {
-                                let _ = shared
-                                    .ack
-                                    .lock()
-                                    .await
-                                    .record(shared.now_us().saturating_sub(sent).max(1));
-                            }
-                            if let Some(w) = &window {
-                                w.add_permits(1);
-                            }
+                                None
+                            } else {
+                                parse_marker(&format!("{client_msg_id}:")).map(|(_, _, sent)| sent)
+                            };
+                            acked(&shared, sent, window.as_deref()).await;
                             None
                         }
                         Ok(ServerEvent::Error { .. }) => {

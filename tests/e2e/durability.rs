@@ -33,22 +33,7 @@ async fn an_acked_message_survives_kill_9_and_a_retry_after_restart_is_not_dupli
     server.kill9();
     server.restart().await;
 
-    let token = server.token("b1", "buyer");
-    let (status, page) = server
-        .request(
-            "GET",
-            &format!("/chat/threads/{thread}/messages?limit=100"),
-            &token,
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
-    let stored: Vec<String> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_owned())
-        .collect();
+    let stored = history_ids(&server, &thread).await;
     assert_eq!(
         stored, acked,
         "every acked message is in history after kill -9"
@@ -64,7 +49,13 @@ async fn an_acked_message_survives_kill_9_and_a_retry_after_restart_is_not_dupli
         buyer.expect("ack after restart", ack("k-19")).await,
         acked[19]
     );
-    let (_, page) = server
+    assert_eq!(history_ids(&server, &thread).await, acked);
+}
+
+/// Ids of the thread's stored messages, oldest first, as the buyer sees them.
+async fn history_ids(server: &Server, thread: &str) -> Vec<String> {
+    let token = server.token("b1", "buyer");
+    let (status, page) = server
         .request(
             "GET",
             &format!("/chat/threads/{thread}/messages?limit=100"),
@@ -72,5 +63,11 @@ async fn an_acked_message_survives_kill_9_and_a_retry_after_restart_is_not_dupli
             None,
         )
         .await;
-    assert_eq!(page["messages"].as_array().unwrap().len(), 20);
+    assert_eq!(status, 200, "{page}");
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
 }
