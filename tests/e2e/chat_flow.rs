@@ -176,7 +176,7 @@ async fn chat_flow(via: Via) {
     seller
         .publish(&inbound, send_message("s-1", "Dạ còn ạ"))
         .await;
-    seller.expect("seller ack", ack_id("s-1")).await;
+    let reply_id = seller.expect("seller ack", ack_id("s-1")).await;
     let buyer_unread = buyer
         .expect("buyer thread_updated", |_, e| match e {
             ServerEvent::ThreadUpdated { thread: t }
@@ -196,6 +196,27 @@ async fn chat_flow(via: Via) {
         .await;
     assert_eq!(inbox["threads"][0]["unreadCount"], 1);
     assert_eq!(inbox["threads"][0]["lastMessage"]["text"], "Dạ còn ạ");
+
+    // Seller Center and web pages mark read over REST: same rules, same events.
+    let (status, read) = server
+        .request(
+            "POST",
+            &format!("/chat/threads/{thread}/read"),
+            &buyer_token,
+            Some(serde_json::json!({"upTo": reply_id})),
+        )
+        .await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["unreadCount"], 0);
+    let seen_by_seller = seller
+        .expect("message_read from REST", |_, e| match e {
+            ServerEvent::MessageRead { user_id, up_to, .. } if user_id == "buyer-a" => {
+                Some(up_to.clone())
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(seen_by_seller, reply_id);
 
     // History, keyset pagination in both directions.
     for i in 0..5 {
