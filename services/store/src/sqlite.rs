@@ -216,6 +216,9 @@ impl SqliteStore {
         // they stall every few hundred commits. A separate thread does them.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(backend)?;
+        // When a restarted WAL is reset, a larger file is cut back to this.
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+            .map_err(backend)?;
         let checkpointer = Connection::open(&path).map_err(backend)?;
         checkpointer
             .busy_timeout(std::time::Duration::from_secs(5))
@@ -309,14 +312,22 @@ fn in_savepoint<T>(
     result
 }
 
-/// Copies the WAL into the database every second without blocking the
-/// writer (PASSIVE), until the store is dropped.
+/// Copies the WAL into the database every second, until the store is
+/// dropped. PASSIVE does the bulk without blocking the writer; under
+/// steady writes it never catches up completely, so the WAL would only
+/// grow (and every new block of it costs the file system a zeroing). The
+/// RESTART that follows waits for the writer's current commit, copies the
+/// few remaining frames, and makes the next commit start the WAL from its
+/// beginning again, reusing its blocks.
 fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
     use std::sync::mpsc::RecvTimeoutError;
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(std::time::Duration::from_secs(1))
     {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "sqlite checkpoint failed");
+        for mode in ["PASSIVE", "RESTART"] {
+            let pragma = format!("PRAGMA wal_checkpoint({mode})");
+            if let Err(e) = conn.query_row(&pragma, [], |_| Ok(())) {
+                tracing::warn!(error = %e, mode, "sqlite checkpoint failed");
+            }
         }
     }
 }
