@@ -20,59 +20,49 @@ fn hex_decode(s: &str) -> Vec<u8> {
 async fn mosquitto_pub_and_sub_chat_through_the_server() {
     let server = Server::start(CHATD).await;
     let thread = server.thread_between("b1", "s1").await;
-    let port = server.tcp_port.to_string();
 
-    // The seller listens with mosquitto_sub: one message_new, printed as hex.
-    let seller = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-i",
-            "s1:cli",
-            "-u",
-            "s1",
-            "-P",
-        ])
-        .arg(server.token("s1", "seller"))
-        .args([
-            "-t",
-            &topics::thread(&thread),
-            "-q",
-            "1",
-            "-C",
-            "1",
-            "-W",
-            "20",
-            "-F",
-            "%x",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub from Debian's mosquitto-clients must be installed");
+    // The seller listens with mosquitto_sub over MQTT 5 (the buyer below
+    // publishes over 3.1.1): one message_new, printed as hex.
+    let seller = mosquitto(
+        &server,
+        "mosquitto_sub",
+        "5",
+        "s1:cli",
+        "s1",
+        &server.token("s1", "seller"),
+    )
+    .args([
+        "-t",
+        &topics::thread(&thread),
+        "-q",
+        "1",
+        "-C",
+        "1",
+        "-W",
+        "20",
+        "-F",
+        "%x",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("mosquitto_sub from Debian's mosquitto-clients must be installed");
     tokio::time::sleep(Duration::from_millis(700)).await;
 
     let payload = server.data_dir().join("send.msgpack");
     std::fs::write(&payload, send_message("mq-1", "Gửi từ mosquitto_pub")).unwrap();
-    let status = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-i",
-            "b1:cli",
-            "-u",
-            "b1",
-            "-P",
-        ])
-        .arg(server.token("b1", "buyer"))
-        .args(["-t", &topics::thread_inbound(&thread), "-q", "1", "-f"])
-        .arg(&payload)
-        .status()
-        .expect("mosquitto_pub");
+    let status = mosquitto(
+        &server,
+        "mosquitto_pub",
+        "311",
+        "b1:cli",
+        "b1",
+        &server.token("b1", "buyer"),
+    )
+    .args(["-t", &topics::thread_inbound(&thread), "-q", "1", "-f"])
+    .arg(&payload)
+    .status()
+    .expect("mosquitto_pub");
     assert!(status.success());
 
     let out = tokio::task::spawn_blocking(move || seller.wait_with_output())
@@ -95,45 +85,50 @@ async fn mosquitto_pub_and_sub_chat_through_the_server() {
     }
 
     // mosquitto_sub is refused a wildcard: it reports the failed SUBACK.
-    let out = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-i",
-            "b1:cli2",
-            "-u",
-            "b1",
-            "-P",
-        ])
-        .arg(server.token("b1", "buyer"))
-        .args(["-t", "thread/+", "-C", "1", "-W", "3"])
-        .output()
-        .unwrap();
+    let out = mosquitto(
+        &server,
+        "mosquitto_sub",
+        "311",
+        "b1:cli2",
+        "b1",
+        &server.token("b1", "buyer"),
+    )
+    .args(["-t", "thread/+", "-C", "1", "-W", "3"])
+    .output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("denied"), "{stderr}");
 
     // A forged token over MQTT 5 gets CONNACK 0x86, which mosquitto reports.
-    let out = Command::new("mosquitto_sub")
-        .args([
-            "-V",
-            "5",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-i",
-            "b1",
-            "-u",
-            "b1",
-            "-P",
-            "forged",
-        ])
+    let out = mosquitto(&server, "mosquitto_sub", "5", "b1", "b1", "forged")
         .args(["-t", "user/b1", "-C", "1", "-W", "3"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
     assert!(!out.status.success());
     assert!(stderr.contains("bad user name or password"), "{stderr}");
+}
+
+/// A mosquitto client connected to the test server: protocol version
+/// (`311` or `5`), client id, user name and token as password.
+fn mosquitto(
+    server: &Server,
+    tool: &str,
+    version: &str,
+    client_id: &str,
+    user: &str,
+    token: &str,
+) -> Command {
+    let mut command = Command::new(tool);
+    command
+        .args([
+            "-V",
+            version,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.tcp_port.to_string(),
+        ])
+        .args(["-i", client_id, "-u", user, "-P", token]);
+    command
 }
