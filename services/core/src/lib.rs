@@ -8,6 +8,8 @@
 
 pub mod auth;
 pub mod bus;
+#[cfg(feature = "contract")]
+pub mod contract;
 pub mod i18n;
 pub mod membership;
 pub mod model;

@@ -40,6 +40,10 @@ pub enum Side {
     Seller,
 }
 
+/// Unread counts stop here; clients show it as "99+". Counting a backlog
+/// exactly would cost ScyllaDB a read of the whole backlog per message.
+pub const UNREAD_CAP: u32 = 100;
+
 /// A 1-1 thread between a buyer and a seller: either the general thread of
 /// the pair or the thread of one order.
 #[derive(Debug, Clone, PartialEq)]

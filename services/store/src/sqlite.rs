@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use chat_core::model::{
     InboxCursor, MessageRange, NewMessage, OpenThread, Order, Product, Side, Thread, ThreadKey,
-    User, preview_of,
+    UNREAD_CAP, User, preview_of,
 };
 use chat_core::store::{Appended, ChatStore, Opened, ReadMarked, StoreError, StoreResult};
 use chat_protocol::{Card, Message, MessagePreview, MessageType};
@@ -404,8 +404,10 @@ fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
     let thread = tx
         .prepare_cached(&format!(
             "UPDATE threads SET last_message = ?2, last_message_at = ?3, activity_at = ?3, \
-             unread_buyer = unread_buyer + (?4 * (seller_id = ?5)), \
-             unread_seller = unread_seller + (?4 * (buyer_id = ?5)), \
+             unread_buyer = CASE WHEN buyer_id = ?5 THEN 0 \
+                 ELSE MIN(unread_buyer + (?4 * (seller_id = ?5)), ?7) END, \
+             unread_seller = CASE WHEN seller_id = ?5 THEN 0 \
+                 ELSE MIN(unread_seller + (?4 * (buyer_id = ?5)), ?7) END, \
              product_id = COALESCE(?6, product_id), updated_at = ?3 WHERE id = ?1 \
              RETURNING {THREAD_COLUMNS}"
         ))
@@ -417,7 +419,8 @@ fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
                     m.created_at,
                     counts,
                     m.from,
-                    m.sets_product
+                    m.sets_product,
+                    UNREAD_CAP
                 ],
                 thread_from_row,
             )
@@ -425,6 +428,16 @@ fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
         })
         .map_err(backend)?
         .ok_or(StoreError::NotFound("thread"))?;
+    if thread.is_participant(&m.from) {
+        // Answering a thread means having read it.
+        tx.prepare_cached(
+            "INSERT INTO read_markers (thread_id, user_id, up_to, read_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (thread_id, user_id) DO UPDATE SET up_to = excluded.up_to, \
+             read_at = excluded.read_at WHERE excluded.up_to > read_markers.up_to",
+        )
+        .and_then(|mut stmt| stmt.execute(params![m.thread_id, m.from, m.id, m.created_at]))
+        .map_err(backend)?;
+    }
     Ok(Appended {
         message,
         thread,
@@ -495,9 +508,9 @@ fn mark_read_in(
     };
     let unread: u32 = tx
         .query_row(
-            "SELECT COUNT(*) FROM messages WHERE thread_id = ?1 AND id > ?2 \
-             AND from_user != ?3 AND kind != 'system'",
-            params![thread_id, marker, user_id],
+            "SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE thread_id = ?1 AND id > ?2 \
+             AND from_user != ?3 AND kind != 'system' LIMIT ?4)",
+            params![thread_id, marker, user_id, UNREAD_CAP],
             |r| r.get(0),
         )
         .map_err(backend)?;
@@ -781,6 +794,23 @@ impl ChatStore for SqliteStore {
 }
 
 #[cfg(test)]
+mod contract {
+    use std::sync::Arc;
+
+    use chat_core::store::ChatStore;
+
+    use super::SqliteStore;
+
+    fn fresh() -> (tempfile::TempDir, Arc<dyn ChatStore>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("open store");
+        (dir, Arc::new(store))
+    }
+
+    chat_core::contract_tests!(fresh(), long_history = 50_000);
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -817,133 +847,6 @@ mod tests {
         (dir, store, opened.thread)
     }
 
-    #[tokio::test]
-    async fn append_is_idempotent_and_counts_unread() {
-        let (_dir, store, thread) = store_with_thread().await;
-        let first = store
-            .append_message(&text(&thread.id, "b", "c1"))
-            .await
-            .unwrap();
-        assert!(!first.duplicate);
-        assert_eq!(
-            (first.thread.unread_seller, first.thread.unread_buyer),
-            (1, 0)
-        );
-        let retry = store
-            .append_message(&text(&thread.id, "b", "c1"))
-            .await
-            .unwrap();
-        assert!(retry.duplicate);
-        assert_eq!(retry.message.id, first.message.id);
-        assert_eq!(retry.thread.unread_seller, 1);
-        let all = store
-            .messages(&thread.id, &MessageRange::default(), 10)
-            .await
-            .unwrap();
-        assert_eq!(all.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn read_marker_recomputes_unread_and_never_moves_back() {
-        let (_dir, store, thread) = store_with_thread().await;
-        let mut ids = vec![];
-        for i in 0..3 {
-            let a = store
-                .append_message(&text(&thread.id, "b", &format!("c{i}")))
-                .await
-                .unwrap();
-            ids.push(a.message.id);
-        }
-        let marked = store.mark_read(&thread.id, "s", &ids[1]).await.unwrap();
-        assert!(marked.moved);
-        assert_eq!(marked.thread.unread_seller, 1);
-        let back = store.mark_read(&thread.id, "s", &ids[0]).await.unwrap();
-        assert!(!back.moved);
-        assert_eq!(back.up_to, ids[1]);
-        assert_eq!(back.thread.unread_seller, 1);
-        assert!(matches!(
-            store.mark_read(&thread.id, "s", "nope").await,
-            Err(StoreError::NotFound("message"))
-        ));
-    }
-
-    #[tokio::test]
-    async fn history_pages_in_both_directions() {
-        let (_dir, store, thread) = store_with_thread().await;
-        let mut ids = vec![];
-        for i in 0..7 {
-            let a = store
-                .append_message(&text(&thread.id, "s", &format!("c{i}")))
-                .await
-                .unwrap();
-            ids.push(a.message.id);
-        }
-        let ids_of = |v: Vec<Message>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
-        let latest = store
-            .messages(&thread.id, &MessageRange::default(), 3)
-            .await
-            .unwrap();
-        assert_eq!(ids_of(latest), ids[4..7]);
-        let before = MessageRange {
-            before: Some(ids[4].clone()),
-            after: None,
-        };
-        assert_eq!(
-            ids_of(store.messages(&thread.id, &before, 3).await.unwrap()),
-            ids[1..4]
-        );
-        let after = MessageRange {
-            before: None,
-            after: Some(ids[1].clone()),
-        };
-        assert_eq!(
-            ids_of(store.messages(&thread.id, &after, 3).await.unwrap()),
-            ids[2..5]
-        );
-    }
-
-    #[tokio::test]
-    async fn inbox_is_newest_activity_first_with_cursor() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        let mut threads = vec![];
-        for seller in ["s1", "s2", "s3"] {
-            let spec = OpenThread {
-                key: ThreadKey::Pair {
-                    buyer_id: "b".into(),
-                    seller_id: seller.into(),
-                },
-                buyer_id: "b".into(),
-                seller_id: seller.into(),
-            };
-            threads.push(store.open_thread(&spec).await.unwrap().thread);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        store
-            .append_message(&text(&threads[0].id, "b", "x"))
-            .await
-            .unwrap();
-        let page1 = store.threads_of("b", None, 2).await.unwrap();
-        assert_eq!(page1[0].id, threads[0].id);
-        let last = page1.last().unwrap();
-        let cursor = InboxCursor {
-            activity_at: last.activity_at(),
-            thread_id: last.id.clone(),
-        };
-        let page2 = store.threads_of("b", Some(&cursor), 2).await.unwrap();
-        assert_eq!(page2.len(), 1);
-        let mut seen: Vec<_> = page1
-            .iter()
-            .chain(page2.iter())
-            .map(|t| t.id.clone())
-            .collect();
-        seen.sort();
-        let mut all: Vec<_> = threads.iter().map(|t| t.id.clone()).collect();
-        all.sort();
-        assert_eq!(seen, all);
-        assert_eq!(store.threads_of("s2", None, 10).await.unwrap().len(), 1);
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_writes_are_group_committed_and_fail_alone() {
         let (_dir, store, thread) = store_with_thread().await;
@@ -972,7 +875,7 @@ mod tests {
         assert_eq!(all.len(), 300);
         let thread = store.thread(&thread.id).await.unwrap().unwrap();
         assert_eq!(
-            thread.unread_seller, 300,
+            thread.unread_seller, UNREAD_CAP,
             "every increment survived batching"
         );
     }
