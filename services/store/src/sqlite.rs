@@ -87,7 +87,15 @@ CREATE TABLE read_markers (
     read_at INTEGER NOT NULL,
     PRIMARY KEY (thread_id, user_id)
 );
-"#];
+"#,
+    // Concurrent sends can commit out of id order; the preview must stay
+    // on the newest message, so the update compares ids.
+    r#"
+ALTER TABLE threads ADD COLUMN last_message_id TEXT;
+UPDATE threads SET last_message_id = json_extract(last_message, '$.message_id')
+    WHERE last_message IS NOT NULL;
+"#,
+];
 
 /// Run after the batch's COMMIT with its outcome; answers the caller.
 type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
@@ -403,13 +411,19 @@ fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
     let counts = i64::from(m.counts_as_unread());
     let thread = tx
         .prepare_cached(&format!(
-            "UPDATE threads SET last_message = ?2, last_message_at = ?3, activity_at = ?3, \
+            "UPDATE threads SET \
+             last_message = iif(newest, ?2, last_message), \
+             last_message_at = iif(newest, ?3, last_message_at), \
+             activity_at = iif(newest, ?3, activity_at), \
+             last_message_id = iif(newest, ?8, last_message_id), \
              unread_buyer = CASE WHEN buyer_id = ?5 THEN 0 \
                  ELSE MIN(unread_buyer + (?4 * (seller_id = ?5)), ?7) END, \
              unread_seller = CASE WHEN seller_id = ?5 THEN 0 \
                  ELSE MIN(unread_seller + (?4 * (buyer_id = ?5)), ?7) END, \
-             product_id = COALESCE(?6, product_id), updated_at = ?3 WHERE id = ?1 \
-             RETURNING {THREAD_COLUMNS}"
+             product_id = COALESCE(?6, product_id), updated_at = ?3 \
+             FROM (SELECT (last_message_id IS NULL OR ?8 > last_message_id) AS newest \
+                   FROM threads WHERE id = ?1) \
+             WHERE id = ?1 RETURNING {THREAD_COLUMNS}"
         ))
         .and_then(|mut stmt| {
             stmt.query_row(
@@ -420,7 +434,8 @@ fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
                     counts,
                     m.from,
                     m.sets_product,
-                    UNREAD_CAP
+                    UNREAD_CAP,
+                    m.id
                 ],
                 thread_from_row,
             )
