@@ -7,6 +7,7 @@
 mod history;
 mod plot;
 mod run;
+mod store;
 mod target;
 mod tracker;
 mod workers;
@@ -37,6 +38,9 @@ enum Scenario {
     /// here), each sending a message every 4 s: memory per connection and
     /// connect rate. Clients are spread over several bench processes.
     IdleScale,
+    /// The message stores alone: insert latency and history-page latency
+    /// with 1 M messages (--messages), SQLite then ScyllaDB (--backend).
+    Store,
 }
 
 #[derive(Parser, Debug)]
@@ -93,6 +97,15 @@ struct Args {
     /// clients, as each process may open at most 20,000 files here).
     #[arg(long)]
     processes: Option<usize>,
+    /// `store` preset: which backends (default: both, SQLite first).
+    #[arg(long, value_enum)]
+    backend: Vec<store::Backend>,
+    /// `store` preset: appends in flight.
+    #[arg(long, default_value_t = 64)]
+    store_concurrency: usize,
+    /// `store` preset: the CQL server (e.g. `scripts/cassandra.sh start`).
+    #[arg(long, default_value = "127.0.0.1:9042")]
+    cql_node: String,
     /// Internal: run as a worker of a split run.
     #[arg(long, hide = true)]
     worker_spec: Option<PathBuf>,
@@ -113,8 +126,8 @@ fn plan_for(args: &Args) -> Plan {
         inject_faults: args.inject_faults,
     };
     match args.scenario {
-        // History has its own flow; the plan is unused.
-        Scenario::Steady | Scenario::History => {}
+        // History and Store have their own flows; the plan is unused.
+        Scenario::Steady | Scenario::History | Scenario::Store => {}
         Scenario::Ws => plan.via = Via::Ws,
         Scenario::Burst => {
             plan.pairs = 100;
@@ -258,6 +271,47 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({"scenario": args.scenario, "history": result})
+        );
+        return Ok(());
+    }
+    if args.scenario == Scenario::Store {
+        let messages = args.messages.unwrap_or(1_000_000);
+        let backends = if args.backend.is_empty() {
+            vec![store::Backend::Sqlite, store::Backend::Scylla]
+        } else {
+            args.backend.clone()
+        };
+        let mut results = Vec::new();
+        for backend in backends {
+            eprintln!(
+                "chat-bench store: {backend:?}, {messages} messages, {} in flight",
+                args.store_concurrency
+            );
+            let r = store::run(
+                backend,
+                messages,
+                args.store_concurrency,
+                2000,
+                &args.cql_node,
+            )
+            .await?;
+            eprintln!(
+                "store {:?}: {:.0} inserts/s | insert p50 {:.2} p99 {:.2} ms | newest page p50 {:.2} p99 {:.2} ms | \
+                 deep page p50 {:.2} p99 {:.2} ms",
+                r.backend,
+                r.inserts_per_second,
+                r.insert.p50_ms,
+                r.insert.p99_ms,
+                r.newest_page.p50_ms,
+                r.newest_page.p99_ms,
+                r.deep_page.p50_ms,
+                r.deep_page.p99_ms
+            );
+            results.push(r);
+        }
+        println!(
+            "{}",
+            serde_json::json!({"scenario": args.scenario, "store": results})
         );
         return Ok(());
     }

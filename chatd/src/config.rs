@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use chat_broker::BrokerConfig;
 use chat_core::auth::AuthConfig;
 use chat_core::service::Limits;
+use chat_scylla::ScyllaConfig;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -21,9 +22,20 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// `tracing` filter, e.g. `info` or `chatd=debug,rmqtt=warn`.
     pub log: String,
+    /// Message store: `sqlite` (embedded, one machine; the default) or
+    /// `scylla` (ScyllaDB or any CQL server, see `[scylla]`).
+    pub store: StoreKind,
+    pub scylla: ScyllaConfig,
     pub mqtt: BrokerConfig,
     pub auth: AuthConfig,
     pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Sqlite,
+    Scylla,
 }
 
 impl Default for Config {
@@ -32,6 +44,8 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             http_addr: "0.0.0.0:8080".parse().expect("literal address"),
             log: "info,rmqtt=warn,rmqtt_net=warn".into(),
+            store: StoreKind::Sqlite,
+            scylla: ScyllaConfig::default(),
             mqtt: BrokerConfig::default(),
             auth: AuthConfig::default(),
             limits: Limits::default(),
@@ -118,6 +132,7 @@ mod tests {
             assert_eq!(config.mqtt.ws_addr.port(), 1998);
             assert_eq!(config.limits.max_text_chars, 10);
             assert_eq!(config.data_dir, PathBuf::from("./data"));
+            assert_eq!(config.store, StoreKind::Sqlite);
             Ok(())
         });
     }
@@ -132,5 +147,46 @@ mod tests {
         let first = config.hs256_secret().unwrap().unwrap();
         assert_eq!(first.len(), 64);
         assert_eq!(config.hs256_secret().unwrap().unwrap(), first);
+    }
+
+    /// docker-compose.yml cannot run here (no Docker engine); this keeps
+    /// its settings real: every CHAT_* key names a field, and together they
+    /// load as a Scylla configuration.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API, not ours
+    fn compose_settings_are_real_config_keys() {
+        let compose = include_str!("../../docker-compose.yml");
+        let settings: Vec<(String, String)> = compose
+            .lines()
+            .filter_map(|line| {
+                let (key, value) = line.trim().split_once(": ")?;
+                let key = key.strip_prefix("CHAT_")?;
+                let value = value.trim().trim_matches('\'').trim_matches('"');
+                Some((key.to_owned(), value.to_owned()))
+            })
+            .collect();
+        assert!(settings.len() >= 8, "found {settings:?}");
+        let known = serde_json::to_value(Config::default()).unwrap();
+        for (key, _) in &settings {
+            let mut node = &known;
+            for part in key.split("__") {
+                node = node
+                    .get(part.to_ascii_lowercase())
+                    .unwrap_or_else(|| panic!("CHAT_{key} is not a configuration key"));
+            }
+        }
+        figment::Jail::expect_with(|jail| {
+            for (key, value) in &settings {
+                jail.set_env(format!("CHAT_{key}"), value);
+            }
+            let config = Config::load(None).expect("compose settings load");
+            assert_eq!(config.store, StoreKind::Scylla);
+            assert_eq!(config.scylla.nodes.len(), 3);
+            assert_eq!(
+                config.scylla.replication.to_cql().unwrap(),
+                "{'class': 'NetworkTopologyStrategy', 'datacenter1': 3}"
+            );
+            Ok(())
+        });
     }
 }

@@ -17,7 +17,7 @@ use chat_rest::AppState;
 use chat_store::SqliteStore;
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 
 #[derive(Parser)]
 #[command(name = "chatd", version, about = "Buyer–seller chat server over MQTT")]
@@ -52,9 +52,12 @@ enum Command {
     /// Read server events from stdin, one per line as `mosquitto_sub -F
     /// '%t %x'` prints them (topic, space, hex payload), and print JSON.
     Decode,
-    /// Fill the embedded store with one long thread, for history benchmarks
+    /// Fill the configured store with one long thread, for history benchmarks
     /// (run it while the server is stopped). Prints the thread id and the
     /// ids at the top and in the middle of its history as JSON.
+    /// Create the ScyllaDB keyspace if needed and apply pending CQL
+    /// migrations (idempotent; safe to run from several nodes at once).
+    Migrate,
     SeedHistory {
         #[arg(long, default_value_t = 1_000_000)]
         messages: u32,
@@ -95,6 +98,7 @@ fn main() -> anyhow::Result<()> {
         Command::Token { user, role, ttl } => token(&config, &user, &role, &ttl),
         Command::Encode { event } => encode(event),
         Command::Decode => decode(),
+        Command::Migrate => tokio::runtime::Runtime::new()?.block_on(migrate(&config)),
         Command::SeedHistory {
             messages,
             buyer,
@@ -122,6 +126,43 @@ fn encode(event: EncodeEvent) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    if config.store != StoreKind::Scylla {
+        bail!(
+            "`chatd migrate` applies CQL migrations; set store = \"scylla\" (the embedded store migrates itself when it opens)"
+        );
+    }
+    let session = chat_scylla::connect(&config.scylla)
+        .await
+        .context("connecting to ScyllaDB")?;
+    let report = chat_scylla::migrate::migrate(&session, &config.scylla)
+        .await
+        .context("migrating")?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "keyspace": config.scylla.keyspace,
+            "applied": report.applied,
+            "already_applied": report.already,
+        })
+    );
+    Ok(())
+}
+
+/// The configured message store.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ChatStore>> {
+    Ok(match config.store {
+        StoreKind::Sqlite => {
+            Arc::new(SqliteStore::open(&config.data_dir).context("opening the embedded store")?)
+        }
+        StoreKind::Scylla => Arc::new(
+            chat_scylla::ScyllaStore::open(&config.scylla)
+                .await
+                .with_context(|| format!("opening ScyllaDB at {:?}", config.scylla.nodes))?,
+        ),
+    })
+}
+
 async fn seed_history(
     config: &Config,
     messages: u32,
@@ -129,8 +170,7 @@ async fn seed_history(
     seller: &str,
 ) -> anyhow::Result<()> {
     use chat_core::model::{NewMessage, OpenThread, ThreadKey, User};
-    let store =
-        Arc::new(SqliteStore::open(&config.data_dir).context("opening the embedded store")?);
+    let store = open_store(config).await?;
     for user in [buyer, seller] {
         store
             .put_user(&User {
@@ -266,8 +306,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let verifier = Arc::new(TokenVerifier::new(&config.auth, secret.as_deref())?);
-    let store: Arc<dyn ChatStore> =
-        Arc::new(SqliteStore::open(&config.data_dir).context("opening the embedded store")?);
+    let store = open_store(&config).await?;
     let broker = Broker::new(config.mqtt.clone()).await;
     let membership = Arc::new(MembershipCache::new(store.clone()));
     let bus = Arc::new(InProcessBus::new(4096));

@@ -45,7 +45,11 @@ fn ids(page: &serde_json::Value) -> Vec<String> {
 }
 
 async fn chat_flow(via: Via) {
-    let server = Server::start(CHATD).await;
+    chat_flow_on(Server::start(CHATD).await, via).await;
+}
+
+/// The whole product path on a given server (any store backend).
+pub async fn chat_flow_on(server: Server, via: Via) {
     let thread = server.thread_between("buyer-a", "seller-a").await;
     let mut buyer = Client::connect(&server, "buyer-a", "buyer", via).await;
     let mut seller = Client::connect(&server, "seller-a", "seller", via).await;

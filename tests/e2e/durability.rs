@@ -16,7 +16,11 @@ fn ack(client_msg_id: &str) -> impl Fn(&str, &ServerEvent) -> Option<String> + '
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acked_message_survives_kill_9_and_a_retry_after_restart_is_not_duplicated() {
-    let mut server = Server::start(CHATD).await;
+    survives_kill_9(Server::start(CHATD).await).await;
+}
+
+/// Acked messages survive `kill -9` of chatd; a retry is not duplicated.
+pub async fn survives_kill_9(mut server: Server) {
     let thread = server.thread_between("b1", "s1").await;
     let mut buyer = Client::connect(&server, "b1", "buyer", Via::Tcp).await;
     assert!(buyer.subscribe("user/b1").await);

@@ -5,6 +5,7 @@
 mod bad_input;
 mod chat_flow;
 mod durability;
+mod scylla;
 mod security;
 mod stock_clients;
 

@@ -82,6 +82,28 @@ impl Server {
         server
     }
 
+    /// Starts a server whose store is the real CQL server of the test run
+    /// (Cassandra from `scripts/cassandra.sh`, or `CHAT_TEST_CQL_NODE`), in
+    /// a keyspace of its own.
+    pub async fn start_scylla(binary: &str) -> Server {
+        let node = ensure_cql_server().await;
+        let keyspace = format!(
+            "chat_e2e_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let nodes = format!("[\"{node}\"]");
+        Server::start_with(
+            binary,
+            &[
+                ("CHAT_STORE", "scylla"),
+                ("CHAT_SCYLLA__NODES", &nodes),
+                ("CHAT_SCYLLA__KEYSPACE", &keyspace),
+                ("CHAT_SCYLLA__REQUEST_TIMEOUT_MS", "3000"),
+            ],
+        )
+        .await
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.dir
     }
@@ -111,7 +133,8 @@ impl Server {
             .spawn()
             .expect("spawning chatd");
         self.child = Some(child);
-        for _ in 0..200 {
+        // Long enough for a first start on Cassandra (keyspace migration).
+        for _ in 0..1200 {
             if let Ok(r) = self.http.get(self.url("/healthz")).send().await
                 && r.status().is_success()
             {
@@ -472,4 +495,30 @@ pub fn send_message(client_msg_id: &str, text: &str) -> Vec<u8> {
         kind: chat_protocol::MessageType::Text,
         content: text.into(),
     })
+}
+
+/// The repository's root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `host:port` of a CQL server that answers: `CHAT_TEST_CQL_NODE`, or the
+/// Cassandra that `scripts/cassandra.sh start` runs (started if needed;
+/// the script is idempotent and serialises concurrent callers).
+pub async fn ensure_cql_server() -> String {
+    if let Ok(node) = std::env::var("CHAT_TEST_CQL_NODE") {
+        return node;
+    }
+    cassandra("start").await;
+    "127.0.0.1:9042".into()
+}
+
+/// Runs `scripts/cassandra.sh <action>` and insists that it succeeds.
+pub async fn cassandra(action: &str) {
+    let status = tokio::process::Command::new(repo_root().join("scripts/cassandra.sh"))
+        .arg(action)
+        .status()
+        .await
+        .expect("running scripts/cassandra.sh");
+    assert!(status.success(), "scripts/cassandra.sh {action} failed");
 }

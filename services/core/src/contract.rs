@@ -175,7 +175,10 @@ async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Out
         }
     })
     .await;
-    outputs.into_iter().map(|o| o.expect("polled to completion")).collect()
+    outputs
+        .into_iter()
+        .map(|o| o.expect("polled to completion"))
+        .collect()
 }
 
 pub async fn append_is_idempotent_and_counts_unread(store: &dyn ChatStore) {
@@ -195,12 +198,18 @@ pub async fn append_is_idempotent_and_counts_unread(store: &dyn ChatStore) {
         Some(&first.message.id)
     );
     // A retry carries a new server id and time; the first one is kept.
-    let retry = store.append_message(&text(&thread.id, &b, "c1")).await.unwrap();
+    let retry = store
+        .append_message(&text(&thread.id, &b, "c1"))
+        .await
+        .unwrap();
     assert!(retry.duplicate);
     assert_eq!(retry.message.id, first.message.id);
     assert_eq!(retry.thread.unread_seller, 1);
     // The same client id from the other participant is another message.
-    let other = store.append_message(&text(&thread.id, &s, "c1")).await.unwrap();
+    let other = store
+        .append_message(&text(&thread.id, &s, "c1"))
+        .await
+        .unwrap();
     assert!(!other.duplicate);
     let all = store
         .messages(&thread.id, &MessageRange::default(), 10)
@@ -208,7 +217,9 @@ pub async fn append_is_idempotent_and_counts_unread(store: &dyn ChatStore) {
         .unwrap();
     assert_eq!(ids_of(&all), vec![first.message.id, other.message.id]);
     assert!(matches!(
-        store.append_message(&text(&format!("{ns}-none"), &b, "x")).await,
+        store
+            .append_message(&text(&format!("{ns}-none"), &b, "x"))
+            .await,
         Err(StoreError::NotFound("thread"))
     ));
 }
@@ -225,12 +236,18 @@ pub async fn sending_marks_the_thread_read_for_the_sender(store: &dyn ChatStore)
             .await
             .unwrap();
     }
-    let reply = store.append_message(&text(&thread.id, &s, "s0")).await.unwrap();
+    let reply = store
+        .append_message(&text(&thread.id, &s, "s0"))
+        .await
+        .unwrap();
     assert_eq!(
         (reply.thread.unread_buyer, reply.thread.unread_seller),
         (1, 0)
     );
-    let more = store.append_message(&text(&thread.id, &b, "b3")).await.unwrap();
+    let more = store
+        .append_message(&text(&thread.id, &b, "b3"))
+        .await
+        .unwrap();
     assert_eq!(
         (more.thread.unread_buyer, more.thread.unread_seller),
         (0, 1)
@@ -260,7 +277,12 @@ pub async fn read_marker_recomputes_unread_and_never_moves_back(store: &dyn Chat
     let all = store.mark_read(&thread.id, &s, &ids[2]).await.unwrap();
     assert_eq!(all.thread.unread_seller, 0);
     assert_eq!(
-        store.thread(&thread.id).await.unwrap().unwrap().unread_seller,
+        store
+            .thread(&thread.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .unread_seller,
         0
     );
     assert!(matches!(
@@ -268,7 +290,9 @@ pub async fn read_marker_recomputes_unread_and_never_moves_back(store: &dyn Chat
         Err(StoreError::NotFound("message"))
     ));
     assert!(matches!(
-        store.mark_read(&thread.id, &format!("{ns}-x"), &ids[0]).await,
+        store
+            .mark_read(&thread.id, &format!("{ns}-x"), &ids[0])
+            .await,
         Err(StoreError::NotFound("thread"))
     ));
 }
@@ -287,10 +311,7 @@ pub async fn unread_counts_stop_at_the_cap(store: &dyn ChatStore) {
         last = Some(store.append_message(m).await.unwrap());
     }
     assert_eq!(last.unwrap().thread.unread_seller, UNREAD_CAP);
-    let marked = store
-        .mark_read(&thread.id, &s, &sends[9].id)
-        .await
-        .unwrap();
+    let marked = store.mark_read(&thread.id, &s, &sends[9].id).await.unwrap();
     assert_eq!(marked.thread.unread_seller, UNREAD_CAP);
     let marked = store
         .mark_read(&thread.id, &s, &sends[sends.len() - 3].id)
@@ -351,10 +372,7 @@ pub async fn history_pages_in_both_directions(store: &dyn ChatStore) {
 
 /// `count` messages one minute apart (so about five 10-day buckets for
 /// 50,000), paged back to the first and forward again to the last.
-pub async fn long_history_pages_without_gap_or_duplicate(
-    store: Arc<dyn ChatStore>,
-    count: usize,
-) {
+pub async fn long_history_pages_without_gap_or_duplicate(store: Arc<dyn ChatStore>, count: usize) {
     let ns = namespace("long");
     let (b, s) = (format!("{ns}-b"), format!("{ns}-s"));
     let thread = open_pair(&*store, &b, &s).await;
@@ -362,7 +380,12 @@ pub async fn long_history_pages_without_gap_or_duplicate(
     let messages: Vec<NewMessage> = (0..count)
         .map(|i| {
             let from = if i % 3 == 0 { &s } else { &b };
-            text_at(&thread.id, from, &format!("m{i}"), start + i as i64 * 60_000)
+            text_at(
+                &thread.id,
+                from,
+                &format!("m{i}"),
+                start + i as i64 * 60_000,
+            )
         })
         .collect();
     let expected: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
@@ -398,7 +421,10 @@ pub async fn long_history_pages_without_gap_or_duplicate(
     }
     backwards.reverse();
     assert_eq!(backwards.len(), count, "paging back saw every message once");
-    assert!(backwards == expected, "paging back: no gap, no duplicate, in order");
+    assert!(
+        backwards == expected,
+        "paging back: no gap, no duplicate, in order"
+    );
 
     let mut forwards: Vec<String> = vec![expected[0].clone()];
     let mut range = MessageRange {
@@ -490,7 +516,9 @@ pub async fn concurrent_writes_all_land(store: Arc<dyn ChatStore>) {
         });
     }
     assert!(matches!(
-        store.append_message(&text(&format!("{ns}-none"), &b, "x")).await,
+        store
+            .append_message(&text(&format!("{ns}-none"), &b, "x"))
+            .await,
         Err(StoreError::NotFound("thread"))
     ));
     while let Some(result) = tasks.join_next().await {

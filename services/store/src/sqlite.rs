@@ -26,7 +26,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
 /// many ran. Never edit a released entry: append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id TEXT PRIMARY KEY,
     display_name TEXT NOT NULL,
