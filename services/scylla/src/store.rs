@@ -31,6 +31,7 @@ use scylla::client::session_builder::SessionBuilder;
 use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::response::query_result::QueryResult;
 use scylla::serialize::row::SerializeRow;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
 
@@ -174,6 +175,7 @@ struct Statements {
     set_product: PreparedStatement,
     insert_inbox: PreparedStatement,
     delete_inbox: PreparedStatement,
+    move_inbox: Batch,
     set_marker: PreparedStatement,
     get_markers: PreparedStatement,
     message_exists: PreparedStatement,
@@ -205,7 +207,17 @@ impl Statements {
                  ORDER BY id {order} LIMIT ?"
             )
         };
+        let insert_inbox = prepare(format!("INSERT INTO {ks}.inbox (user_id, activity_at, thread_id, last_message) VALUES (?, ?, ?, ?) USING TIMESTAMP ?"), true).await?;
+        let delete_inbox = prepare(format!("DELETE FROM {ks}.inbox USING TIMESTAMP ? WHERE user_id = ? AND activity_at = ? AND thread_id = ?"), true).await?;
+        let mut move_inbox = Batch::new_with_statements(
+            BatchType::Unlogged,
+            vec![insert_inbox.clone().into(), delete_inbox.clone().into()],
+        );
+        move_inbox.set_is_idempotent(true);
         Ok(Statements {
+            insert_inbox,
+            delete_inbox,
+            move_inbox,
             put_user: prepare(format!("INSERT INTO {ks}.users (id, display_name, avatar_url, email, locale) VALUES (?, ?, ?, ?, ?)"), true).await?,
             get_user: prepare(format!("SELECT id, display_name, avatar_url, email, locale FROM {ks}.users WHERE id = ?"), true).await?,
             put_product: prepare(format!("INSERT INTO {ks}.products (id, seller_id, title, price, currency, image_url) VALUES (?, ?, ?, ?, ?, ?)"), true).await?,
@@ -228,8 +240,6 @@ impl Statements {
             insert_message: prepare(format!("INSERT INTO {ks}.messages (thread_id, bucket, id, from_user, kind, body) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"), true).await?,
             set_last_message: prepare(format!("UPDATE {ks}.threads USING TIMESTAMP ? SET last_message = ?, last_message_at = ?, updated_at = ? WHERE id = ?"), true).await?,
             set_product: prepare(format!("UPDATE {ks}.threads USING TIMESTAMP ? SET product_id = ? WHERE id = ?"), true).await?,
-            insert_inbox: prepare(format!("INSERT INTO {ks}.inbox (user_id, activity_at, thread_id, last_message) VALUES (?, ?, ?, ?) USING TIMESTAMP ?"), true).await?,
-            delete_inbox: prepare(format!("DELETE FROM {ks}.inbox USING TIMESTAMP ? WHERE user_id = ? AND activity_at = ? AND thread_id = ?"), true).await?,
             set_marker: prepare(format!("UPDATE {ks}.read_markers USING TIMESTAMP ? SET up_to = ?, read_at = ? WHERE thread_id = ? AND user_id = ?"), true).await?,
             get_markers: prepare(format!("SELECT user_id, up_to FROM {ks}.read_markers WHERE thread_id = ?"), true).await?,
             message_exists: prepare(format!("SELECT id FROM {ks}.messages WHERE thread_id = ? AND bucket = ? AND id = ?"), true).await?,
@@ -596,19 +606,33 @@ impl ScyllaStore {
         }
         let previous = row.activity_at();
         for user in row.participants() {
-            writes.push(
-                self.exec(
-                    &s.insert_inbox,
-                    (user, message.created_at, &row.id, &preview, ts),
-                )
-                .boxed(),
-            );
-            if previous != message.created_at {
-                // Only removes the older entry: a newer one carries a newer
-                // write timestamp than this delete.
+            if previous == message.created_at {
                 writes.push(
-                    self.exec(&s.delete_inbox, (ts, user, previous, &row.id))
-                        .boxed(),
+                    self.exec(
+                        &s.insert_inbox,
+                        (user, message.created_at, &row.id, &preview, ts),
+                    )
+                    .boxed(),
+                );
+            } else {
+                // One single-partition batch moves the entry. The delete
+                // only removes an older entry: a newer one carries a newer
+                // write timestamp than this delete.
+                let (preview, row_id) = (&preview, &row.id);
+                writes.push(
+                    async move {
+                        self.session
+                            .batch(
+                                &s.move_inbox,
+                                (
+                                    (user, message.created_at, row_id, preview, ts),
+                                    (ts, user, previous, row_id),
+                                ),
+                            )
+                            .await
+                            .map_err(backend)
+                    }
+                    .boxed(),
                 );
             }
         }
@@ -792,30 +816,39 @@ impl ChatStore for ScyllaStore {
         self.full_thread(id).await
     }
 
+    /// Three steps, each a set of concurrent requests: read the thread,
+    /// the markers and claim the idempotency key; write the message and
+    /// what it changes; count the recipient's unread messages.
     async fn append_message(&self, m: &NewMessage) -> StoreResult<Appended> {
-        let row = self
-            .thread_row(&m.thread_id)
-            .await?
-            .ok_or(StoreError::NotFound("thread"))?;
         let message = m.clone().into_message();
         let body = encode(&message)?;
-        let (message, body, duplicate) = match (&m.client_msg_id, m.from.is_empty()) {
-            (Some(key), false) => {
-                let claimed = self
+        let claim = async {
+            match (&m.client_msg_id, m.from.is_empty()) {
+                (Some(key), false) => self
                     .claim(
                         &self.statements.claim_key,
                         (&m.thread_id, &m.from, key, &m.id, &body),
                     )
-                    .await?;
-                if claimed {
-                    (message, body, false)
-                } else {
-                    let (_, first_body): (String, Vec<u8>) = self
-                        .first(&self.statements.get_key, (&m.thread_id, &m.from, key))
-                        .await?
-                        .ok_or(StoreError::Backend("idempotency key lost".into()))?;
-                    (decode::<Message>(&first_body)?, first_body, true)
-                }
+                    .await
+                    .map(Some),
+                _ => Ok(None),
+            }
+        };
+        // Claiming before knowing the thread exists is harmless: a key of
+        // a thread that does not exist is never looked up again.
+        let (row, claimed, markers) = futures::try_join!(
+            self.thread_row(&m.thread_id),
+            claim,
+            self.markers(&m.thread_id)
+        )?;
+        let row = row.ok_or(StoreError::NotFound("thread"))?;
+        let (message, body, duplicate) = match (claimed, &m.client_msg_id) {
+            (Some(false), Some(key)) => {
+                let (_, first_body): (String, Vec<u8>) = self
+                    .first(&self.statements.get_key, (&m.thread_id, &m.from, key))
+                    .await?
+                    .ok_or(StoreError::Backend("idempotency key lost".into()))?;
+                (decode::<Message>(&first_body)?, first_body, true)
             }
             _ => (message, body, false),
         };
@@ -826,13 +859,48 @@ impl ChatStore for ScyllaStore {
         };
         self.apply_message(&row, &message, &body, sets_product)
             .await?;
-        let thread = self
-            .full_thread(&m.thread_id)
-            .await?
-            .ok_or(StoreError::NotFound("thread"))?;
+
+        // The thread as these writes left it (a newer message written
+        // concurrently keeps its preview: the timestamps decide).
+        let mut after = row;
+        let is_newest = after
+            .last_message
+            .as_ref()
+            .is_none_or(|last| message.id >= last.message_id);
+        if is_newest {
+            after.last_message = Some(preview_of(&message));
+            after.last_message_at = Some(message.created_at);
+            after.updated_at = message.created_at;
+        }
+        if let Some(product) = sets_product {
+            after.product_id = Some(product.to_owned());
+        }
+        let marker_of = |user: &str| {
+            markers
+                .iter()
+                .find(|(u, _)| u == user)
+                .and_then(|(_, marker)| marker.clone())
+        };
+        let unread = |user: String| {
+            let marker = marker_of(&user);
+            let after = &after;
+            let from = &message.from;
+            async move {
+                if user == *from {
+                    // The send moved the sender's marker to this message.
+                    Ok(0)
+                } else {
+                    self.unread_for(after, &user, marker.as_deref()).await
+                }
+            }
+        };
+        let (unread_buyer, unread_seller) = futures::try_join!(
+            unread(after.buyer_id.clone()),
+            unread(after.seller_id.clone())
+        )?;
         Ok(Appended {
+            thread: after.clone().with_unread(unread_buyer, unread_seller),
             message,
-            thread,
             duplicate,
         })
     }
