@@ -17,6 +17,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 
+# A real CQL server (Apache Cassandra 5.0 from Maven Central on JDK 17) for
+# the ScyllaDB store's tests: started once for the run (the tests would
+# start it themselves, one at a time), stopped at the end if we started it.
+if ! scripts/cassandra.sh status >/dev/null 2>&1; then
+  trap 'scripts/cassandra.sh stop' EXIT
+fi
+scripts/cassandra.sh start
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
