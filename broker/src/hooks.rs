@@ -22,14 +22,37 @@ use rmqtt::types::{
 /// Topic prefix a `loadtest` session is confined to.
 const LOADTEST_PREFIX: &str = "bench/";
 
+/// Where a gateway hands an inbound chat publish to the persistence
+/// workers: `svc/persist/<thread id>/<sender id>`. Only the broker itself
+/// publishes here (users cannot: their publishes are confined to
+/// `thread/<id>/in`), so the sender segment is trustworthy.
+pub const PERSIST_PREFIX: &str = "svc/persist/";
+/// The one subscription a `service` session may hold.
+pub const PERSIST_GROUP: &str = "persist";
+pub const PERSIST_FILTER: &str = "svc/persist/#";
+
+/// What the gateway does with an allowed inbound chat publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound {
+    /// Process it here, before the PUBACK (one process, the default).
+    InProcess,
+    /// Hand it to the persistence workers (`chatd persist`) through the
+    /// shared subscription `$share/persist/svc/persist/#`.
+    Workers,
+}
+
 #[derive(Clone)]
 pub struct ChatHooks {
     scx: ServerContext,
     verifier: Arc<TokenVerifier>,
     service: Arc<ChatService>,
     allow_loadtest: bool,
+    inbound: Inbound,
+    handover: Arc<crate::outbound::BrokerOutbound>,
     /// Client ids whose current session holds a `loadtest` token.
     loadtest_clients: Arc<Mutex<HashSet<String>>>,
+    /// Client ids whose current session holds a `service` token.
+    service_clients: Arc<Mutex<HashSet<String>>>,
 }
 
 impl ChatHooks {
@@ -38,14 +61,34 @@ impl ChatHooks {
         verifier: Arc<TokenVerifier>,
         service: Arc<ChatService>,
         allow_loadtest: bool,
+        inbound: Inbound,
     ) -> Self {
         ChatHooks {
+            handover: Arc::new(crate::outbound::BrokerOutbound::new(scx.clone())),
             scx,
             verifier,
             service,
             allow_loadtest,
+            inbound,
             loadtest_clients: Arc::default(),
+            service_clients: Arc::default(),
         }
+    }
+
+    fn is_service(&self, client_id: &str) -> bool {
+        self.service_clients.lock().contains(client_id)
+    }
+
+    /// Hands an allowed inbound publish to the persistence workers.
+    async fn hand_to_workers(&self, user_id: &str, thread_id: &str, payload: &[u8]) {
+        use chat_core::outbound::Outbound;
+        self.handover
+            .publish(
+                format!("{PERSIST_PREFIX}{thread_id}/{user_id}"),
+                payload.to_vec(),
+                chat_core::outbound::Qos::AtLeastOnce,
+            )
+            .await;
     }
 
     fn is_loadtest(&self, client_id: &str) -> bool {
@@ -89,6 +132,11 @@ impl ChatHooks {
             self.loadtest_clients.lock().insert(client_id.clone());
         } else {
             self.loadtest_clients.lock().remove(&client_id);
+        }
+        if claims.role == Role::Service {
+            self.service_clients.lock().insert(client_id.clone());
+        } else {
+            self.service_clients.lock().remove(&client_id);
         }
         tracing::info!(client_id, user_id = %claims.sub, role = ?claims.role, ?addr, "connect authenticated");
         let auth_info = AuthInfo {
@@ -170,7 +218,15 @@ impl Handler for ChatHooks {
             Parameter::ClientSubscribeCheckAcl(session, subscribe) => {
                 let user_id = user_of_client_id(&session.id.client_id);
                 let filter = subscribe.topic_filter.to_string();
-                let allowed = if self.is_loadtest(&session.id.client_id) {
+                let group = subscribe.opts.shared_group().map(|g| g.to_string());
+                let allowed = if self.is_service(&session.id.client_id) {
+                    // Workers share the hand-over topic; nothing else.
+                    filter == PERSIST_FILTER && group.as_deref() == Some(PERSIST_GROUP)
+                } else if group.is_some() {
+                    // A user in a shared group could take deliveries meant
+                    // for others in it.
+                    false
+                } else if self.is_loadtest(&session.id.client_id) {
                     filter.starts_with(LOADTEST_PREFIX)
                 } else {
                     self.may_subscribe(user_id, &filter).await
@@ -195,13 +251,29 @@ impl Handler for ChatHooks {
                     };
                     return (false, Some(HookResult::PublishAclResult(result)));
                 }
+                if self.is_service(&session.id.client_id) {
+                    // A worker publishes processed events to their topics.
+                    let result = match topics::parse(&topic) {
+                        Topic::Thread(_) | Topic::User(_) => PublishAclResult::allow(),
+                        _ => PublishAclResult::rejected(false, None),
+                    };
+                    return (false, Some(HookResult::PublishAclResult(result)));
+                }
                 let verdict = match topics::parse(&topic) {
                     Topic::ThreadInbound(thread_id) => {
                         match self.is_member(thread_id, &user_id).await {
                             Ok(true) => {
-                                self.service
-                                    .handle_inbound(&user_id, thread_id, &publish.payload)
-                                    .await;
+                                match self.inbound {
+                                    Inbound::InProcess => {
+                                        self.service
+                                            .handle_inbound(&user_id, thread_id, &publish.payload)
+                                            .await
+                                    }
+                                    Inbound::Workers => {
+                                        self.hand_to_workers(&user_id, thread_id, &publish.payload)
+                                            .await
+                                    }
+                                }
                                 Ok(())
                             }
                             Ok(false) => Err(ErrorCode::Forbidden),

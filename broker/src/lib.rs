@@ -18,6 +18,7 @@
 
 mod hooks;
 mod outbound;
+mod shared;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
@@ -32,6 +33,7 @@ use rmqtt::net::Builder;
 use rmqtt::server::MqttServer;
 use serde::{Deserialize, Serialize};
 
+pub use hooks::{Inbound, PERSIST_FILTER, PERSIST_GROUP, PERSIST_PREFIX};
 pub use outbound::BrokerOutbound;
 
 /// Broker settings (section `[mqtt]`).
@@ -98,13 +100,16 @@ impl Broker {
         self,
         verifier: Arc<TokenVerifier>,
         service: Arc<ChatService>,
+        inbound: Inbound,
     ) -> anyhow::Result<()> {
         let handler = hooks::ChatHooks::new(
             self.scx.clone(),
             verifier,
             service,
             self.config.allow_loadtest,
+            inbound,
         );
+        *self.scx.extends.shared_subscription_mut().await = Box::new(shared::ThreadAffinity);
         let register = self.scx.extends.hook_mgr().register();
         for typ in [
             Type::ClientAuthenticate,

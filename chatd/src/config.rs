@@ -26,9 +26,64 @@ pub struct Config {
     /// `scylla` (ScyllaDB or any CQL server, see `[scylla]`).
     pub store: StoreKind,
     pub scylla: ScyllaConfig,
+    pub persist: PersistConfig,
     pub mqtt: BrokerConfig,
     pub auth: AuthConfig,
     pub limits: Limits,
+}
+
+/// Where inbound chat messages are processed (section `[persist]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PersistConfig {
+    /// `in_process` (default): the gateway stores each message itself.
+    /// `workers`: the gateway hands messages to `chatd persist` workers.
+    pub mode: PersistMode,
+    /// For `chatd persist`: the MQTT address of a gateway.
+    pub broker: String,
+    /// For `chatd persist`: the worker's user id (its token's `sub`).
+    pub user: String,
+    /// For `chatd persist`: a `service` token; minted from the HS256
+    /// secret when unset.
+    pub token: Option<String>,
+    /// For `chatd persist`: this worker's name (default: host and pid).
+    pub worker: Option<String>,
+    /// How long the broker keeps hand-overs for a disconnected worker.
+    pub session_expiry_secs: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PersistMode {
+    InProcess,
+    Workers,
+}
+
+impl Default for PersistConfig {
+    fn default() -> Self {
+        PersistConfig {
+            mode: PersistMode::InProcess,
+            broker: "127.0.0.1:1883".into(),
+            user: "persist".into(),
+            token: None,
+            worker: None,
+            session_expiry_secs: 600,
+        }
+    }
+}
+
+impl PersistConfig {
+    /// A stable name: the persistent MQTT session is keyed by it, so a
+    /// restarted worker gets back the hand-overs queued for it.
+    pub fn worker_id(&self) -> String {
+        self.worker.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty() && chat_protocol::topics::is_valid_id(h))
+                .unwrap_or_else(|| "worker".into())
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +101,7 @@ impl Default for Config {
             log: "info,rmqtt=warn,rmqtt_net=warn".into(),
             store: StoreKind::Sqlite,
             scylla: ScyllaConfig::default(),
+            persist: PersistConfig::default(),
             mqtt: BrokerConfig::default(),
             auth: AuthConfig::default(),
             limits: Limits::default(),

@@ -1,6 +1,7 @@
 //! `chatd`: the chat server and its tools.
 
 mod config;
+mod persist;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use chat_rest::AppState;
 use chat_store::SqliteStore;
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, StoreKind};
+use crate::config::{Config, PersistMode, StoreKind};
 
 #[derive(Parser)]
 #[command(name = "chatd", version, about = "Buyer–seller chat server over MQTT")]
@@ -55,6 +56,9 @@ enum Command {
     /// Fill the configured store with one long thread, for history benchmarks
     /// (run it while the server is stopped). Prints the thread id and the
     /// ids at the top and in the middle of its history as JSON.
+    /// Run a persistence worker: process the inbound messages gateways
+    /// (`persist.mode = "workers"`) hand over, against the shared store.
+    Persist,
     /// Create the ScyllaDB keyspace if needed and apply pending CQL
     /// migrations (idempotent; safe to run from several nodes at once).
     Migrate,
@@ -99,6 +103,10 @@ fn main() -> anyhow::Result<()> {
         Command::Encode { event } => encode(event),
         Command::Decode => decode(),
         Command::Migrate => tokio::runtime::Runtime::new()?.block_on(migrate(&config)),
+        Command::Persist => {
+            init_tracing(&config)?;
+            tokio::runtime::Runtime::new()?.block_on(persist::run(config))
+        }
         Command::SeedHistory {
             messages,
             buyer,
@@ -283,12 +291,17 @@ fn token(config: &Config, user: &str, role: &str, ttl: &str) -> anyhow::Result<(
     Ok(())
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn init_tracing(config: &Config) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&config.log).context("bad log filter")?,
         )
         .init();
+    Ok(())
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    init_tracing(&config)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -317,8 +330,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         bus,
         config.limits.clone(),
     ));
+    let inbound = match config.persist.mode {
+        PersistMode::InProcess => chat_broker::Inbound::InProcess,
+        PersistMode::Workers => chat_broker::Inbound::Workers,
+    };
     broker
-        .start(verifier.clone(), service.clone())
+        .start(verifier.clone(), service.clone(), inbound)
         .await
         .context("starting the MQTT broker")?;
     let app = chat_rest::router(AppState { service, verifier });

@@ -86,22 +86,53 @@ impl Server {
     /// (Cassandra from `scripts/cassandra.sh`, or `CHAT_TEST_CQL_NODE`), in
     /// a keyspace of its own.
     pub async fn start_scylla(binary: &str) -> Server {
+        Server::start_scylla_with(binary, &[]).await
+    }
+
+    /// [`Server::start_scylla`] with extra `CHAT_*` settings.
+    pub async fn start_scylla_with(binary: &str, extra: &[(&str, &str)]) -> Server {
         let node = ensure_cql_server().await;
         let keyspace = format!(
             "chat_e2e_{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
         let nodes = format!("[\"{node}\"]");
-        Server::start_with(
-            binary,
-            &[
-                ("CHAT_STORE", "scylla"),
-                ("CHAT_SCYLLA__NODES", &nodes),
-                ("CHAT_SCYLLA__KEYSPACE", &keyspace),
-                ("CHAT_SCYLLA__REQUEST_TIMEOUT_MS", "3000"),
-            ],
-        )
-        .await
+        let mut env = vec![
+            ("CHAT_STORE", "scylla"),
+            ("CHAT_SCYLLA__NODES", nodes.as_str()),
+            ("CHAT_SCYLLA__KEYSPACE", keyspace.as_str()),
+            ("CHAT_SCYLLA__REQUEST_TIMEOUT_MS", "3000"),
+        ];
+        env.extend_from_slice(extra);
+        Server::start_with(binary, &env).await
+    }
+
+    /// Starts `chatd persist` against this server's broker and store (same
+    /// secret, same keyspace). Killed when dropped.
+    pub fn spawn_persist_worker(&self, name: &str) -> Worker {
+        let log_path = self.dir.join(format!("persist-{name}.log"));
+        let log = std::fs::File::create(&log_path).expect("worker log");
+        let child = Command::new(&self.binary)
+            .arg("persist")
+            .current_dir(&self.dir)
+            .env("CHAT_DATA_DIR", self.dir.join(format!("data-{name}")))
+            .env("CHAT_AUTH__HS256_SECRET", &self.secret)
+            .env(
+                "CHAT_PERSIST__BROKER",
+                format!("127.0.0.1:{}", self.tcp_port),
+            )
+            .env("CHAT_PERSIST__WORKER", name)
+            .env("CHAT_LOG", "info,chatd=debug,rmqtt=warn")
+            .env("NO_COLOR", "1")
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawning chatd persist");
+        Worker {
+            child,
+            log: log_path,
+        }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -521,4 +552,42 @@ pub async fn cassandra(action: &str) {
         .await
         .expect("running scripts/cassandra.sh");
     assert!(status.success(), "scripts/cassandra.sh {action} failed");
+}
+
+/// A `chatd persist` process.
+pub struct Worker {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Worker {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` (bounded).
+    pub async fn wait_for_log(&mut self, needle: &str, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("chatd persist exited ({status}):\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{needle:?} not in the worker log:\n{}", self.log());
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
 }

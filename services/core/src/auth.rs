@@ -23,6 +23,10 @@ pub enum Role {
     /// Raw broker load tests: MQTT under `bench/` only, nothing else. Refused
     /// unless the deployment enables it (`mqtt.allow_loadtest`).
     Loadtest,
+    /// A persistence worker (`chatd persist`): takes the inbound messages
+    /// the gateways hand over and publishes the processed events. Never a
+    /// person's token.
+    Service,
 }
 
 impl Role {
@@ -33,6 +37,7 @@ impl Role {
             "admin" => Some(Role::Admin),
             "platform" => Some(Role::Platform),
             "loadtest" => Some(Role::Loadtest),
+            "service" => Some(Role::Service),
             _ => None,
         }
     }

@@ -1,0 +1,209 @@
+//! `chatd persist`: a persistence worker for a scaled deployment.
+//!
+//! Gateways started with `persist.mode = "workers"` authorise each inbound
+//! chat publish and hand it to `svc/persist/<thread>/<sender>`; workers
+//! share `$share/persist/svc/persist/#` (MQTT 5), the broker keeps one
+//! thread on one worker, and each worker runs the same `ChatService` as an
+//! in-process gateway: validate, store durably, then publish the ack and
+//! the events back through the broker.
+//!
+//! Guarantees kept: the sender's `message_sent_ack` still follows the
+//! durable write; a worker acknowledges the hand-over (PUBACK) only after
+//! processing, so a worker that dies mid-way gets it again from its
+//! persistent session — and the store's idempotency key makes that, or the
+//! sender's own retry, harmless; recipients only ever see processed events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use chat_broker::{PERSIST_FILTER, PERSIST_GROUP, PERSIST_PREFIX};
+use chat_core::bus::InProcessBus;
+use chat_core::membership::MembershipCache;
+use chat_core::outbound::{Outbound, Qos};
+use chat_core::service::ChatService;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, StoreKind};
+
+/// Events go back through the broker as an MQTT client.
+struct MqttOutbound {
+    client: AsyncClient,
+}
+
+#[async_trait]
+impl Outbound for MqttOutbound {
+    async fn publish(&self, topic: String, payload: Vec<u8>, qos: Qos) {
+        let qos = match qos {
+            Qos::AtMostOnce => QoS::AtMostOnce,
+            Qos::AtLeastOnce => QoS::AtLeastOnce,
+        };
+        if let Err(e) = self.client.publish(topic, qos, false, payload).await {
+            tracing::warn!(error = %e, "publishing an event failed");
+        }
+    }
+}
+
+/// `svc/persist/<thread>/<sender>` → (thread, sender).
+fn parse_handover(topic: &str) -> Option<(&str, &str)> {
+    let rest = topic.strip_prefix(PERSIST_PREFIX)?;
+    let (thread, sender) = rest.split_once('/')?;
+    (chat_protocol::topics::is_valid_id(thread) && chat_protocol::topics::is_valid_id(sender))
+        .then_some((thread, sender))
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    if config.store != StoreKind::Scylla {
+        bail!(
+            "persistence workers share one store with the gateways: set store = \"scylla\" \
+             (the embedded SQLite store belongs to one process)"
+        );
+    }
+    let persist = &config.persist;
+    let token = match &persist.token {
+        Some(token) => token.clone(),
+        None => {
+            let secret = config
+                .hs256_secret()
+                .context("reading the HS256 secret")?
+                .context("persist.token is required unless HS256 tokens are configured")?;
+            let claims = chat_core::auth::claims_for(
+                &config.auth,
+                &persist.user,
+                chat_core::auth::Role::Service,
+                3600 * 24 * 365,
+            );
+            chat_core::auth::mint_hs256(&secret, &claims)
+        }
+    };
+    let store = crate::open_store(&config).await?;
+    let (host, port) = persist
+        .broker
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+        .context("persist.broker must be host:port")?;
+    let client_id = format!("{}:{}", persist.user, persist.worker_id());
+    let mut options = MqttOptions::new(client_id.clone(), host, port);
+    options
+        .set_credentials(persist.user.clone(), token)
+        .set_clean_start(false)
+        // Hand-overs queue in the broker while this worker restarts.
+        .set_session_expiry_interval(Some(persist.session_expiry_secs))
+        .set_manual_acks(true)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(Some(config.mqtt.max_packet_size));
+    let (client, mut events) = AsyncClient::new(options, 1024);
+    let outbound: Arc<dyn Outbound> = Arc::new(MqttOutbound {
+        client: client.clone(),
+    });
+    let membership = Arc::new(MembershipCache::new(store.clone()));
+    let service = Arc::new(ChatService::new(
+        store,
+        membership,
+        outbound,
+        Arc::new(InProcessBus::new(4096)),
+        config.limits.clone(),
+    ));
+    let filter = format!("$share/{PERSIST_GROUP}/{PERSIST_FILTER}");
+    tracing::info!(client_id, broker = %persist.broker, filter, "persistence worker starting");
+
+    // One queue per thread keeps a thread's messages in order while
+    // threads are processed concurrently.
+    let mut queues: HashMap<String, mpsc::UnboundedSender<Publish>> = HashMap::new();
+    let mut processed = 0u64;
+    loop {
+        let event = match events.poll().await {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!(error = %e, "broker connection lost; reconnecting");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        match event {
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "connected to the broker"
+                );
+                client
+                    .subscribe(filter.clone(), QoS::AtLeastOnce)
+                    .await
+                    .context("subscribing")?;
+            }
+            Event::Incoming(Packet::SubAck(ack)) => {
+                tracing::info!(reasons = ?ack.return_codes, "subscribed to hand-overs");
+            }
+            Event::Incoming(Packet::Publish(publish)) => {
+                let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+                let Some((thread, _)) = parse_handover(&topic) else {
+                    tracing::warn!(topic, "unexpected topic; dropping");
+                    client.ack(&publish).await.ok();
+                    continue;
+                };
+                let thread = thread.to_owned();
+                let mut job = publish;
+                loop {
+                    let queue = queues
+                        .entry(thread.clone())
+                        .or_insert_with(|| spawn_thread_queue(service.clone(), client.clone()));
+                    match queue.send(job) {
+                        Ok(()) => break,
+                        Err(returned) => {
+                            // The thread's task ended after idling; start anew.
+                            queues.remove(&thread);
+                            job = returned.0;
+                        }
+                    }
+                }
+                processed += 1;
+                if processed.is_multiple_of(4096) {
+                    queues.retain(|_, q| !q.is_closed());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn spawn_thread_queue(
+    service: Arc<ChatService>,
+    client: AsyncClient,
+) -> mpsc::UnboundedSender<Publish> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Publish>();
+    tokio::spawn(async move {
+        while let Ok(Some(publish)) = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await
+        {
+            let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+            if let Some((thread, sender)) = parse_handover(&topic) {
+                service
+                    .handle_inbound(sender, thread, &publish.payload)
+                    .await;
+                tracing::debug!(thread, sender, "handed-over message processed");
+            }
+            // Only now may the broker forget it.
+            if let Err(e) = client.ack(&publish).await {
+                tracing::warn!(error = %e, "acknowledging a hand-over failed");
+            }
+        }
+    });
+    tx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_handover;
+
+    #[test]
+    fn handover_topics() {
+        assert_eq!(parse_handover("svc/persist/t-1/u-1"), Some(("t-1", "u-1")));
+        assert_eq!(parse_handover("svc/persist/t-1"), None);
+        assert_eq!(parse_handover("svc/persist/t-1/u/x"), None);
+        assert_eq!(parse_handover("thread/t-1/in"), None);
+    }
+}
