@@ -107,6 +107,9 @@ async fn subscriptions_outside_ones_own_topics_are_refused() {
         topics::thread_inbound(&own),
         "thread/no-such-thread".to_owned(),
         format!("$share/g/{}", topics::thread(&own)),
+        // The persistence workers' hand-over topics, directly or as a group.
+        "svc/persist/#".to_owned(),
+        "$share/persist/svc/persist/#".to_owned(),
     ] {
         assert!(!client.subscribe(&filter).await, "{filter} must be refused");
     }
@@ -129,6 +132,8 @@ async fn publishing_into_a_foreign_thread_is_rejected_and_stores_nothing() {
         topics::thread(&foreign),
         "user/s2".into(),
         "anything".into(),
+        // A forged hand-over, as if the broker had authorised it.
+        format!("svc/persist/{foreign}/s2"),
     ] {
         intruder
             .publish(&topic, send_message("x-1", "mua ngoài sàn đi"))
