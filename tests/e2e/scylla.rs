@@ -109,3 +109,117 @@ async fn two_persistence_workers_store_each_message_once_and_ack_in_order() {
         "both workers shared the load: {per_worker:?}"
     );
 }
+
+/// A worker is killed (`kill -9`) mid-conversation: its threads move to the
+/// other worker, senders retry what was not acked (as clients must), and
+/// when the dead worker comes back and drains its queued hand-overs,
+/// nothing is stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_loses_nothing_and_its_comeback_duplicates_nothing() {
+    use chat_e2e::{Client, send_message};
+    use chat_protocol::{ServerEvent, topics};
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    let server = Server::start_scylla_with(CHATD, &[("CHAT_PERSIST__MODE", "workers")]).await;
+    let mut w1 = server.spawn_persist_worker("w1");
+    let mut w2 = server.spawn_persist_worker("w2");
+    for worker in [&mut w1, &mut w2] {
+        worker
+            .wait_for_log("subscribed to hand-overs", Duration::from_secs(30))
+            .await;
+    }
+    const BUYERS: usize = 8;
+    const MESSAGES: usize = 20;
+    let mut conversations = Vec::new();
+    for i in 0..BUYERS {
+        let buyer = format!("kb{i}");
+        let thread = server.thread_between(&buyer, "ks1").await;
+        let mut client = Client::connect(&server, &buyer, "buyer", Via::Tcp).await;
+        assert!(client.subscribe(&topics::user(&buyer)).await);
+        conversations.push((buyer, thread, client, BTreeMap::<String, String>::new()));
+    }
+    let send = |m: usize| (format!("c{m:02}"), format!("tin nhắn {m}"));
+    for half in [0..MESSAGES / 2, MESSAGES / 2..MESSAGES] {
+        for (_, thread, client, _) in &mut conversations {
+            for m in half.clone() {
+                let (cmid, text) = send(m);
+                client
+                    .publish(&topics::thread_inbound(thread), send_message(&cmid, &text))
+                    .await;
+            }
+        }
+        if half.start == 0 {
+            w1.kill9();
+        }
+    }
+    // Collect acks; resend whatever stays unacked for 3 s, like a client.
+    for (buyer, thread, client, acked) in &mut conversations {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while acked.len() < MESSAGES {
+            assert!(Instant::now() < deadline, "{buyer}: {} acks", acked.len());
+            match client.event(Duration::from_secs(3)).await {
+                Some((
+                    _,
+                    ServerEvent::MessageSentAck {
+                        client_msg_id,
+                        message_id: Some(id),
+                        ..
+                    },
+                )) => {
+                    if let Some(first) = acked.insert(client_msg_id.clone(), id.clone()) {
+                        assert_eq!(
+                            first, id,
+                            "{buyer}: {client_msg_id} acked twice differently"
+                        );
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    for m in 0..MESSAGES {
+                        let (cmid, text) = send(m);
+                        if !acked.contains_key(&cmid) {
+                            client
+                                .publish(
+                                    &topics::thread_inbound(thread),
+                                    send_message(&cmid, &text),
+                                )
+                                .await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // The dead worker returns under its name and drains its session.
+    let mut w1 = server.spawn_persist_worker("w1");
+    w1.wait_for_log("subscribed to hand-overs", Duration::from_secs(30))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (buyer, thread, _, acked) in &conversations {
+        let token = server.token(buyer, "buyer");
+        let (status, page) = server
+            .request(
+                "GET",
+                &format!("/chat/threads/{thread}/messages?limit=100"),
+                &token,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+        let mut stored: Vec<String> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["type"] == "text")
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect();
+        stored.sort();
+        let mut ids: Vec<String> = acked.values().cloned().collect();
+        ids.sort();
+        assert_eq!(
+            stored, ids,
+            "{buyer}: every acked message stored exactly once"
+        );
+    }
+}
