@@ -148,6 +148,14 @@ pub async fn open_thread_is_idempotent_per_pair_and_per_order(store: &dyn ChatSt
     assert_eq!(created, 1, "exactly one open created it");
     assert_ne!(ids.into_iter().next().unwrap(), first.thread.id);
     assert_eq!(
+        store.participants(&first.thread.id).await.unwrap(),
+        Some((buyer.clone(), seller.clone()))
+    );
+    assert_eq!(
+        store.participants(&format!("{ns}-none")).await.unwrap(),
+        None
+    );
+    assert_eq!(
         store.thread(&first.thread.id).await.unwrap(),
         Some(first.thread)
     );

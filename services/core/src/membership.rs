@@ -55,12 +55,16 @@ impl MembershipCache {
             Some(Entry::Missing { until }) if *until > Instant::now() => return Ok(None),
             _ => {}
         }
-        let found = self.store.thread(thread_id).await?.map(|t| {
-            Arc::new(Participants {
-                buyer_id: t.buyer_id,
-                seller_id: t.seller_id,
-            })
-        });
+        let found = self
+            .store
+            .participants(thread_id)
+            .await?
+            .map(|(buyer_id, seller_id)| {
+                Arc::new(Participants {
+                    buyer_id,
+                    seller_id,
+                })
+            });
         let mut entries = self.entries.write();
         if entries.len() >= self.capacity {
             // Crude but bounded: start over rather than grow without limit.

@@ -62,6 +62,13 @@ pub trait ChatStore: Send + Sync + 'static {
     async fn open_thread(&self, spec: &OpenThread) -> StoreResult<Opened>;
     async fn thread(&self, id: &str) -> StoreResult<Option<Thread>>;
 
+    /// `(buyer, seller)` of a thread, for authorisation. Backends that
+    /// derive unread counts on read override it with something cheaper
+    /// than [`ChatStore::thread`].
+    async fn participants(&self, id: &str) -> StoreResult<Option<(String, String)>> {
+        Ok(self.thread(id).await?.map(|t| (t.buyer_id, t.seller_id)))
+    }
+
     /// Durably stores a message and updates the thread's preview and the
     /// recipient's unread count, all or nothing. Returns only after the
     /// write is durable. A message whose `(thread, from, client_msg_id)`

@@ -816,6 +816,13 @@ impl ChatStore for ScyllaStore {
         self.full_thread(id).await
     }
 
+    async fn participants(&self, id: &str) -> StoreResult<Option<(String, String)>> {
+        Ok(self
+            .thread_row(id)
+            .await?
+            .map(|row| (row.buyer_id, row.seller_id)))
+    }
+
     /// Three steps, each a set of concurrent requests: read the thread,
     /// the markers and claim the idempotency key; write the message and
     /// what it changes; count the recipient's unread messages.
