@@ -38,8 +38,9 @@ enum Scenario {
     /// here), each sending a message every 4 s: memory per connection and
     /// connect rate. Clients are spread over several bench processes.
     IdleScale,
-    /// The message stores alone: insert latency and history-page latency
-    /// with 1 M messages (--messages), SQLite then ScyllaDB (--backend).
+    /// The message stores alone: send (insert) latency and history-page
+    /// latency in a thread of 1 M messages (--messages), SQLite then
+    /// ScyllaDB (--backend).
     Store,
 }
 
@@ -100,6 +101,10 @@ struct Args {
     /// `store` preset: which backends (default: both, SQLite first).
     #[arg(long, value_enum)]
     backend: Vec<store::Backend>,
+    /// `store` preset: how many of --messages go through the timed send
+    /// path (the rest are bulk-imported first).
+    #[arg(long, default_value_t = 20_000)]
+    store_inserts: u32,
     /// `store` preset: appends in flight.
     #[arg(long, default_value_t = 64)]
     store_concurrency: usize,
@@ -290,15 +295,20 @@ async fn main() -> anyhow::Result<()> {
             let r = store::run(
                 backend,
                 messages,
+                args.store_inserts,
                 args.store_concurrency,
                 2000,
                 &args.cql_node,
             )
             .await?;
             eprintln!(
-                "store {:?}: {:.0} inserts/s | insert p50 {:.2} p99 {:.2} ms | newest page p50 {:.2} p99 {:.2} ms | \
-                 deep page p50 {:.2} p99 {:.2} ms",
+                "store {:?}: {} stored ({} imported at {:.0}/s) | {} timed sends: {:.0}/s, \
+                 p50 {:.2} p99 {:.2} ms | newest page p50 {:.2} p99 {:.2} ms | deep page p50 {:.2} p99 {:.2} ms",
                 r.backend,
+                r.messages,
+                r.imported,
+                r.imports_per_second,
+                r.timed_inserts,
                 r.inserts_per_second,
                 r.insert.p50_ms,
                 r.insert.p99_ms,

@@ -1,9 +1,11 @@
 //! The `store` preset: the storage backends alone, without the broker.
-//! Fills one thread with `--messages` messages through the real
-//! `append_message` path (idempotency key, preview, inbox, markers) with
-//! many appends in flight, timing each append; then times the newest page
-//! and a page from the middle of the history. Same schedule for every
-//! backend, so SQLite and ScyllaDB (a real CQL server) compare directly.
+//! One thread gets `--messages` messages in all: most are bulk-imported
+//! (`import_history`, as a migration would), the last `--store-inserts`
+//! go through the real send path (`append_message`: idempotency key,
+//! preview, inbox, markers) with many in flight, each one timed; then the
+//! newest page and a page from the middle of the history are timed. Same
+//! schedule for every backend, so SQLite and ScyllaDB (a real CQL server)
+//! compare directly.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,6 +28,9 @@ pub enum Backend {
 pub struct StoreResult {
     pub backend: Backend,
     pub messages: u32,
+    pub imported: u32,
+    pub imports_per_second: f64,
+    pub timed_inserts: u32,
     pub concurrency: usize,
     pub inserts_per_second: f64,
     pub insert: Percentiles,
@@ -60,6 +65,7 @@ async fn open(
 pub async fn run(
     backend: Backend,
     messages: u32,
+    timed_inserts: u32,
     concurrency: usize,
     requests: u32,
     cql_node: &str,
@@ -80,7 +86,39 @@ pub async fn run(
         .await?
         .thread;
 
-    let progress = indicatif::ProgressBar::new(u64::from(messages));
+    let timed_inserts = timed_inserts.min(messages);
+    let imported = messages - timed_inserts;
+    let import_started = Instant::now();
+    let mut imported_ids: Vec<String> = Vec::with_capacity(imported as usize);
+    let mut n = 0;
+    while n < imported {
+        let chunk: Vec<chat_protocol::Message> = (n..(n + 50_000).min(imported))
+            .map(|i| {
+                let (id, created_at) = chat_core::new_timed_id();
+                chat_protocol::Message {
+                    id,
+                    thread_id: thread.id.clone(),
+                    from: if i % 3 == 2 {
+                        seller.clone()
+                    } else {
+                        buyer.clone()
+                    },
+                    kind: MessageType::Text,
+                    content: format!("tin nhắn cũ số {i}: áo thun size M còn hàng không shop?"),
+                    card: None,
+                    client_msg_id: Some(format!("imported-{i}")),
+                    created_at,
+                }
+            })
+            .collect();
+        store.import_history(&thread.id, &chunk).await?;
+        imported_ids.extend(chunk.into_iter().map(|m| m.id));
+        n = (n + 50_000).min(imported);
+        eprintln!("{backend:?}: imported {n}/{imported}");
+    }
+    let imports_per_second = f64::from(imported) / import_started.elapsed().as_secs_f64().max(1e-9);
+
+    let progress = indicatif::ProgressBar::new(u64::from(timed_inserts));
     progress.set_style(
         indicatif::ProgressStyle::with_template(
             "{prefix} [{bar:40}] {pos}/{len} {per_sec} eta {eta}",
@@ -100,7 +138,7 @@ pub async fn run(
             let mut ids = Vec::new();
             loop {
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if n >= messages {
+                if n >= timed_inserts {
                     break;
                 }
                 let (id, created_at) = chat_core::new_timed_id();
@@ -138,9 +176,14 @@ pub async fn run(
     }
     let seconds = started.elapsed().as_secs_f64();
     progress.finish_and_clear();
-    ids.sort();
-    let mut sorted: Vec<String> = ids.into_iter().map(|(_, id)| id).collect();
+    let mut sorted: Vec<String> = imported_ids;
+    sorted.extend(ids.into_iter().map(|(_, id)| id));
     sorted.sort();
+    ensure!(
+        sorted.len() == messages as usize,
+        "stored {} of {messages}",
+        sorted.len()
+    );
     let middle = sorted[sorted.len() / 2].clone();
     let newest = sorted.last().cloned().context("no message")?;
 
@@ -167,8 +210,11 @@ pub async fn run(
     Ok(StoreResult {
         backend,
         messages,
+        imported,
+        imports_per_second,
+        timed_inserts,
         concurrency,
-        inserts_per_second: f64::from(messages) / seconds,
+        inserts_per_second: f64::from(timed_inserts) / seconds,
         insert: percentiles(&insert),
         page_size,
         newest_page,

@@ -450,6 +450,59 @@ pub async fn long_history_pages_without_gap_or_duplicate(store: Arc<dyn ChatStor
     assert!(forwards == expected, "paging forward: no gap, no duplicate");
 }
 
+/// Imported history (a migration) pages like sent history, across
+/// buckets, and its newest message becomes the preview; importing twice
+/// changes nothing.
+pub async fn imported_history_pages_like_sent_history(store: &dyn ChatStore) {
+    let ns = namespace("import");
+    let (b, s) = (format!("{ns}-b"), format!("{ns}-s"));
+    let thread = open_pair(store, &b, &s).await;
+    let start = crate::now_millis() + 1_000;
+    // Two days apart: about 20 buckets of 10 days for 100 messages.
+    let messages: Vec<Message> = (0..100)
+        .map(|i| {
+            let from = if i % 2 == 0 { &b } else { &s };
+            text_at(
+                &thread.id,
+                from,
+                &format!("i{i}"),
+                start + i * 2 * 86_400_000,
+            )
+            .into_message()
+        })
+        .collect();
+    let mut shuffled = messages.clone();
+    shuffled.reverse();
+    store.import_history(&thread.id, &shuffled).await.unwrap();
+    store
+        .import_history(&thread.id, &messages[..10])
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut range = MessageRange::default();
+    loop {
+        let page = store.messages(&thread.id, &range, 7).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        range.before = Some(page[0].id.clone());
+        seen.splice(0..0, page);
+    }
+    assert_eq!(
+        seen, messages,
+        "all imported, in order, once, bodies intact"
+    );
+    let after = store.thread(&thread.id).await.unwrap().unwrap();
+    assert_eq!(
+        after.last_message.map(|m| m.message_id),
+        Some(messages[99].id.clone())
+    );
+    assert!(matches!(
+        store.import_history(&format!("{ns}-none"), &[]).await,
+        Err(StoreError::NotFound("thread"))
+    ));
+}
+
 pub async fn inbox_is_newest_activity_first_with_cursor(store: &dyn ChatStore) {
     let ns = namespace("inbox");
     let b = format!("{ns}-b");
@@ -559,6 +612,7 @@ macro_rules! contract_tests {
         $crate::contract_tests!(@one $make, read_marker_recomputes_unread_and_never_moves_back);
         $crate::contract_tests!(@one $make, unread_counts_stop_at_the_cap);
         $crate::contract_tests!(@one $make, history_pages_in_both_directions);
+        $crate::contract_tests!(@one $make, imported_history_pages_like_sent_history);
         $crate::contract_tests!(@one $make, inbox_is_newest_activity_first_with_cursor);
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

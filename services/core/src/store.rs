@@ -75,6 +75,13 @@ pub trait ChatStore: Send + Sync + 'static {
     /// exists already is not stored again.
     async fn append_message(&self, message: &NewMessage) -> StoreResult<Appended>;
 
+    /// Bulk-loads history that happened elsewhere (migrating from another
+    /// chat system; seeding benchmarks): stores `messages`, all of thread
+    /// `thread_id`, as they are, and moves the thread's preview to the
+    /// newest. No idempotency keys, unread counting or events; importing
+    /// the same messages again changes nothing.
+    async fn import_history(&self, thread_id: &str, messages: &[Message]) -> StoreResult<()>;
+
     /// Moves `user_id`'s read marker forward to `up_to` (a message of the
     /// thread) and recomputes that user's unread count.
     async fn mark_read(

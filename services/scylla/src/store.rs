@@ -41,6 +41,10 @@ use crate::config::ScyllaConfig;
 /// changing it would hide stored messages.
 pub const BUCKET_MS: i64 = 10 * 24 * 3600 * 1000;
 
+/// Rows per unlogged batch when importing history (about 5 KiB, Cassandra's
+/// batch-size warning threshold, for 200-byte messages).
+const IMPORT_BATCH: usize = 20;
+
 pub fn bucket_of_millis(millis: i64) -> i32 {
     millis.div_euclid(BUCKET_MS) as i32
 }
@@ -910,6 +914,69 @@ impl ChatStore for ScyllaStore {
             message,
             duplicate,
         })
+    }
+
+    /// Unlogged batches of rows of one partition (cheap: one replica set,
+    /// one mutation), many in flight; then the newest message becomes the
+    /// preview through the same writes a send makes.
+    async fn import_history(&self, thread_id: &str, messages: &[Message]) -> StoreResult<()> {
+        use futures::StreamExt;
+        let row = self
+            .thread_row(thread_id)
+            .await?
+            .ok_or(StoreError::NotFound("thread"))?;
+        let mut by_bucket: std::collections::BTreeMap<i32, Vec<&Message>> = Default::default();
+        for m in messages {
+            if m.thread_id != thread_id {
+                return Err(StoreError::Backend(format!(
+                    "message {} is not of thread {thread_id}",
+                    m.id
+                )));
+            }
+            by_bucket
+                .entry(bucket_of_millis(m.created_at))
+                .or_default()
+                .push(m);
+        }
+        let mut batches = Vec::new();
+        for (bucket, rows) in &by_bucket {
+            for chunk in rows.chunks(IMPORT_BATCH) {
+                let mut values = Vec::with_capacity(chunk.len());
+                for m in chunk {
+                    // Owned values: borrowed ones trip async_trait's
+                    // lifetime inference in the stream below.
+                    values.push((
+                        thread_id.to_owned(),
+                        *bucket,
+                        m.id.clone(),
+                        m.from.clone(),
+                        m.kind.as_str().to_owned(),
+                        encode(*m)?,
+                        write_timestamp(&m.id, m.created_at),
+                    ));
+                }
+                batches.push(values);
+            }
+        }
+        let batch = Batch::new_with_statements(
+            BatchType::Unlogged,
+            vec![self.statements.insert_message.clone().into(); IMPORT_BATCH],
+        );
+        let mut writes = futures::stream::iter(batches.into_iter().map(|values| {
+            let mut batch = batch.clone();
+            batch.statements.truncate(values.len());
+            batch.set_is_idempotent(true);
+            async move { self.session.batch(&batch, values).await.map_err(backend) }
+        }))
+        .buffer_unordered(16);
+        while let Some(done) = writes.next().await {
+            done?;
+        }
+        if let Some(newest) = messages.iter().max_by(|a, b| a.id.cmp(&b.id)) {
+            let body = encode(newest)?;
+            self.apply_message(&row, newest, &body, None).await?;
+        }
+        Ok(())
     }
 
     async fn mark_read(

@@ -485,6 +485,55 @@ fn duplicate_of(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
     })
 }
 
+fn import_in(tx: &Connection, thread_id: &str, messages: &[Message]) -> StoreResult<()> {
+    if load_thread(tx, thread_id).map_err(backend)?.is_none() {
+        return Err(StoreError::NotFound("thread"));
+    }
+    let mut insert = tx
+        .prepare_cached(&format!(
+            "INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        ))
+        .map_err(backend)?;
+    for m in messages {
+        if m.thread_id != thread_id {
+            return Err(StoreError::Backend(format!(
+                "message {} is not of thread {thread_id}",
+                m.id
+            )));
+        }
+        let card = m
+            .card
+            .as_ref()
+            .map(|c| serde_json::to_string(c).map_err(backend))
+            .transpose()?;
+        insert
+            .execute(params![
+                m.id,
+                m.thread_id,
+                m.from,
+                m.kind.as_str(),
+                m.content,
+                card,
+                m.client_msg_id,
+                m.created_at
+            ])
+            .map_err(backend)?;
+    }
+    if let Some(newest) = messages.iter().max_by(|a, b| a.id.cmp(&b.id)) {
+        let preview = serde_json::to_string(&preview_of(newest)).map_err(backend)?;
+        tx.prepare_cached(
+            "UPDATE threads SET last_message = ?2, last_message_at = ?3, activity_at = ?3, \
+             last_message_id = ?4, updated_at = ?3 \
+             WHERE id = ?1 AND (last_message_id IS NULL OR last_message_id < ?4)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![thread_id, preview, newest.created_at, newest.id])
+        })
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
 fn mark_read_in(
     tx: &Connection,
     thread_id: &str,
@@ -719,6 +768,21 @@ impl ChatStore for SqliteStore {
     async fn append_message(&self, message: &NewMessage) -> StoreResult<Appended> {
         let m = message.clone();
         self.write(move |c| append_in(c, &m)).await
+    }
+
+    async fn import_history(&self, thread_id: &str, messages: &[Message]) -> StoreResult<()> {
+        // An empty import still reports a missing thread.
+        let chunks: Vec<&[Message]> = if messages.is_empty() {
+            vec![&[]]
+        } else {
+            messages.chunks(5_000).collect()
+        };
+        for chunk in chunks {
+            let (thread_id, chunk) = (thread_id.to_owned(), chunk.to_vec());
+            self.write(move |c| import_in(c, &thread_id, &chunk))
+                .await?;
+        }
+        Ok(())
     }
 
     async fn mark_read(
