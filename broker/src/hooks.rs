@@ -41,6 +41,11 @@ pub enum Inbound {
     Workers,
 }
 
+/// One MQTT session: a reconnect reuses the client id, not the time.
+fn session_key(session: &Session) -> String {
+    format!("{}@{}", session.id.client_id, session.id.create_time)
+}
+
 #[derive(Clone)]
 pub struct ChatHooks {
     scx: ServerContext,
@@ -209,10 +214,18 @@ impl Handler for ChatHooks {
             Parameter::ClientConnected(session) => {
                 tracing::info!(client_id = %session.id.client_id, addr = ?session.id.remote_addr, "client connected");
                 self.schedule_expiry(session);
+                self.service.presence().session_started(
+                    user_of_client_id(&session.id.client_id),
+                    &session_key(session),
+                );
                 (true, acc)
             }
             Parameter::ClientDisconnected(session, reason) => {
                 tracing::info!(client_id = %session.id.client_id, %reason, "client disconnected");
+                self.service.presence().session_ended(
+                    user_of_client_id(&session.id.client_id),
+                    &session_key(session),
+                );
                 (true, acc)
             }
             Parameter::ClientSubscribeCheckAcl(session, subscribe) => {

@@ -424,3 +424,13 @@ async fn threads_open_from_products_and_orders_idempotently() {
     assert_eq!(rest["threads"][0]["id"], first["id"]);
     assert!(rest["nextCursor"].is_null());
 }
+
+/// `(otherOnline, otherLastSeen)` of the caller's first inbox row.
+pub async fn other_presence(server: &Server, token: &str) -> (bool, Option<i64>) {
+    let (status, inbox) = server.request("GET", "/chat/threads", token, None).await;
+    assert_eq!(status, 200, "{inbox}");
+    (
+        inbox["threads"][0]["otherOnline"].as_bool().unwrap(),
+        inbox["threads"][0]["otherLastSeen"].as_i64(),
+    )
+}

@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod chat_flow;
+mod devices;
 mod durability;
 mod scylla;
 mod security;

@@ -109,6 +109,54 @@ async fn mosquitto_pub_and_sub_chat_through_the_server() {
     assert!(stderr.contains("bad user name or password"), "{stderr}");
 }
 
+/// The buyer's app is a stock mosquitto_sub: the seller's inbox shows the
+/// buyer online while it is connected, and when it was last seen once the
+/// process is gone (no DISCONNECT: the socket just closes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_shows_whether_the_other_party_is_online() {
+    use crate::chat_flow::other_presence;
+    let server = Server::start(CHATD).await;
+    server.thread_between("on-b", "on-s").await;
+    let seller = server.token("on-s", "seller");
+    assert_eq!(other_presence(&server, &seller).await, (false, None));
+
+    let mut app = mosquitto(
+        &server,
+        "mosquitto_sub",
+        "311",
+        "on-b:phone",
+        "on-b",
+        &server.token("on-b", "buyer"),
+    )
+    .args(["-t", "user/on-b", "-W", "60"])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("mosquitto_sub");
+    let became = |want: bool| {
+        let (server, seller) = (&server, &seller);
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let (online, last_seen) = other_presence(server, seller).await;
+                if online == want {
+                    return last_seen;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "never online = {want}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    became(true).await;
+    app.kill().unwrap();
+    app.wait().unwrap();
+    let last_seen = became(false).await;
+    assert!(last_seen.is_some_and(|t| t > 0), "last seen is kept");
+}
+
 /// A mosquitto client connected to the test server: protocol version
 /// (`311` or `5`), client id, user name and token as password.
 fn mosquitto(

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use chat_protocol::{Message, MessageType};
 
 use crate::model::{
-    InboxCursor, MessageRange, NewMessage, OpenThread, Order, Product, Thread, ThreadKey,
-    UNREAD_CAP, User,
+    Device, DevicePlatform, InboxCursor, MessageRange, NewMessage, OpenThread, Order, Product,
+    Thread, ThreadKey, UNREAD_CAP, User,
 };
 use crate::store::{ChatStore, StoreError};
 
@@ -105,6 +105,45 @@ pub async fn reference_data_round_trips(store: &dyn ChatStore) {
     };
     store.put_order(&order).await.unwrap();
     assert_eq!(store.order(&order.id).await.unwrap(), Some(order));
+}
+
+pub async fn devices_register_move_and_prune(store: &dyn ChatStore) {
+    let ns = namespace("devices");
+    let (a, b) = (format!("{ns}-a"), format!("{ns}-b"));
+    let device = |user: &str, token: &str, platform| Device {
+        token: format!("{ns}-{token}"),
+        user_id: user.to_owned(),
+        platform,
+        app_id: "vn.example.shop".into(),
+        locale: "vi".into(),
+        updated_at: crate::now_millis(),
+    };
+    let phone = device(&a, "phone", DevicePlatform::Fcm);
+    let tablet = device(&a, "tablet", DevicePlatform::Apns);
+    store.put_device(&phone).await.unwrap();
+    store.put_device(&tablet).await.unwrap();
+    store.put_device(&phone).await.unwrap();
+    let mut mine = store.devices_of(&a).await.unwrap();
+    mine.sort_by(|x, y| x.token.cmp(&y.token));
+    assert_eq!(mine, vec![phone.clone(), tablet.clone()]);
+
+    // Another account logs in on the phone: the token moves.
+    let moved = Device {
+        locale: "en".into(),
+        ..device(&b, "phone", DevicePlatform::Fcm)
+    };
+    store.put_device(&moved).await.unwrap();
+    assert_eq!(store.devices_of(&a).await.unwrap(), vec![tablet.clone()]);
+    assert_eq!(store.devices_of(&b).await.unwrap(), vec![moved.clone()]);
+
+    // Only the holder may delete; pruning ignores who holds it.
+    assert!(!store.delete_device(&a, &moved.token).await.unwrap());
+    assert!(store.delete_device(&a, &tablet.token).await.unwrap());
+    assert!(!store.delete_device(&a, &tablet.token).await.unwrap());
+    store.prune_device(&moved.token).await.unwrap();
+    store.prune_device(&format!("{ns}-unknown")).await.unwrap();
+    assert!(store.devices_of(&a).await.unwrap().is_empty());
+    assert!(store.devices_of(&b).await.unwrap().is_empty());
 }
 
 pub async fn open_thread_is_idempotent_per_pair_and_per_order(store: &dyn ChatStore) {
@@ -606,6 +645,7 @@ pub async fn concurrent_writes_all_land(store: Arc<dyn ChatStore>) {
 macro_rules! contract_tests {
     ($make:expr, long_history = $long:expr) => {
         $crate::contract_tests!(@one $make, reference_data_round_trips);
+        $crate::contract_tests!(@one $make, devices_register_move_and_prune);
         $crate::contract_tests!(@one $make, open_thread_is_idempotent_per_pair_and_per_order);
         $crate::contract_tests!(@one $make, append_is_idempotent_and_counts_unread);
         $crate::contract_tests!(@one $make, sending_marks_the_thread_read_for_the_sender);

@@ -14,6 +14,7 @@ pub mod i18n;
 pub mod membership;
 pub mod model;
 pub mod outbound;
+pub mod presence;
 pub mod service;
 pub mod store;
 

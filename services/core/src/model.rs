@@ -33,6 +33,52 @@ pub struct Order {
     pub summary: String,
 }
 
+/// Where a device receives push notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DevicePlatform {
+    /// Firebase Cloud Messaging (Android, and iOS apps that use FCM).
+    Fcm,
+    /// Apple Push Notification service.
+    Apns,
+    /// Web Push (browsers).
+    Web,
+}
+
+impl DevicePlatform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DevicePlatform::Fcm => "fcm",
+            DevicePlatform::Apns => "apns",
+            DevicePlatform::Web => "web",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DevicePlatform> {
+        match s {
+            "fcm" => Some(DevicePlatform::Fcm),
+            "apns" => Some(DevicePlatform::Apns),
+            "web" => Some(DevicePlatform::Web),
+            _ => None,
+        }
+    }
+}
+
+/// A push token registered by a user's app. A token belongs to one user
+/// at a time: registering it again under another user moves it (the
+/// phone changed hands, or another account logged in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub token: String,
+    pub user_id: String,
+    pub platform: DevicePlatform,
+    /// The app's bundle id / FCM app (APNs topic for iOS).
+    pub app_id: String,
+    /// BCP 47 tag for the notification texts.
+    pub locale: String,
+    pub updated_at: i64,
+}
+
 /// Which side of a thread a user is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {

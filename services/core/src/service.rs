@@ -22,6 +22,7 @@ use crate::i18n::{Lang, error_text};
 use crate::membership::MembershipCache;
 use crate::model::{NewMessage, OpenThread, Thread, ThreadKey};
 use crate::outbound::{Outbound, Qos};
+use crate::presence::{LocalPresence, Presence};
 use crate::store::{Appended, ChatStore, ReadMarked, StoreError};
 
 /// Limits on what clients may send (section `[limits]`).
@@ -111,6 +112,7 @@ pub struct ChatService {
     bus: Arc<dyn EventBus>,
     limits: Limits,
     typing_seen: Mutex<HashMap<(String, String), Instant>>,
+    presence: Arc<dyn Presence>,
 }
 
 impl ChatService {
@@ -128,7 +130,13 @@ impl ChatService {
             bus,
             limits,
             typing_seen: Mutex::new(HashMap::new()),
+            presence: Arc::new(LocalPresence::new()),
         }
+    }
+
+    /// Who is online; the broker reports sessions into it.
+    pub fn presence(&self) -> &Arc<dyn Presence> {
+        &self.presence
     }
 
     pub fn store(&self) -> &Arc<dyn ChatStore> {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chat_protocol::Message;
 
 use crate::model::{
-    InboxCursor, MessageRange, NewMessage, OpenThread, Order, Product, Thread, User,
+    Device, InboxCursor, MessageRange, NewMessage, OpenThread, Order, Product, Thread, User,
 };
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -56,6 +56,16 @@ pub trait ChatStore: Send + Sync + 'static {
     async fn product(&self, id: &str) -> StoreResult<Option<Product>>;
     async fn put_order(&self, order: &Order) -> StoreResult<()>;
     async fn order(&self, id: &str) -> StoreResult<Option<Order>>;
+
+    /// Registers (or refreshes) a push token for `device.user_id`, taking
+    /// it from any other user it was registered to.
+    async fn put_device(&self, device: &Device) -> StoreResult<()>;
+    /// The user's registered devices.
+    async fn devices_of(&self, user_id: &str) -> StoreResult<Vec<Device>>;
+    /// Removes `token` if it is registered to `user_id`; false otherwise.
+    async fn delete_device(&self, user_id: &str, token: &str) -> StoreResult<bool>;
+    /// Removes `token` whoever holds it (tokens FCM/APNs reject).
+    async fn prune_device(&self, token: &str) -> StoreResult<()>;
 
     /// Finds the thread for `spec.key`, creating it if absent. Idempotent,
     /// also under concurrent calls.

@@ -1,6 +1,7 @@
 //! JSON shapes of the REST API (camelCase), with their OpenAPI schemas.
 
 use chat_core::model::{Thread, User};
+use chat_core::presence::PresenceStatus;
 use chat_protocol::{Card, Message, MessagePreview};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -41,6 +42,10 @@ pub struct ThreadView {
     pub other_user_id: String,
     pub other_display_name: Option<String>,
     pub other_avatar_url: Option<String>,
+    /// Whether the other participant has a live session ("Đang hoạt động").
+    pub other_online: bool,
+    /// When the other participant was last connected (ms), if ever.
+    pub other_last_seen: Option<i64>,
     pub last_message: Option<PreviewView>,
     pub last_message_at: Option<i64>,
     /// The caller's unread count.
@@ -51,7 +56,12 @@ pub struct ThreadView {
 }
 
 impl ThreadView {
-    pub fn new(thread: &Thread, caller: &str, other: Option<&User>) -> Self {
+    pub fn new(
+        thread: &Thread,
+        caller: &str,
+        other: Option<&User>,
+        presence: PresenceStatus,
+    ) -> Self {
         ThreadView {
             id: thread.id.clone(),
             buyer_id: thread.buyer_id.clone(),
@@ -61,6 +71,8 @@ impl ThreadView {
             other_user_id: thread.other_participant(caller).to_owned(),
             other_display_name: other.map(|u| u.display_name.clone()),
             other_avatar_url: other.and_then(|u| u.avatar_url.clone()),
+            other_online: presence.online,
+            other_last_seen: presence.last_seen,
             last_message: thread.last_message.as_ref().map(PreviewView::from),
             last_message_at: thread.last_message_at,
             unread_count: thread.unread_for(caller),
@@ -228,6 +240,35 @@ pub struct OrderBody {
     pub buyer_id: String,
     pub seller_id: String,
     pub summary: String,
+}
+
+/// `PUT /chat/devices`: register the calling user's push token.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceBody {
+    /// `fcm`, `apns` or `web`.
+    pub platform: String,
+    /// The token FCM / APNs / the browser gave the app.
+    pub token: String,
+    /// Bundle id (APNs topic) or FCM app id.
+    pub app_id: String,
+    /// Language for notification texts; `vi` when absent.
+    pub locale: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceView {
+    pub platform: String,
+    pub token: String,
+    pub app_id: String,
+    pub locale: String,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceList {
+    pub devices: Vec<DeviceView>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

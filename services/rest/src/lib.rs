@@ -14,7 +14,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chat_core::auth::{Claims, Role, TokenVerifier};
 use chat_core::i18n::Lang;
-use chat_core::model::{InboxCursor, MessageRange, Order, Product, User};
+use chat_core::model::{Device, DevicePlatform, InboxCursor, MessageRange, Order, Product, User};
 use chat_core::service::{ChatService, OpenFrom};
 use utoipa::OpenApi;
 
@@ -36,11 +36,12 @@ pub struct AppState {
     info(title = "chatd REST facade", description = "Buyer–seller chat: inbox, history, threads, platform data."),
     paths(
         healthz, list_threads, open_thread, list_messages, mark_read,
-        put_user, put_product, put_order
+        put_user, put_product, put_order, put_device, list_devices, delete_device
     ),
     components(schemas(
         ThreadView, ThreadPage, MessageView, MessagePage, OpenThreadRequest, MarkReadRequest,
-        ReadView, UserBody, ProductBody, OrderBody, ErrorBodyJson, ErrorEnvelope, PreviewView
+        ReadView, UserBody, ProductBody, OrderBody, ErrorBodyJson, ErrorEnvelope, PreviewView,
+        DeviceBody, DeviceView, DeviceList
     )),
     modifiers(&BearerAuth)
 )]
@@ -71,6 +72,11 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/threads", get(list_threads).post(open_thread))
         .route("/chat/threads/{id}/messages", get(list_messages))
         .route("/chat/threads/{id}/read", post(mark_read))
+        .route("/chat/devices", put(put_device).get(list_devices))
+        .route(
+            "/chat/devices/{token}",
+            axum::routing::delete(delete_device),
+        )
         .route("/internal/users/{id}", put(put_user))
         .route("/internal/products/{id}", put(put_product))
         .route("/internal/orders/{id}", put(put_order))
@@ -209,7 +215,16 @@ async fn list_threads(
             .user(thread.other_participant(&caller.claims.sub))
             .await
             .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
-        items.push(ThreadView::new(&thread, &caller.claims.sub, other.as_ref()));
+        let presence = state
+            .service
+            .presence()
+            .status(thread.other_participant(&caller.claims.sub));
+        items.push(ThreadView::new(
+            &thread,
+            &caller.claims.sub,
+            other.as_ref(),
+            presence,
+        ));
     }
     Ok(Json(ThreadPage {
         threads: items,
@@ -251,10 +266,15 @@ async fn open_thread(
         .user(thread.other_participant(&caller.claims.sub))
         .await
         .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+    let presence = state
+        .service
+        .presence()
+        .status(thread.other_participant(&caller.claims.sub));
     Ok(Json(ThreadView::new(
         &thread,
         &caller.claims.sub,
         other.as_ref(),
+        presence,
     )))
 }
 
@@ -425,4 +445,120 @@ async fn put_order(
         .await
         .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
     Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Push tokens are opaque strings of printable ASCII (FCM ~160 chars, APNs
+/// 64 hex, Web Push endpoints are URLs).
+fn valid_token(lang: Lang, token: &str) -> Result<(), ApiError> {
+    if (1..=4096).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            lang,
+            "token: 1-4096 printable ASCII characters",
+        ))
+    }
+}
+
+/// Only people register devices: platform and service tokens have no
+/// phone to notify.
+fn require_person(caller: &Caller) -> Result<(), ApiError> {
+    match caller.claims.role {
+        Role::Buyer | Role::Seller | Role::Admin => Ok(()),
+        _ => Err(ApiError::forbidden(caller.lang)),
+    }
+}
+
+#[utoipa::path(
+    put, path = "/chat/devices", request_body = DeviceBody,
+    responses((status = 204), (status = 400, body = ErrorEnvelope)), security(("bearer" = []))
+)]
+async fn put_device(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<DeviceBody>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    require_person(&caller)?;
+    let platform = DevicePlatform::parse(&body.platform)
+        .ok_or_else(|| ApiError::bad_request(caller.lang, "platform: fcm, apns or web"))?;
+    valid_token(caller.lang, &body.token)?;
+    if body.app_id.is_empty() || body.app_id.len() > 255 {
+        return Err(ApiError::bad_request(
+            caller.lang,
+            "appId: 1-255 characters",
+        ));
+    }
+    let locale = body.locale.unwrap_or_else(|| "vi".into());
+    if locale.is_empty() || locale.len() > 35 {
+        return Err(ApiError::bad_request(caller.lang, "locale: a BCP 47 tag"));
+    }
+    let device = Device {
+        token: body.token,
+        user_id: caller.claims.sub.clone(),
+        platform,
+        app_id: body.app_id,
+        locale,
+        updated_at: chat_core::now_millis(),
+    };
+    state
+        .service
+        .store()
+        .put_device(&device)
+        .await
+        .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    get, path = "/chat/devices",
+    responses((status = 200, body = DeviceList)), security(("bearer" = []))
+)]
+async fn list_devices(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<DeviceList>, ApiError> {
+    require_person(&caller)?;
+    let devices = state
+        .service
+        .store()
+        .devices_of(&caller.claims.sub)
+        .await
+        .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+    Ok(Json(DeviceList {
+        devices: devices
+            .into_iter()
+            .map(|d| DeviceView {
+                platform: d.platform.as_str().to_owned(),
+                token: d.token,
+                app_id: d.app_id,
+                locale: d.locale,
+                updated_at: d.updated_at,
+            })
+            .collect(),
+    }))
+}
+
+#[utoipa::path(
+    delete, path = "/chat/devices/{token}", params(("token" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorEnvelope)), security(("bearer" = []))
+)]
+async fn delete_device(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(token): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    require_person(&caller)?;
+    valid_token(caller.lang, &token)?;
+    let deleted = state
+        .service
+        .store()
+        .delete_device(&caller.claims.sub, &token)
+        .await
+        .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+    if deleted {
+        Ok(axum::http::StatusCode::NO_CONTENT)
+    } else {
+        // Someone else's token looks exactly like a missing one.
+        Err(ApiError::not_found(caller.lang))
+    }
 }

@@ -22,11 +22,18 @@ pub struct Migration {
     pub cql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init.cql",
-    cql: include_str!("../../../cql/migrations/0001_init.cql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_init.cql",
+        cql: include_str!("../../../cql/migrations/0001_init.cql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_devices.cql",
+        cql: include_str!("../../../cql/migrations/0002_devices.cql"),
+    },
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -294,8 +301,13 @@ mod tests {
             ),
             "CREATE TABLE IF NOT EXISTS chat.users (\nid text PRIMARY KEY\n)"
         );
-        for s in &init {
-            assert!(qualify(s, "k").contains("k."), "unqualified statement: {s}");
+        for migration in MIGRATIONS {
+            for s in statements(migration.cql) {
+                assert!(
+                    qualify(&s, "k").contains("k."),
+                    "unqualified statement: {s}"
+                );
+            }
         }
     }
 

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_core::model::{
-    InboxCursor, MessageRange, NewMessage, OpenThread, Order, Product, Thread, ThreadKey,
-    UNREAD_CAP, User, preview_of,
+    Device, DevicePlatform, InboxCursor, MessageRange, NewMessage, OpenThread, Order, Product,
+    Thread, ThreadKey, UNREAD_CAP, User, preview_of,
 };
 use chat_core::store::{Appended, ChatStore, Opened, ReadMarked, StoreError, StoreResult};
 use chat_protocol::{Message, MessagePreview};
@@ -160,6 +160,12 @@ pub async fn connect(config: &ScyllaConfig) -> StoreResult<Session> {
 }
 
 struct Statements {
+    put_device: PreparedStatement,
+    set_device_owner: PreparedStatement,
+    device_owner: PreparedStatement,
+    devices_of: PreparedStatement,
+    delete_device: PreparedStatement,
+    delete_device_owner: PreparedStatement,
     put_user: PreparedStatement,
     get_user: PreparedStatement,
     put_product: PreparedStatement,
@@ -222,6 +228,12 @@ impl Statements {
             insert_inbox,
             delete_inbox,
             move_inbox,
+            put_device: prepare(format!("INSERT INTO {ks}.devices (user_id, token, platform, app_id, locale, updated_at) VALUES (?, ?, ?, ?, ?, ?)"), true).await?,
+            set_device_owner: prepare(format!("INSERT INTO {ks}.device_owners (token, user_id) VALUES (?, ?)"), true).await?,
+            device_owner: prepare(format!("SELECT user_id FROM {ks}.device_owners WHERE token = ?"), true).await?,
+            devices_of: prepare(format!("SELECT token, platform, app_id, locale, updated_at FROM {ks}.devices WHERE user_id = ?"), true).await?,
+            delete_device: prepare(format!("DELETE FROM {ks}.devices WHERE user_id = ? AND token = ?"), true).await?,
+            delete_device_owner: prepare(format!("DELETE FROM {ks}.device_owners WHERE token = ?"), true).await?,
             put_user: prepare(format!("INSERT INTO {ks}.users (id, display_name, avatar_url, email, locale) VALUES (?, ?, ?, ?, ?)"), true).await?,
             get_user: prepare(format!("SELECT id, display_name, avatar_url, email, locale FROM {ks}.users WHERE id = ?"), true).await?,
             put_product: prepare(format!("INSERT INTO {ks}.products (id, seller_id, title, price, currency, image_url) VALUES (?, ?, ?, ?, ?, ?)"), true).await?,
@@ -806,6 +818,78 @@ impl ChatStore for ScyllaStore {
             seller_id: seller_id.unwrap_or_default(),
             summary: summary.unwrap_or_default(),
         }))
+    }
+
+    async fn put_device(&self, d: &Device) -> StoreResult<()> {
+        let s = &self.statements;
+        let owner: Option<(Option<String>,)> = self.first(&s.device_owner, (&d.token,)).await?;
+        if let Some((Some(previous),)) = owner
+            && previous != d.user_id
+        {
+            self.exec(&s.delete_device, (&previous, &d.token)).await?;
+        }
+        futures::try_join!(
+            self.exec(
+                &s.put_device,
+                (
+                    &d.user_id,
+                    &d.token,
+                    d.platform.as_str(),
+                    &d.app_id,
+                    &d.locale,
+                    d.updated_at
+                ),
+            ),
+            self.exec(&s.set_device_owner, (&d.token, &d.user_id)),
+        )?;
+        Ok(())
+    }
+
+    async fn devices_of(&self, user_id: &str) -> StoreResult<Vec<Device>> {
+        type Columns = (
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+        );
+        let rows: Vec<Columns> = self.rows(&self.statements.devices_of, (user_id,)).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(token, platform, app_id, locale, updated_at)| {
+                Some(Device {
+                    token,
+                    user_id: user_id.to_owned(),
+                    platform: DevicePlatform::parse(platform.as_deref()?)?,
+                    app_id: app_id.unwrap_or_default(),
+                    locale: locale.unwrap_or_else(|| "vi".into()),
+                    updated_at: updated_at.unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+
+    async fn delete_device(&self, user_id: &str, token: &str) -> StoreResult<bool> {
+        let s = &self.statements;
+        let owner: Option<(Option<String>,)> = self.first(&s.device_owner, (token,)).await?;
+        if owner.and_then(|(o,)| o).as_deref() != Some(user_id) {
+            return Ok(false);
+        }
+        futures::try_join!(
+            self.exec(&s.delete_device, (user_id, token)),
+            self.exec(&s.delete_device_owner, (token,)),
+        )?;
+        Ok(true)
+    }
+
+    async fn prune_device(&self, token: &str) -> StoreResult<()> {
+        let s = &self.statements;
+        let owner: Option<(Option<String>,)> = self.first(&s.device_owner, (token,)).await?;
+        if let Some((Some(user_id),)) = owner {
+            self.exec(&s.delete_device, (&user_id, token)).await?;
+        }
+        self.exec(&s.delete_device_owner, (token,)).await?;
+        Ok(())
     }
 
     async fn open_thread(&self, spec: &OpenThread) -> StoreResult<Opened> {

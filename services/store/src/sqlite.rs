@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use chat_core::model::{
-    InboxCursor, MessageRange, NewMessage, OpenThread, Order, Product, Side, Thread, ThreadKey,
-    UNREAD_CAP, User, preview_of,
+    Device, DevicePlatform, InboxCursor, MessageRange, NewMessage, OpenThread, Order, Product,
+    Side, Thread, ThreadKey, UNREAD_CAP, User, preview_of,
 };
 use chat_core::store::{Appended, ChatStore, Opened, ReadMarked, StoreError, StoreResult};
 use chat_protocol::{Card, Message, MessagePreview, MessageType};
@@ -95,6 +95,18 @@ CREATE TABLE read_markers (
 ALTER TABLE threads ADD COLUMN last_message_id TEXT;
 UPDATE threads SET last_message_id = json_extract(last_message, '$.message_id')
     WHERE last_message IS NOT NULL;
+"#,
+    // Push tokens: one owner per token, several tokens per user.
+    r#"
+CREATE TABLE devices (
+    token TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    locale TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX devices_by_user ON devices (user_id);
 "#,
 ];
 
@@ -714,6 +726,79 @@ impl ChatStore for SqliteStore {
             )
             .optional()
             .map_err(backend)
+        })
+        .await
+    }
+
+    async fn put_device(&self, device: &Device) -> StoreResult<()> {
+        let d = device.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO devices (token, user_id, platform, app_id, locale, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (token) DO UPDATE SET \
+                 user_id = ?2, platform = ?3, app_id = ?4, locale = ?5, updated_at = ?6",
+                params![
+                    d.token,
+                    d.user_id,
+                    d.platform.as_str(),
+                    d.app_id,
+                    d.locale,
+                    d.updated_at
+                ],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn devices_of(&self, user_id: &str) -> StoreResult<Vec<Device>> {
+        let user_id = user_id.to_owned();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT token, user_id, platform, app_id, locale, updated_at FROM devices \
+                     WHERE user_id = ?1 ORDER BY token",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([user_id], |r| {
+                    let platform: String = r.get(2)?;
+                    Ok(Device {
+                        token: r.get(0)?,
+                        user_id: r.get(1)?,
+                        platform: DevicePlatform::parse(&platform).unwrap_or(DevicePlatform::Fcm),
+                        app_id: r.get(3)?,
+                        locale: r.get(4)?,
+                        updated_at: r.get(5)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_device(&self, user_id: &str, token: &str) -> StoreResult<bool> {
+        let (user_id, token) = (user_id.to_owned(), token.to_owned());
+        self.write(move |c| {
+            let deleted = c
+                .execute(
+                    "DELETE FROM devices WHERE token = ?1 AND user_id = ?2",
+                    params![token, user_id],
+                )
+                .map_err(backend)?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn prune_device(&self, token: &str) -> StoreResult<()> {
+        let token = token.to_owned();
+        self.write(move |c| {
+            c.execute("DELETE FROM devices WHERE token = ?1", params![token])
+                .map_err(backend)?;
+            Ok(())
         })
         .await
     }
