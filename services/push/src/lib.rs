@@ -2,6 +2,7 @@
 //! with a configurable base URL, so tests (and private deployments) can
 //! point them at a local server that implements the same API.
 
+pub mod apns;
 pub mod fcm;
 
 /// What a provider said about one notification.
