@@ -3,6 +3,7 @@
 //! point them at a local server that implements the same API.
 
 pub mod apns;
+pub mod collapse;
 pub mod fcm;
 
 /// What a provider said about one notification.
