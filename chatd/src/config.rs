@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use chat_broker::BrokerConfig;
 use chat_core::auth::AuthConfig;
 use chat_core::service::Limits;
+use chat_push::dispatch::PushConfig;
 use chat_scylla::ScyllaConfig;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -27,6 +28,7 @@ pub struct Config {
     pub store: StoreKind,
     pub scylla: ScyllaConfig,
     pub persist: PersistConfig,
+    pub push: PushConfig,
     pub mqtt: BrokerConfig,
     pub auth: AuthConfig,
     pub limits: Limits,
@@ -102,6 +104,7 @@ impl Default for Config {
             store: StoreKind::Sqlite,
             scylla: ScyllaConfig::default(),
             persist: PersistConfig::default(),
+            push: PushConfig::default(),
             mqtt: BrokerConfig::default(),
             auth: AuthConfig::default(),
             limits: Limits::default(),

@@ -323,13 +323,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let broker = Broker::new(config.mqtt.clone()).await;
     let membership = Arc::new(MembershipCache::new(store.clone()));
     let bus = Arc::new(InProcessBus::new(4096));
+    let events = bus.subscribe();
     let service = Arc::new(ChatService::new(
-        store,
+        store.clone(),
         membership,
         broker.outbound(),
         bus,
         config.limits.clone(),
     ));
+    match chat_push::dispatch::Dispatcher::from_config(
+        &config.push,
+        store,
+        service.presence().clone(),
+    )
+    .context("setting up push notifications")?
+    {
+        Some(dispatcher) => {
+            tracing::info!("push notifications on");
+            tokio::spawn(dispatcher.run(events));
+        }
+        None => tracing::info!("push notifications off (no FCM or APNs credentials configured)"),
+    }
     let inbound = match config.persist.mode {
         PersistMode::InProcess => chat_broker::Inbound::InProcess,
         PersistMode::Workers => chat_broker::Inbound::Workers,

@@ -3,6 +3,8 @@
 //! clients (rumqttc over TCP and WebSocket, reqwest, Debian's mosquitto
 //! clients). The tests themselves live in `tests/e2e/`.
 
+pub mod fake_fcm;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -4,6 +4,7 @@
 
 pub mod apns;
 pub mod collapse;
+pub mod dispatch;
 pub mod fcm;
 
 /// What a provider said about one notification.

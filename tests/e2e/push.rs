@@ -1,0 +1,158 @@
+//! Push notifications end to end: chatd's notification service against the
+//! local FCM stand-in (`chat_e2e::fake_fcm`), which checks the OAuth2 grant
+//! and answers as FCM does.
+
+use std::time::{Duration, Instant};
+
+use chat_e2e::{Client, Server, Via, fake_fcm, send_message};
+use chat_protocol::{ServerEvent, topics};
+use serde_json::{Value, json};
+
+use crate::CHATD;
+
+/// The FCM messages the stand-in received for one device token.
+fn pushes_to(fake: &fake_fcm::Shared, token: &str) -> Vec<Value> {
+    fake.lock()
+        .unwrap()
+        .sent
+        .iter()
+        .filter(|m| m["message"]["token"] == token)
+        .cloned()
+        .collect()
+}
+
+async fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_buyers_get_one_collapsed_push_and_online_ones_none() {
+    let (fcm_base, fake) = fake_fcm::start().await;
+    let credentials = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        credentials.path(),
+        fake_fcm::service_account_json(&fcm_base),
+    )
+    .unwrap();
+    let server = Server::start_with(
+        CHATD,
+        &[
+            (
+                "CHAT_PUSH__FCM__SERVICE_ACCOUNT_FILE",
+                credentials.path().to_str().unwrap(),
+            ),
+            ("CHAT_PUSH__FCM__BASE_URL", &fcm_base),
+            ("CHAT_PUSH__COLLAPSE_WINDOW_MS", "3000"),
+        ],
+    )
+    .await;
+    let thread = server.thread_between("pb", "ps").await;
+    let buyer_token = server.token("pb", "buyer");
+    for device in ["phone-1", "gone-2"] {
+        let (status, body) = server
+            .request(
+                "PUT",
+                "/chat/devices",
+                &buyer_token,
+                Some(json!({"platform": "fcm", "token": device, "appId": "vn.example.shop"})),
+            )
+            .await;
+        assert_eq!(status, 204, "{body}");
+    }
+
+    let mut seller = Client::connect(&server, "ps", "seller", Via::Tcp).await;
+    assert!(seller.subscribe(&topics::user("ps")).await);
+    let inbound = topics::thread_inbound(&thread);
+    let send = |text: &str, cmid: &str| (cmid.to_owned(), send_message(cmid, text));
+    let (cmid, payload) = send("Dạ shop còn hàng ạ", "s-0");
+    seller.publish(&inbound, payload).await;
+    seller
+        .expect("ack", |_, e| match e {
+            ServerEvent::MessageSentAck { client_msg_id, .. } if *client_msg_id == cmid => Some(()),
+            _ => None,
+        })
+        .await;
+
+    // The buyer has no session: one push to the live device, at once.
+    let first = wait_for("the first push", Duration::from_secs(10), || {
+        pushes_to(&fake, "phone-1").into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        first["message"]["notification"]["body"],
+        "Dạ shop còn hàng ạ"
+    );
+    assert_eq!(first["message"]["notification"]["title"], "Tên ps");
+    assert_eq!(first["message"]["data"]["threadId"], thread.as_str());
+    assert_eq!(
+        first["message"]["android"]["notification"]["notification_count"],
+        1
+    );
+    // The dead token was tried once and pruned.
+    wait_for(
+        "the dead token to be pruned",
+        Duration::from_secs(10),
+        || (!pushes_to(&fake, "gone-2").is_empty()).then_some(()),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, list) = server
+            .request("GET", "/chat/devices", &buyer_token, None)
+            .await;
+        let tokens: Vec<&str> = list["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["token"].as_str().unwrap())
+            .collect();
+        if tokens == ["phone-1"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gone-2 still registered: {tokens:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Five quick answers inside the window: one update when it closes,
+    // showing the latest text and the full unread count.
+    for i in 1..=5 {
+        let (_, payload) = send(&format!("tin nhắn {i}"), &format!("s-{i}"));
+        seller.publish(&inbound, payload).await;
+    }
+    let pushes = wait_for("the collapsed update", Duration::from_secs(10), || {
+        let pushes = pushes_to(&fake, "phone-1");
+        (pushes.len() >= 2).then_some(pushes)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let pushes_after = pushes_to(&fake, "phone-1");
+    assert_eq!(
+        pushes_after.len(),
+        2,
+        "ten quick messages must not storm: {pushes:?}"
+    );
+    let update = &pushes_after[1]["message"];
+    assert_eq!(update["notification"]["body"], "tin nhắn 5");
+    assert_eq!(update["android"]["notification"]["notification_count"], 6);
+    assert_eq!(
+        update["android"]["collapse_key"],
+        first["message"]["android"]["collapse_key"]
+    );
+
+    // The buyer opens the app: nothing more is pushed.
+    let _buyer = Client::connect(&server, "pb", "buyer", Via::Tcp).await;
+    let (_, payload) = send("Bạn đang online", "s-online");
+    seller.publish(&inbound, payload).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(pushes_to(&fake, "phone-1").len(), 2, "no push while online");
+}
