@@ -55,7 +55,8 @@ async fn offline_buyers_get_one_collapsed_push_and_online_ones_none() {
     .await;
     let thread = server.thread_between("pb", "ps").await;
     let buyer_token = server.token("pb", "buyer");
-    for device in ["phone-1", "gone-2"] {
+    fake.lock().unwrap().retry_after_secs = Some(1);
+    for device in ["phone-1", "gone-2", "busy-3"] {
         let (status, body) = server
             .request(
                 "PUT",
@@ -107,13 +108,14 @@ async fn offline_buyers_get_one_collapsed_push_and_online_ones_none() {
         let (_, list) = server
             .request("GET", "/chat/devices", &buyer_token, None)
             .await;
-        let tokens: Vec<&str> = list["devices"]
+        let mut tokens: Vec<&str> = list["devices"]
             .as_array()
             .unwrap()
             .iter()
             .map(|d| d["token"].as_str().unwrap())
             .collect();
-        if tokens == ["phone-1"] {
+        tokens.sort();
+        if tokens == ["busy-3", "phone-1"] {
             break;
         }
         assert!(
@@ -122,6 +124,19 @@ async fn offline_buyers_get_one_collapsed_push_and_online_ones_none() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // FCM answered 503 (Retry-After: 1) for the third device: sent again
+    // after a second, and then delivered.
+    let busy = wait_for("the retried push", Duration::from_secs(10), || {
+        let pushes = pushes_to(&fake, "busy-3");
+        (pushes.len() >= 2).then_some(pushes)
+    })
+    .await;
+    assert_eq!(busy.len(), 2, "one refusal, one delivery");
+    assert_eq!(
+        busy[1]["message"]["notification"]["body"],
+        "Dạ shop còn hàng ạ"
+    );
 
     // Five quick answers inside the window: one update when it closes,
     // showing the latest text and the full unread count.

@@ -31,6 +31,8 @@ pub struct Fake {
     pub tokens_issued: usize,
     pub busy_seen: HashSet<String>,
     pub sent: Vec<Value>,
+    /// `Retry-After` of the `busy-*` answer (7 s unless set).
+    pub retry_after_secs: Option<u64>,
 }
 
 pub type Shared = Arc<Mutex<Fake>>;
@@ -147,9 +149,10 @@ async fn send(
             "UNAVAILABLE",
             "The service is currently unavailable.",
         );
+        let after = fake.retry_after_secs.unwrap_or(7).to_string();
         response
             .headers_mut()
-            .insert("retry-after", "7".parse().unwrap());
+            .insert("retry-after", after.parse().unwrap());
         return response;
     }
     let n = fake.sent.len();
