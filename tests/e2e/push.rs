@@ -164,6 +164,39 @@ async fn offline_buyers_get_one_collapsed_push_and_online_ones_none() {
         first["message"]["android"]["collapse_key"]
     );
 
+    // Support staff see every attempt; nobody else does.
+    let admin = server.token("support-1", "admin");
+    let (status, log) = server
+        .request("GET", "/admin/notifications?user=pb&limit=50", &admin, None)
+        .await;
+    assert_eq!(status, 200, "{log}");
+    let outcomes: Vec<(&str, &str)> = log["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["device"].as_str().unwrap(),
+                n["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("…hone-1", "sent"),
+        ("…gone-2", "token_gone"),
+        ("…busy-3", "retry"),
+        ("…busy-3", "sent"),
+    ] {
+        assert!(
+            outcomes.contains(&expected),
+            "{expected:?} not in {outcomes:?}"
+        );
+    }
+    let (status, _) = server
+        .request("GET", "/admin/notifications?user=pb", &buyer_token, None)
+        .await;
+    assert_eq!(status, 403);
+
     // The buyer opens the app: nothing more is pushed.
     let _buyer = Client::connect(&server, "pb", "buyer", Via::Tcp).await;
     let (_, payload) = send("Bạn đang online", "s-online");

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use chat_protocol::{Message, MessageType};
 
 use crate::model::{
-    Device, DevicePlatform, InboxCursor, MessageRange, NewMessage, OpenThread, Order, Product,
-    Thread, ThreadKey, UNREAD_CAP, User,
+    Device, DevicePlatform, InboxCursor, MessageRange, NewMessage, NotificationAttempt, OpenThread,
+    Order, Product, Thread, ThreadKey, UNREAD_CAP, User,
 };
 use crate::store::{ChatStore, StoreError};
 
@@ -144,6 +144,43 @@ pub async fn devices_register_move_and_prune(store: &dyn ChatStore) {
     store.prune_device(&format!("{ns}-unknown")).await.unwrap();
     assert!(store.devices_of(&a).await.unwrap().is_empty());
     assert!(store.devices_of(&b).await.unwrap().is_empty());
+}
+
+pub async fn notification_log_lists_newest_first(store: &dyn ChatStore) {
+    let ns = namespace("notiflog");
+    let user = format!("{ns}-u");
+    let attempt = |outcome: &str, error: Option<&str>| NotificationAttempt {
+        id: crate::new_id(),
+        user_id: user.clone(),
+        thread_id: format!("{ns}-t"),
+        message_id: crate::new_id(),
+        channel: "fcm".into(),
+        device: "…a1b2c3".into(),
+        outcome: outcome.into(),
+        error: error.map(str::to_owned),
+        latency_ms: 42,
+        at: crate::now_millis(),
+    };
+    let first = attempt("retry", Some("503 UNAVAILABLE"));
+    let second = attempt("sent", None);
+    store.log_notification(&first).await.unwrap();
+    store.log_notification(&second).await.unwrap();
+    store
+        .log_notification(&attempt("sent", None))
+        .await
+        .unwrap();
+    let log = store.notifications_of(&user, 2).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[1], second);
+    let all = store.notifications_of(&user, 10).await.unwrap();
+    assert_eq!(all.last(), Some(&first));
+    assert!(
+        store
+            .notifications_of(&format!("{ns}-x"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn open_thread_is_idempotent_per_pair_and_per_order(store: &dyn ChatStore) {
@@ -646,6 +683,7 @@ macro_rules! contract_tests {
     ($make:expr, long_history = $long:expr) => {
         $crate::contract_tests!(@one $make, reference_data_round_trips);
         $crate::contract_tests!(@one $make, devices_register_move_and_prune);
+        $crate::contract_tests!(@one $make, notification_log_lists_newest_first);
         $crate::contract_tests!(@one $make, open_thread_is_idempotent_per_pair_and_per_order);
         $crate::contract_tests!(@one $make, append_is_idempotent_and_counts_unread);
         $crate::contract_tests!(@one $make, sending_marks_the_thread_read_for_the_sender);

@@ -79,6 +79,26 @@ pub struct Device {
     pub updated_at: i64,
 }
 
+/// One attempt to notify a user, for support staff (`GET
+/// /admin/notifications`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationAttempt {
+    /// Time-ordered (UUIDv7), so the log lists newest first by id.
+    pub id: String,
+    pub user_id: String,
+    pub thread_id: String,
+    pub message_id: String,
+    /// `fcm`, `apns`, `email`.
+    pub channel: String,
+    /// The device token's last characters (never the whole token).
+    pub device: String,
+    /// `sent`, `token_gone`, `retry`, `rejected`, `error`.
+    pub outcome: String,
+    pub error: Option<String>,
+    pub latency_ms: i64,
+    pub at: i64,
+}
+
 /// Which side of a thread a user is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {

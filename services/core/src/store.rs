@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use chat_protocol::Message;
 
 use crate::model::{
-    Device, InboxCursor, MessageRange, NewMessage, OpenThread, Order, Product, Thread, User,
+    Device, InboxCursor, MessageRange, NewMessage, NotificationAttempt, OpenThread, Order, Product,
+    Thread, User,
 };
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -66,6 +67,15 @@ pub trait ChatStore: Send + Sync + 'static {
     async fn delete_device(&self, user_id: &str, token: &str) -> StoreResult<bool>;
     /// Removes `token` whoever holds it (tokens FCM/APNs reject).
     async fn prune_device(&self, token: &str) -> StoreResult<()>;
+
+    /// Appends to the notification log (kept 30 days on ScyllaDB).
+    async fn log_notification(&self, attempt: &NotificationAttempt) -> StoreResult<()>;
+    /// A user's latest notification attempts, newest first.
+    async fn notifications_of(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<NotificationAttempt>>;
 
     /// Finds the thread for `spec.key`, creating it if absent. Idempotent,
     /// also under concurrent calls.

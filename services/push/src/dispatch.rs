@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_core::bus::{DomainEvent, MessageSent};
-use chat_core::model::{Device, DevicePlatform};
+use chat_core::model::{Device, DevicePlatform, NotificationAttempt};
 use chat_core::presence::Presence;
 use chat_core::store::ChatStore;
 use parking_lot::Mutex;
@@ -261,6 +261,41 @@ impl Dispatcher {
         })
     }
 
+    async fn log(
+        &self,
+        owed: &Owed,
+        device: &Device,
+        outcome: &str,
+        error: Option<String>,
+        latency_ms: u64,
+    ) {
+        // Enough of the token to tell devices apart, not enough to use it.
+        let tail: String = device
+            .token
+            .chars()
+            .rev()
+            .take(6)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let attempt = NotificationAttempt {
+            id: chat_core::new_id(),
+            user_id: owed.user_id.clone(),
+            thread_id: owed.thread_id.clone(),
+            message_id: owed.message_id.clone(),
+            channel: device.platform.as_str().to_owned(),
+            device: format!("…{tail}"),
+            outcome: outcome.to_owned(),
+            error,
+            latency_ms: latency_ms as i64,
+            at: chat_core::now_millis(),
+        };
+        if let Err(e) = self.store.log_notification(&attempt).await {
+            tracing::warn!(error = %e, "writing the notification log failed");
+        }
+    }
+
     async fn send(self: Arc<Self>, device: Device, n: Notification, owed: Owed) {
         for attempt in 0..MAX_ATTEMPTS {
             let started = Instant::now();
@@ -281,6 +316,14 @@ impl Dispatcher {
             };
             let latency_ms = started.elapsed().as_millis() as u64;
             let platform = device.platform.as_str();
+            let (label, error) = match &outcome {
+                Ok(Outcome::Sent { .. }) => ("sent", None),
+                Ok(Outcome::TokenGone { reason }) => ("token_gone", Some(reason.clone())),
+                Ok(Outcome::Retry { reason, .. }) => ("retry", Some(reason.clone())),
+                Ok(Outcome::Rejected { reason }) => ("rejected", Some(reason.clone())),
+                Err(e) => ("error", Some(e.clone())),
+            };
+            self.log(&owed, &device, label, error, latency_ms).await;
             match outcome {
                 Ok(Outcome::Sent { id }) => {
                     tracing::info!(

@@ -271,6 +271,33 @@ pub struct DeviceList {
     pub devices: Vec<DeviceView>,
 }
 
+/// One row of `GET /admin/notifications`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationView {
+    pub id: String,
+    pub user_id: String,
+    pub thread_id: String,
+    pub message_id: String,
+    pub channel: String,
+    pub device: String,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub latency_ms: i64,
+    pub at: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NotificationLog {
+    pub notifications: Vec<NotificationView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct NotificationQuery {
+    pub user: String,
+    pub limit: Option<usize>,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBodyJson {
     /// Stable machine-readable code, e.g. `forbidden`, `not_found`.

@@ -36,12 +36,13 @@ pub struct AppState {
     info(title = "chatd REST facade", description = "Buyer–seller chat: inbox, history, threads, platform data."),
     paths(
         healthz, list_threads, open_thread, list_messages, mark_read,
-        put_user, put_product, put_order, put_device, list_devices, delete_device
+        put_user, put_product, put_order, put_device, list_devices, delete_device,
+        notification_log
     ),
     components(schemas(
         ThreadView, ThreadPage, MessageView, MessagePage, OpenThreadRequest, MarkReadRequest,
         ReadView, UserBody, ProductBody, OrderBody, ErrorBodyJson, ErrorEnvelope, PreviewView,
-        DeviceBody, DeviceView, DeviceList
+        DeviceBody, DeviceView, DeviceList, NotificationView, NotificationLog
     )),
     modifiers(&BearerAuth)
 )]
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
             "/chat/devices/{token}",
             axum::routing::delete(delete_device),
         )
+        .route("/admin/notifications", get(notification_log))
         .route("/internal/users/{id}", put(put_user))
         .route("/internal/products/{id}", put(put_product))
         .route("/internal/orders/{id}", put(put_order))
@@ -561,4 +563,43 @@ async fn delete_device(
         // Someone else's token looks exactly like a missing one.
         Err(ApiError::not_found(caller.lang))
     }
+}
+
+#[utoipa::path(
+    get, path = "/admin/notifications", params(NotificationQuery),
+    responses((status = 200, body = NotificationLog), (status = 403, body = ErrorEnvelope)),
+    security(("bearer" = []))
+)]
+async fn notification_log(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<NotificationQuery>,
+) -> Result<Json<NotificationLog>, ApiError> {
+    if caller.claims.role != Role::Admin {
+        return Err(ApiError::forbidden(caller.lang));
+    }
+    valid_id(caller.lang, &query.user)?;
+    let attempts = state
+        .service
+        .store()
+        .notifications_of(&query.user, page_size(query.limit))
+        .await
+        .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+    Ok(Json(NotificationLog {
+        notifications: attempts
+            .into_iter()
+            .map(|a| NotificationView {
+                id: a.id,
+                user_id: a.user_id,
+                thread_id: a.thread_id,
+                message_id: a.message_id,
+                channel: a.channel,
+                device: a.device,
+                outcome: a.outcome,
+                error: a.error,
+                latency_ms: a.latency_ms,
+                at: a.at,
+            })
+            .collect(),
+    }))
 }

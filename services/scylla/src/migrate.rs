@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_devices.cql",
         cql: include_str!("../../../cql/migrations/0002_devices.cql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_notification_log.cql",
+        cql: include_str!("../../../cql/migrations/0003_notification_log.cql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_core::model::{
-    Device, DevicePlatform, InboxCursor, MessageRange, NewMessage, OpenThread, Order, Product,
-    Thread, ThreadKey, UNREAD_CAP, User, preview_of,
+    Device, DevicePlatform, InboxCursor, MessageRange, NewMessage, NotificationAttempt, OpenThread,
+    Order, Product, Thread, ThreadKey, UNREAD_CAP, User, preview_of,
 };
 use chat_core::store::{Appended, ChatStore, Opened, ReadMarked, StoreError, StoreResult};
 use chat_protocol::{Message, MessagePreview};
@@ -160,6 +160,8 @@ pub async fn connect(config: &ScyllaConfig) -> StoreResult<Session> {
 }
 
 struct Statements {
+    log_notification: PreparedStatement,
+    notifications_of: PreparedStatement,
     put_device: PreparedStatement,
     set_device_owner: PreparedStatement,
     device_owner: PreparedStatement,
@@ -228,6 +230,8 @@ impl Statements {
             insert_inbox,
             delete_inbox,
             move_inbox,
+            log_notification: prepare(format!("INSERT INTO {ks}.notification_log (user_id, id, thread_id, message_id, channel, device, outcome, error, latency_ms, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), true).await?,
+            notifications_of: prepare(format!("SELECT id, thread_id, message_id, channel, device, outcome, error, latency_ms, at FROM {ks}.notification_log WHERE user_id = ? LIMIT ?"), true).await?,
             put_device: prepare(format!("INSERT INTO {ks}.devices (user_id, push_token, platform, app_id, locale, updated_at) VALUES (?, ?, ?, ?, ?, ?)"), true).await?,
             set_device_owner: prepare(format!("INSERT INTO {ks}.device_owners (push_token, user_id) VALUES (?, ?)"), true).await?,
             device_owner: prepare(format!("SELECT user_id FROM {ks}.device_owners WHERE push_token = ?"), true).await?,
@@ -818,6 +822,66 @@ impl ChatStore for ScyllaStore {
             seller_id: seller_id.unwrap_or_default(),
             summary: summary.unwrap_or_default(),
         }))
+    }
+
+    async fn log_notification(&self, a: &NotificationAttempt) -> StoreResult<()> {
+        self.exec(
+            &self.statements.log_notification,
+            (
+                &a.user_id,
+                &a.id,
+                &a.thread_id,
+                &a.message_id,
+                &a.channel,
+                &a.device,
+                &a.outcome,
+                &a.error,
+                a.latency_ms,
+                a.at,
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn notifications_of(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<NotificationAttempt>> {
+        type Columns = (
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let rows: Vec<Columns> = self
+            .rows(&self.statements.notifications_of, (user_id, limit as i32))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, thread_id, message_id, channel, device, outcome, error, latency_ms, at)| {
+                    NotificationAttempt {
+                        id,
+                        user_id: user_id.to_owned(),
+                        thread_id: thread_id.unwrap_or_default(),
+                        message_id: message_id.unwrap_or_default(),
+                        channel: channel.unwrap_or_default(),
+                        device: device.unwrap_or_default(),
+                        outcome: outcome.unwrap_or_default(),
+                        error,
+                        latency_ms: latency_ms.unwrap_or_default(),
+                        at: at.unwrap_or_default(),
+                    }
+                },
+            )
+            .collect())
     }
 
     async fn put_device(&self, d: &Device) -> StoreResult<()> {

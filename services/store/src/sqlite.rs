@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use chat_core::model::{
-    Device, DevicePlatform, InboxCursor, MessageRange, NewMessage, OpenThread, Order, Product,
-    Side, Thread, ThreadKey, UNREAD_CAP, User, preview_of,
+    Device, DevicePlatform, InboxCursor, MessageRange, NewMessage, NotificationAttempt, OpenThread,
+    Order, Product, Side, Thread, ThreadKey, UNREAD_CAP, User, preview_of,
 };
 use chat_core::store::{Appended, ChatStore, Opened, ReadMarked, StoreError, StoreResult};
 use chat_protocol::{Card, Message, MessagePreview, MessageType};
@@ -107,6 +107,21 @@ CREATE TABLE devices (
     updated_at INTEGER NOT NULL
 );
 CREATE INDEX devices_by_user ON devices (user_id);
+"#,
+    r#"
+CREATE TABLE notification_log (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    thread_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    device TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    error TEXT,
+    latency_ms INTEGER NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX notification_log_by_user ON notification_log (user_id, id DESC);
 "#,
 ];
 
@@ -799,6 +814,69 @@ impl ChatStore for SqliteStore {
             c.execute("DELETE FROM devices WHERE token = ?1", params![token])
                 .map_err(backend)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn log_notification(&self, a: &NotificationAttempt) -> StoreResult<()> {
+        let a = a.clone();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO notification_log (id, user_id, thread_id, message_id, \
+                 channel, device, outcome, error, latency_ms, at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    a.id,
+                    a.user_id,
+                    a.thread_id,
+                    a.message_id,
+                    a.channel,
+                    a.device,
+                    a.outcome,
+                    a.error,
+                    a.latency_ms,
+                    a.at
+                ])
+            })
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn notifications_of(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<NotificationAttempt>> {
+        let user_id = user_id.to_owned();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, user_id, thread_id, message_id, channel, device, outcome, error, \
+                     latency_ms, at FROM notification_log WHERE user_id = ?1 \
+                     ORDER BY id DESC LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![user_id, limit as i64], |r| {
+                    Ok(NotificationAttempt {
+                        id: r.get(0)?,
+                        user_id: r.get(1)?,
+                        thread_id: r.get(2)?,
+                        message_id: r.get(3)?,
+                        channel: r.get(4)?,
+                        device: r.get(5)?,
+                        outcome: r.get(6)?,
+                        error: r.get(7)?,
+                        latency_ms: r.get(8)?,
+                        at: r.get(9)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
         })
         .await
     }
