@@ -6,6 +6,7 @@
 
 mod history;
 mod plot;
+mod push;
 mod run;
 mod store;
 mod target;
@@ -38,6 +39,9 @@ enum Scenario {
     /// here), each sending a message every 4 s: memory per connection and
     /// connect rate. Clients are spread over several bench processes.
     IdleScale,
+    /// Push fan-out: offline buyers with one FCM device each, one message
+    /// each, through chatd's notification service to a local FCM stand-in.
+    Push,
     /// The message stores alone: send (insert) latency and history-page
     /// latency in a thread of 1 M messages (--messages), SQLite then
     /// ScyllaDB (--backend).
@@ -132,7 +136,7 @@ fn plan_for(args: &Args) -> Plan {
     };
     match args.scenario {
         // History and Store have their own flows; the plan is unused.
-        Scenario::Steady | Scenario::History | Scenario::Store => {}
+        Scenario::Steady | Scenario::History | Scenario::Store | Scenario::Push => {}
         Scenario::Ws => plan.via = Via::Ws,
         Scenario::Burst => {
             plan.pairs = 100;
@@ -276,6 +280,26 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::json!({"scenario": args.scenario, "history": result})
+        );
+        return Ok(());
+    }
+    if args.scenario == Scenario::Push {
+        let pairs = args.pairs.unwrap_or(2000);
+        eprintln!("chat-bench push: {pairs} offline buyers with one FCM device each");
+        let mut result = push::run(&chatd, pairs).await?;
+        eprintln!(
+            "push: {}/{} pushes | {:.0} notifications/s | message→push p50 {:.2} p99 {:.2} ms | server cpu {:.1}s",
+            result.pushes_received,
+            result.offline_recipients,
+            result.notifications_per_second,
+            result.message_to_push.p50_ms,
+            result.message_to_push.p99_ms,
+            result.server_cpu_seconds
+        );
+        result.server_cpu_seconds = (result.server_cpu_seconds * 100.0).round() / 100.0;
+        println!(
+            "{}",
+            serde_json::json!({"scenario": args.scenario, "push": result})
         );
         return Ok(());
     }

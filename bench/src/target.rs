@@ -107,7 +107,24 @@ impl Target {
         Ok((Target::start_in(Kind::Chatd, chatd, dir).await?, seeded))
     }
 
+    /// chatd with extra `CHAT_*` settings.
+    pub async fn start_chatd_with(
+        chatd: &Path,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Target> {
+        Target::start_in_with(Kind::Chatd, chatd, tempfile::tempdir()?, env).await
+    }
+
     async fn start_in(kind: Kind, chatd: &Path, dir: tempfile::TempDir) -> anyhow::Result<Target> {
+        Target::start_in_with(kind, chatd, dir, &[]).await
+    }
+
+    async fn start_in_with(
+        kind: Kind,
+        chatd: &Path,
+        dir: tempfile::TempDir,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Target> {
         let (tcp_port, ws_port, http_port) = (free_port()?, free_port()?, free_port()?);
         let secret = format!("bench-{}", uuid::Uuid::new_v4());
         let log = std::fs::File::create(dir.path().join("server.log"))?;
@@ -125,6 +142,7 @@ impl Target {
                     "CHAT_MQTT__ALLOW_LOADTEST",
                     (kind == Kind::ChatdRaw).to_string(),
                 )
+                .envs(env.iter().map(|(k, v)| (k, v)))
                 .stdout(Stdio::from(log.try_clone()?))
                 .stderr(Stdio::from(log))
                 .spawn()

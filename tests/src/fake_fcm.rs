@@ -31,6 +31,8 @@ pub struct Fake {
     pub tokens_issued: usize,
     pub busy_seen: HashSet<String>,
     pub sent: Vec<Value>,
+    /// When each accepted message arrived, and for which device token.
+    pub arrivals: Vec<(std::time::Instant, String)>,
     /// `Retry-After` of the `busy-*` answer (7 s unless set).
     pub retry_after_secs: Option<u64>,
 }
@@ -155,6 +157,8 @@ async fn send(
             .insert("retry-after", after.parse().unwrap());
         return response;
     }
+    fake.arrivals
+        .push((std::time::Instant::now(), device.clone()));
     let n = fake.sent.len();
     Json(json!({"name": format!("projects/{project}/messages/0:{n}")})).into_response()
 }

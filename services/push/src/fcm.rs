@@ -9,7 +9,6 @@
 
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use serde::Deserialize;
 
 use crate::{Notification, Outcome};
@@ -58,7 +57,9 @@ pub struct FcmClient {
     config: FcmConfig,
     key: jsonwebtoken::EncodingKey,
     http: reqwest::Client,
-    token: Mutex<Option<AccessToken>>,
+    /// Held across a refresh, so a burst of sends fetches one token, not
+    /// one each.
+    token: tokio::sync::Mutex<Option<AccessToken>>,
 }
 
 #[derive(serde::Serialize)]
@@ -129,14 +130,17 @@ impl FcmClient {
             config,
             key,
             http,
-            token: Mutex::new(None),
+            token: tokio::sync::Mutex::new(None),
         })
     }
 
-    async fn access_token(&self, force_refresh: bool) -> Result<String, FcmError> {
-        if !force_refresh
-            && let Some(token) = &*self.token.lock()
+    /// `rejected`: the token the provider just refused, to be replaced
+    /// (unless another task already did).
+    async fn access_token(&self, rejected: Option<&str>) -> Result<String, FcmError> {
+        let mut cached = self.token.lock().await;
+        if let Some(token) = &*cached
             && token.valid_until > Instant::now()
+            && Some(token.value.as_str()) != rejected
         {
             return Ok(token.value.clone());
         }
@@ -171,7 +175,7 @@ impl FcmClient {
         let token: TokenResponse = response.json().await?;
         // Refresh a minute early: a token must not expire in flight.
         let valid_for = Duration::from_secs(token.expires_in.saturating_sub(60));
-        *self.token.lock() = Some(AccessToken {
+        *cached = Some(AccessToken {
             value: token.access_token.clone(),
             valid_until: Instant::now() + valid_for,
         });
@@ -209,9 +213,9 @@ impl FcmClient {
             self.config.account.project_id
         );
         let body = FcmClient::message(device_token, n);
-        let mut refreshed = false;
+        let mut rejected: Option<String> = None;
         loop {
-            let token = self.access_token(refreshed).await?;
+            let token = self.access_token(rejected.as_deref()).await?;
             let response = self
                 .http
                 .post(&url)
@@ -234,8 +238,8 @@ impl FcmClient {
                 let sent: SendResponse = response.json().await?;
                 return Ok(Outcome::Sent { id: sent.name });
             }
-            if status == reqwest::StatusCode::UNAUTHORIZED && !refreshed {
-                refreshed = true;
+            if status == reqwest::StatusCode::UNAUTHORIZED && rejected.is_none() {
+                rejected = Some(token);
                 continue;
             }
             let after = retry_after(response.headers());
