@@ -20,31 +20,14 @@ async fn acked_messages_survive_kill_9_of_chatd_with_the_scylla_store() {
 /// its send order, both workers doing part of the work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_persistence_workers_store_each_message_once_and_ack_in_order() {
-    use chat_e2e::{Client, send_message};
+    use chat_e2e::send_message;
     use chat_protocol::{ServerEvent, topics};
     use std::time::Duration;
 
-    let server = Server::start_scylla_with(CHATD, &[("CHAT_PERSIST__MODE", "workers")]).await;
-    let mut workers = [
-        server.spawn_persist_worker("w1"),
-        server.spawn_persist_worker("w2"),
-    ];
-    for worker in &mut workers {
-        worker
-            .wait_for_log("subscribed to hand-overs", Duration::from_secs(30))
-            .await;
-    }
-
+    let (server, workers) = gateway_with_two_workers().await;
     const BUYERS: usize = 16;
     const MESSAGES: usize = 10;
-    let mut conversations = Vec::new();
-    for i in 0..BUYERS {
-        let buyer = format!("pb{i}");
-        let thread = server.thread_between(&buyer, "ps1").await;
-        let mut client = Client::connect(&server, &buyer, "buyer", Via::Tcp).await;
-        assert!(client.subscribe(&topics::user(&buyer)).await);
-        conversations.push((buyer, thread, client));
-    }
+    let mut conversations = buyers_on_their_threads(&server, "pb", "ps1", BUYERS).await;
     // Every buyer sends back to back, without waiting for acks.
     for (_, thread, client) in &mut conversations {
         for m in 0..MESSAGES {
@@ -62,14 +45,27 @@ async fn two_persistence_workers_store_each_message_once_and_ack_in_order() {
             let (_, event) = client
                 .event(Duration::from_secs(30))
                 .await
-                .unwrap_or_else(|| panic!("{buyer}: only {} acks", acked.len()));
-            if let ServerEvent::MessageSentAck {
-                client_msg_id,
-                message_id: Some(id),
-                ..
-            } = event
-            {
-                acked.push((client_msg_id, id));
+                .unwrap_or_else(|| {
+                    let logs: Vec<String> = workers.iter().map(|w| w.log()).collect();
+                    panic!(
+                        "{buyer}: only {} acks {acked:?}\nworker logs:\n{}\ngateway:\n{}",
+                        acked.len(),
+                        logs.join("\n----\n"),
+                        server.log()
+                    )
+                });
+            match event {
+                ServerEvent::MessageSentAck {
+                    client_msg_id,
+                    message_id: Some(id),
+                    ..
+                } => acked.push((client_msg_id, id)),
+                ServerEvent::MessageSentAck {
+                    client_msg_id,
+                    error: Some(error),
+                    ..
+                } => panic!("{buyer}: {client_msg_id} refused: {error:?}"),
+                _ => {}
             }
         }
         let order: Vec<String> = acked.iter().map(|(c, _)| c.clone()).collect();
@@ -116,29 +112,19 @@ async fn two_persistence_workers_store_each_message_once_and_ack_in_order() {
 /// nothing is stored twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_loses_nothing_and_its_comeback_duplicates_nothing() {
-    use chat_e2e::{Client, send_message};
+    use chat_e2e::send_message;
     use chat_protocol::{ServerEvent, topics};
     use std::collections::BTreeMap;
     use std::time::{Duration, Instant};
 
-    let server = Server::start_scylla_with(CHATD, &[("CHAT_PERSIST__MODE", "workers")]).await;
-    let mut w1 = server.spawn_persist_worker("w1");
-    let mut w2 = server.spawn_persist_worker("w2");
-    for worker in [&mut w1, &mut w2] {
-        worker
-            .wait_for_log("subscribed to hand-overs", Duration::from_secs(30))
-            .await;
-    }
+    let (server, [mut w1, _w2]) = gateway_with_two_workers().await;
     const BUYERS: usize = 8;
     const MESSAGES: usize = 20;
-    let mut conversations = Vec::new();
-    for i in 0..BUYERS {
-        let buyer = format!("kb{i}");
-        let thread = server.thread_between(&buyer, "ks1").await;
-        let mut client = Client::connect(&server, &buyer, "buyer", Via::Tcp).await;
-        assert!(client.subscribe(&topics::user(&buyer)).await);
-        conversations.push((buyer, thread, client, BTreeMap::<String, String>::new()));
-    }
+    let mut conversations: Vec<_> = buyers_on_their_threads(&server, "kb", "ks1", BUYERS)
+        .await
+        .into_iter()
+        .map(|(buyer, thread, client)| (buyer, thread, client, BTreeMap::<String, String>::new()))
+        .collect();
     let send = |m: usize| (format!("c{m:02}"), format!("tin nhắn {m}"));
     for half in [0..MESSAGES / 2, MESSAGES / 2..MESSAGES] {
         for (_, thread, client, _) in &mut conversations {
@@ -222,4 +208,50 @@ async fn a_killed_worker_loses_nothing_and_its_comeback_duplicates_nothing() {
             "{buyer}: every acked message stored exactly once"
         );
     }
+}
+
+/// A gateway in `workers` mode and two `chatd persist` workers, subscribed.
+async fn gateway_with_two_workers() -> (Server, [chat_e2e::Worker; 2]) {
+    // Generous store timeouts: on two shared cores a loaded Cassandra can
+    // take seconds, and a refused send would be a different test.
+    let server = Server::start_scylla_with(
+        CHATD,
+        &[
+            ("CHAT_PERSIST__MODE", "workers"),
+            ("CHAT_SCYLLA__REQUEST_TIMEOUT_MS", "20000"),
+        ],
+    )
+    .await;
+    let mut workers = [
+        server.spawn_persist_worker("w1"),
+        server.spawn_persist_worker("w2"),
+    ];
+    for worker in &mut workers {
+        worker
+            .wait_for_log(
+                "subscribed to hand-overs",
+                std::time::Duration::from_secs(30),
+            )
+            .await;
+    }
+    (server, workers)
+}
+
+/// `count` buyers `<prefix><n>`, each connected, subscribed to its user
+/// topic, with its thread to `seller`.
+async fn buyers_on_their_threads(
+    server: &Server,
+    prefix: &str,
+    seller: &str,
+    count: usize,
+) -> Vec<(String, String, chat_e2e::Client)> {
+    let mut out = Vec::new();
+    for i in 0..count {
+        let buyer = format!("{prefix}{i}");
+        let thread = server.thread_between(&buyer, seller).await;
+        let mut client = chat_e2e::Client::connect(server, &buyer, "buyer", Via::Tcp).await;
+        assert!(client.subscribe(&chat_protocol::topics::user(&buyer)).await);
+        out.push((buyer, thread, client));
+    }
+    out
 }

@@ -333,6 +333,10 @@ pub enum Seen {
 pub struct Client {
     pub mqtt: AsyncClient,
     rx: mpsc::UnboundedReceiver<Seen>,
+    /// Publishes that arrived while waiting for a PUBACK or SUBACK, kept
+    /// for the next reader (an ack may overtake the PUBACK of the publish
+    /// after it).
+    stash: std::collections::VecDeque<Seen>,
     pub user: String,
 }
 
@@ -408,11 +412,19 @@ impl Client {
         Connect::Accepted(Client {
             mqtt,
             rx,
+            stash: Default::default(),
             user: user.to_owned(),
         })
     }
 
     async fn next(&mut self, within: Duration) -> Option<Seen> {
+        if let Some(seen) = self.stash.pop_front() {
+            return Some(seen);
+        }
+        self.receive(within).await
+    }
+
+    async fn receive(&mut self, within: Duration) -> Option<Seen> {
         tokio::time::timeout(within, self.rx.recv())
             .await
             .ok()
@@ -423,9 +435,10 @@ impl Client {
     pub async fn subscribe(&mut self, filter: &str) -> bool {
         self.mqtt.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
         loop {
-            match self.next(Duration::from_secs(5)).await {
+            match self.receive(Duration::from_secs(5)).await {
                 Some(Seen::SubAck(codes)) => return codes[0],
                 Some(Seen::Closed(why)) => panic!("closed while subscribing: {why}"),
+                Some(publish @ Seen::Publish(..)) => self.stash.push_back(publish),
                 Some(_) => continue,
                 None => panic!("no SUBACK for {filter}"),
             }
@@ -443,9 +456,10 @@ impl Client {
 
     async fn wait_seen(&mut self, pred: impl Fn(&Seen) -> bool) {
         loop {
-            match self.next(Duration::from_secs(5)).await {
+            match self.receive(Duration::from_secs(5)).await {
                 Some(s) if pred(&s) => return,
                 Some(Seen::Closed(why)) => panic!("connection closed: {why}"),
+                Some(publish @ Seen::Publish(..)) => self.stash.push_back(publish),
                 Some(_) => continue,
                 None => panic!("timed out"),
             }

@@ -154,13 +154,7 @@ impl ApnsClient {
                 .await;
             let response = match response {
                 Ok(r) => r,
-                Err(e) if e.is_timeout() || e.is_connect() => {
-                    return Ok(Outcome::Retry {
-                        after: None,
-                        reason: e.to_string(),
-                    });
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) => return crate::transport_retry(&e).ok_or(e.into()),
             };
             let status = response.status().as_u16();
             let apns_id = response
@@ -169,12 +163,7 @@ impl ApnsClient {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_owned();
-            let after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+            let after = crate::retry_after(response.headers());
             if status == 200 {
                 return Ok(Outcome::Sent { id: apns_id });
             }

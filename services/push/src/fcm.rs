@@ -110,17 +110,6 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
 impl FcmClient {
     pub fn new(config: FcmConfig) -> Result<FcmClient, FcmError> {
         let key = jsonwebtoken::EncodingKey::from_rsa_pem(config.account.private_key.as_bytes())
@@ -225,13 +214,7 @@ impl FcmClient {
                 .await;
             let response = match response {
                 Ok(r) => r,
-                Err(e) if e.is_timeout() || e.is_connect() => {
-                    return Ok(Outcome::Retry {
-                        after: None,
-                        reason: e.to_string(),
-                    });
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) => return crate::transport_retry(&e).ok_or(e.into()),
             };
             let status = response.status();
             if status.is_success() {
@@ -242,7 +225,7 @@ impl FcmClient {
                 rejected = Some(token);
                 continue;
             }
-            let after = retry_after(response.headers());
+            let after = crate::retry_after(response.headers());
             let text = response.text().await.unwrap_or_default();
             let error = serde_json::from_str::<ErrorEnvelope>(&text)
                 .map(|e| e.error)

@@ -38,3 +38,24 @@ pub struct Notification {
     /// Data for the app (thread id, message id), strings only.
     pub data: Vec<(String, String)>,
 }
+
+/// A transport failure worth retrying later (timeout, refused or broken
+/// connection) as an outcome; other failures stay errors.
+pub(crate) fn transport_retry(error: &reqwest::Error) -> Option<Outcome> {
+    (error.is_timeout() || error.is_connect()).then(|| Outcome::Retry {
+        after: None,
+        reason: error.to_string(),
+    })
+}
+
+/// `Retry-After` in seconds, as both providers send it.
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(std::time::Duration::from_secs)
+}
