@@ -126,22 +126,7 @@ async fn sends_fail_cleanly_while_cassandra_is_down_and_nothing_acked_is_lost() 
     assert!(send(&mut buyer, &inbound, "m-3", &mut outcomes).await);
     assert!(outcomes.refused.is_empty());
 
-    let token = server.token("b1", "buyer");
-    let (status, page) = server
-        .request(
-            "GET",
-            &format!("/chat/threads/{thread}/messages?limit=100"),
-            &token,
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{page}");
-    let stored: Vec<String> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_owned())
-        .collect();
+    let stored = server.text_message_ids("b1", "buyer", &thread).await;
     let stored_set: BTreeSet<&String> = stored.iter().collect();
     assert_eq!(stored.len(), stored_set.len(), "no message stored twice");
     let acked: BTreeSet<&String> = outcomes.acked.values().collect();

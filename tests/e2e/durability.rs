@@ -58,20 +58,5 @@ pub async fn survives_kill_9(mut server: Server) {
 
 /// Ids of the thread's stored messages, oldest first, as the buyer sees them.
 async fn history_ids(server: &Server, thread: &str) -> Vec<String> {
-    let token = server.token("b1", "buyer");
-    let (status, page) = server
-        .request(
-            "GET",
-            &format!("/chat/threads/{thread}/messages?limit=100"),
-            &token,
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{page}");
-    page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_owned())
-        .collect()
+    server.text_message_ids("b1", "buyer", thread).await
 }

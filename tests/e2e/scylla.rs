@@ -71,23 +71,7 @@ async fn two_persistence_workers_store_each_message_once_and_ack_in_order() {
         let order: Vec<String> = acked.iter().map(|(c, _)| c.clone()).collect();
         let expected: Vec<String> = (0..MESSAGES).map(|m| format!("c{m}")).collect();
         assert_eq!(order, expected, "{buyer}: acks in send order");
-        let token = server.token(buyer, "buyer");
-        let (status, page) = server
-            .request(
-                "GET",
-                &format!("/chat/threads/{thread}/messages?limit=50"),
-                &token,
-                None,
-            )
-            .await;
-        assert_eq!(status, 200);
-        let stored: Vec<String> = page["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| m["type"] == "text")
-            .map(|m| m["id"].as_str().unwrap().to_owned())
-            .collect();
+        let stored = server.text_message_ids(buyer, "buyer", thread).await;
         let ids: Vec<String> = acked.iter().map(|(_, id)| id.clone()).collect();
         assert_eq!(stored, ids, "{buyer}: each message stored once, in order");
     }
@@ -183,23 +167,7 @@ async fn a_killed_worker_loses_nothing_and_its_comeback_duplicates_nothing() {
         .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (buyer, thread, _, acked) in &conversations {
-        let token = server.token(buyer, "buyer");
-        let (status, page) = server
-            .request(
-                "GET",
-                &format!("/chat/threads/{thread}/messages?limit=100"),
-                &token,
-                None,
-            )
-            .await;
-        assert_eq!(status, 200);
-        let mut stored: Vec<String> = page["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| m["type"] == "text")
-            .map(|m| m["id"].as_str().unwrap().to_owned())
-            .collect();
+        let mut stored = server.text_message_ids(buyer, "buyer", thread).await;
         stored.sort();
         let mut ids: Vec<String> = acked.values().cloned().collect();
         ids.sort();

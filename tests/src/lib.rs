@@ -274,6 +274,27 @@ impl Server {
     }
 
     /// Registers users, as the platform does.
+    /// Ids of a thread's text messages, oldest first, as `user` sees them
+    /// over REST (up to 100).
+    pub async fn text_message_ids(&self, user: &str, role: &str, thread: &str) -> Vec<String> {
+        let (status, page) = self
+            .request(
+                "GET",
+                &format!("/chat/threads/{thread}/messages?limit=100"),
+                &self.token(user, role),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        page["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .filter(|m| m["type"] == "text")
+            .map(|m| m["id"].as_str().expect("id").to_owned())
+            .collect()
+    }
+
     pub async fn put_users(&self, users: &[&str]) {
         let token = self.token(PLATFORM, "platform");
         for user in users {
