@@ -9,6 +9,7 @@ use chat_broker::BrokerConfig;
 use chat_core::auth::AuthConfig;
 use chat_core::service::Limits;
 use chat_push::dispatch::PushConfig;
+use chat_push::email::EmailConfig;
 use chat_scylla::ScyllaConfig;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -29,6 +30,7 @@ pub struct Config {
     pub scylla: ScyllaConfig,
     pub persist: PersistConfig,
     pub push: PushConfig,
+    pub email: EmailConfig,
     pub mqtt: BrokerConfig,
     pub auth: AuthConfig,
     pub limits: Limits,
@@ -105,6 +107,7 @@ impl Default for Config {
             scylla: ScyllaConfig::default(),
             persist: PersistConfig::default(),
             push: PushConfig::default(),
+            email: EmailConfig::default(),
             mqtt: BrokerConfig::default(),
             auth: AuthConfig::default(),
             limits: Limits::default(),

@@ -11,11 +11,13 @@ use chat_broker::Broker;
 use chat_core::auth::{Role, TokenVerifier, claims_for, mint_hs256};
 use chat_core::bus::InProcessBus;
 use chat_core::membership::MembershipCache;
+use chat_core::notify::{MemoryQueue, NotificationQueue};
 use chat_core::service::ChatService;
 use chat_core::store::ChatStore;
 use chat_protocol::{ClientEvent, MessageType};
+use chat_push::dispatch::Dispatcher;
 use chat_rest::AppState;
-use chat_store::SqliteStore;
+use chat_store::{SqliteOutbox, SqliteStore};
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, PersistMode, StoreKind};
@@ -159,14 +161,28 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 
 /// The configured message store.
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ChatStore>> {
+    Ok(open_stores(config).await?.0)
+}
+
+/// The configured message store, and the same store as SQLite when it is
+/// the embedded one (its outbox is the notification queue).
+async fn open_stores(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn ChatStore>, Option<Arc<SqliteStore>>)> {
     Ok(match config.store {
         StoreKind::Sqlite => {
-            Arc::new(SqliteStore::open(&config.data_dir).context("opening the embedded store")?)
+            let sqlite = Arc::new(
+                SqliteStore::open(&config.data_dir).context("opening the embedded store")?,
+            );
+            (sqlite.clone(), Some(sqlite))
         }
-        StoreKind::Scylla => Arc::new(
-            chat_scylla::ScyllaStore::open(&config.scylla)
-                .await
-                .with_context(|| format!("opening ScyllaDB at {:?}", config.scylla.nodes))?,
+        StoreKind::Scylla => (
+            Arc::new(
+                chat_scylla::ScyllaStore::open(&config.scylla)
+                    .await
+                    .with_context(|| format!("opening ScyllaDB at {:?}", config.scylla.nodes))?,
+            ),
+            None,
         ),
     })
 }
@@ -319,30 +335,49 @@ async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let verifier = Arc::new(TokenVerifier::new(&config.auth, secret.as_deref())?);
-    let store = open_store(&config).await?;
+    let (store, sqlite) = open_stores(&config).await?;
     let broker = Broker::new(config.mqtt.clone()).await;
     let membership = Arc::new(MembershipCache::new(store.clone()));
     let bus = Arc::new(InProcessBus::new(4096));
-    let events = bus.subscribe();
-    let service = Arc::new(ChatService::new(
+    let mut service = ChatService::new(
         store.clone(),
         membership,
         broker.outbound(),
         bus,
         config.limits.clone(),
-    ));
-    match chat_push::dispatch::Dispatcher::from_config(
-        &config.push,
-        store,
-        service.presence().clone(),
-    )
-    .context("setting up push notifications")?
-    {
-        Some(dispatcher) => {
-            tracing::info!("push notifications on");
-            tokio::spawn(dispatcher.run(events));
+    );
+    let notifying = Dispatcher::has_channels(&config.push, &config.email);
+    let queue: Option<Arc<dyn NotificationQueue>> = match (notifying, sqlite) {
+        (false, _) => {
+            tracing::info!("notifications off (no FCM, APNs or SMTP configured)");
+            None
         }
-        None => tracing::info!("push notifications off (no FCM or APNs credentials configured)"),
+        (true, Some(sqlite)) => Some(Arc::new(
+            SqliteOutbox::open(sqlite)
+                .await
+                .context("opening the notification outbox")?,
+        )),
+        (true, None) => {
+            tracing::warn!(
+                "notifications are queued in memory: a crash loses those owed at that moment"
+            );
+            let memory = Arc::new(MemoryQueue::default());
+            service = service.with_job_sink(memory.clone());
+            Some(memory)
+        }
+    };
+    let service = Arc::new(service);
+    if let Some(queue) = queue {
+        let dispatcher = Dispatcher::new(
+            &config.push,
+            &config.email,
+            store,
+            Some(service.presence().clone()),
+            queue,
+        )
+        .context("setting up notifications")?;
+        tracing::info!("notifications on");
+        tokio::spawn(dispatcher.run());
     }
     let inbound = match config.persist.mode {
         PersistMode::InProcess => chat_broker::Inbound::InProcess,

@@ -21,6 +21,7 @@ use crate::bus::{DomainEvent, EventBus, MessageSent};
 use crate::i18n::{Lang, error_text};
 use crate::membership::MembershipCache;
 use crate::model::{NewMessage, OpenThread, Thread, ThreadKey};
+use crate::notify::{Job, JobSink};
 use crate::outbound::{Outbound, Qos};
 use crate::presence::{LocalPresence, Presence};
 use crate::store::{Appended, ChatStore, ReadMarked, StoreError};
@@ -113,6 +114,9 @@ pub struct ChatService {
     limits: Limits,
     typing_seen: Mutex<HashMap<(String, String), Instant>>,
     presence: Arc<dyn Presence>,
+    /// Where notification jobs go when the store does not write them
+    /// itself (JetStream, or the in-memory queue).
+    jobs: Option<Arc<dyn JobSink>>,
 }
 
 impl ChatService {
@@ -131,7 +135,15 @@ impl ChatService {
             limits,
             typing_seen: Mutex::new(HashMap::new()),
             presence: Arc::new(LocalPresence::new()),
+            jobs: None,
         }
+    }
+
+    /// Enqueues a push job per stored message for a recipient who is
+    /// offline here, before the sender's ack.
+    pub fn with_job_sink(mut self, jobs: Arc<dyn JobSink>) -> Self {
+        self.jobs = Some(jobs);
+        self
     }
 
     /// Who is online; the broker reports sessions into it.
@@ -306,6 +318,24 @@ impl ChatService {
         };
         let appended = self.store.append_message(&new).await?;
         let message = &appended.message;
+        let to_user_id = appended.thread.other_participant(user_id).to_owned();
+        if let Some(jobs) = &self.jobs {
+            // Before the ack, so an acked message always owes its push; a
+            // retry enqueues again, which the queue and the marks absorb.
+            if !self.presence.status(&to_user_id).online {
+                let job = Job::Push(MessageSent {
+                    thread_id: thread_id.to_owned(),
+                    message_id: message.id.clone(),
+                    from_user_id: user_id.to_owned(),
+                    to_user_id: to_user_id.clone(),
+                });
+                if let Err(e) = jobs.enqueue(&job).await {
+                    tracing::warn!(thread_id, error = %e, "notification queue unavailable");
+                    // The client retries with the same key; nothing is lost.
+                    return Err(StoreError::Backend(format!("notification queue: {e}")).into());
+                }
+            }
+        }
         tracing::info!(
             user_id,
             thread_id,
@@ -326,7 +356,6 @@ impl ChatService {
         // that missed the first delivery resync from history.
         if !appended.duplicate {
             self.deliver_stored(&appended).await;
-            let to_user_id = appended.thread.other_participant(user_id).to_owned();
             self.bus
                 .emit(DomainEvent::MessageSent(MessageSent {
                     thread_id: thread_id.to_owned(),

@@ -77,6 +77,24 @@ pub trait ChatStore: Send + Sync + 'static {
         limit: usize,
     ) -> StoreResult<Vec<NotificationAttempt>>;
 
+    /// The newest message of `thread_id` that `user_id` was notified about
+    /// on `channel` (`email`, or `push:<token>`): the deduplication mark
+    /// of the at-least-once notification queue.
+    async fn notified_up_to(
+        &self,
+        user_id: &str,
+        thread_id: &str,
+        channel: &str,
+    ) -> StoreResult<Option<String>>;
+    /// Moves that mark forward to `message_id` (never back).
+    async fn set_notified_up_to(
+        &self,
+        user_id: &str,
+        thread_id: &str,
+        channel: &str,
+        message_id: &str,
+    ) -> StoreResult<()>;
+
     /// Finds the thread for `spec.key`, creating it if absent. Idempotent,
     /// also under concurrent calls.
     async fn open_thread(&self, spec: &OpenThread) -> StoreResult<Opened>;

@@ -1,15 +1,17 @@
 //! No storms: at most one push per (user, thread) per window. The first
 //! message of a quiet thread is pushed at once; later ones in the window
 //! fold into one update sent when the window closes (with the same
-//! collapse key, so the device replaces the first notification). Pure
-//! logic: time is passed in.
+//! collapse key, so the device replaces the first notification). The
+//! folded items are all kept, latest last: each is a queued job that is
+//! only done when the update covering it goes out. Pure logic: time is
+//! passed in.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 struct Window<T> {
     until: Instant,
-    folded: Option<T>,
+    folded: Vec<T>,
 }
 
 pub struct Collapser<T> {
@@ -31,7 +33,7 @@ impl<T> Collapser<T> {
         let key = (user.to_owned(), thread.to_owned());
         match self.open.get_mut(&key) {
             Some(window) if window.until > now => {
-                window.folded = Some(item);
+                window.folded.push(item);
                 None
             }
             _ => {
@@ -39,7 +41,7 @@ impl<T> Collapser<T> {
                     key,
                     Window {
                         until: now + self.window,
-                        folded: None,
+                        folded: Vec::new(),
                     },
                 );
                 Some(item)
@@ -47,24 +49,23 @@ impl<T> Collapser<T> {
         }
     }
 
-    /// Updates whose window closed, one per (user, thread). A window that
-    /// sent an update stays open for another period, so a steady stream
-    /// yields one push per window, not one per message.
-    pub fn due(&mut self, now: Instant) -> Vec<T> {
+    /// Updates whose window closed, one per (user, thread): every item
+    /// folded into it, latest last. A window that sent an update stays open
+    /// for another period, so a steady stream yields one push per window,
+    /// not one per message.
+    pub fn due(&mut self, now: Instant) -> Vec<Vec<T>> {
         let mut out = Vec::new();
         let window = self.window;
         self.open.retain(|_, w| {
             if w.until > now {
                 return true;
             }
-            match w.folded.take() {
-                Some(item) => {
-                    out.push(item);
-                    w.until = now + window;
-                    true
-                }
-                None => false,
+            if w.folded.is_empty() {
+                return false;
             }
+            out.push(std::mem::take(&mut w.folded));
+            w.until = now + window;
+            true
         });
         out
     }
@@ -93,8 +94,8 @@ mod tests {
         assert!(c.due(t0 + Duration::from_secs(10)).is_empty());
         assert_eq!(
             c.due(t0 + Duration::from_secs(30)),
-            vec![9],
-            "then the latest, once"
+            vec![(1..10).collect::<Vec<_>>()],
+            "then one update carrying the rest, latest last"
         );
         assert!(c.due(t0 + Duration::from_secs(61)).is_empty());
         // Quiet since: the next message goes out at once again.

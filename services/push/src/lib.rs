@@ -5,6 +5,7 @@
 pub mod apns;
 pub mod collapse;
 pub mod dispatch;
+pub mod email;
 pub mod fcm;
 
 /// What a provider said about one notification.

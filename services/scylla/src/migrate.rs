@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_notification_log.cql",
         cql: include_str!("../../../cql/migrations/0003_notification_log.cql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_notified_marks.cql",
+        cql: include_str!("../../../cql/migrations/0004_notified_marks.cql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]

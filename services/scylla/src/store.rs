@@ -161,6 +161,8 @@ pub async fn connect(config: &ScyllaConfig) -> StoreResult<Session> {
 
 struct Statements {
     log_notification: PreparedStatement,
+    notified_up_to: PreparedStatement,
+    set_notified_up_to: PreparedStatement,
     notifications_of: PreparedStatement,
     put_device: PreparedStatement,
     set_device_owner: PreparedStatement,
@@ -232,6 +234,8 @@ impl Statements {
             move_inbox,
             log_notification: prepare(format!("INSERT INTO {ks}.notification_log (user_id, id, thread_id, message_id, channel, device, outcome, error, latency_ms, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), true).await?,
             notifications_of: prepare(format!("SELECT id, thread_id, message_id, channel, device, outcome, error, latency_ms, at FROM {ks}.notification_log WHERE user_id = ? LIMIT ?"), true).await?,
+            notified_up_to: prepare(format!("SELECT message_id FROM {ks}.notified_marks WHERE user_id = ? AND thread_id = ? AND channel = ?"), true).await?,
+            set_notified_up_to: prepare(format!("INSERT INTO {ks}.notified_marks (user_id, thread_id, channel, message_id) VALUES (?, ?, ?, ?) USING TIMESTAMP ?"), true).await?,
             put_device: prepare(format!("INSERT INTO {ks}.devices (user_id, push_token, platform, app_id, locale, updated_at) VALUES (?, ?, ?, ?, ?, ?)"), true).await?,
             set_device_owner: prepare(format!("INSERT INTO {ks}.device_owners (push_token, user_id) VALUES (?, ?)"), true).await?,
             device_owner: prepare(format!("SELECT user_id FROM {ks}.device_owners WHERE push_token = ?"), true).await?,
@@ -838,6 +842,49 @@ impl ChatStore for ScyllaStore {
                 &a.error,
                 a.latency_ms,
                 a.at,
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn notified_up_to(
+        &self,
+        user_id: &str,
+        thread_id: &str,
+        channel: &str,
+    ) -> StoreResult<Option<String>> {
+        let result = self
+            .exec(
+                &self.statements.notified_up_to,
+                (user_id, thread_id, channel),
+            )
+            .await?;
+        let rows = result.into_rows_result().map_err(backend)?;
+        let mark = rows
+            .maybe_first_row::<(Option<String>,)>()
+            .map_err(backend)?;
+        Ok(mark.and_then(|(id,)| id))
+    }
+
+    async fn set_notified_up_to(
+        &self,
+        user_id: &str,
+        thread_id: &str,
+        channel: &str,
+        message_id: &str,
+    ) -> StoreResult<()> {
+        // Last write wins by the message's own time: a mark never moves
+        // back, whatever order concurrent workers write in.
+        let millis = millis_of_id(message_id).ok_or(StoreError::NotFound("message"))?;
+        self.exec(
+            &self.statements.set_notified_up_to,
+            (
+                user_id,
+                thread_id,
+                channel,
+                message_id,
+                write_timestamp(message_id, millis),
             ),
         )
         .await?;

@@ -1,7 +1,9 @@
-//! `ChatStore` backends. Today: the embedded SQLite store, the default for
-//! one machine. ScyllaDB arrives as a second module implementing the same
-//! trait and passing the same contract tests.
+//! `ChatStore` backends for one machine: the embedded SQLite store, and
+//! the notification outbox kept in the same database. (ScyllaDB lives in
+//! `chat-scylla`.)
 
+mod outbox;
 mod sqlite;
 
+pub use outbox::SqliteOutbox;
 pub use sqlite::SqliteStore;

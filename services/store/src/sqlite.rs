@@ -15,10 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
+use chat_core::bus::MessageSent;
 use chat_core::model::{
     Device, DevicePlatform, InboxCursor, MessageRange, NewMessage, NotificationAttempt, OpenThread,
     Order, Product, Side, Thread, ThreadKey, UNREAD_CAP, User, preview_of,
 };
+use chat_core::notify::Job as NotifyJob;
 use chat_core::store::{Appended, ChatStore, Opened, ReadMarked, StoreError, StoreResult};
 use chat_protocol::{Card, Message, MessagePreview, MessageType};
 use parking_lot::Mutex;
@@ -123,6 +125,28 @@ CREATE TABLE notification_log (
 );
 CREATE INDEX notification_log_by_user ON notification_log (user_id, id DESC);
 "#,
+    // The notification service's durable queue (see `outbox`): push jobs
+    // are written in the message's own transaction, digest jobs when a
+    // push job completes. `leased` rows are handed out and not yet done.
+    r#"
+CREATE TABLE notify_outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    dedup_key TEXT NOT NULL UNIQUE,
+    job BLOB NOT NULL,
+    due_at INTEGER NOT NULL,
+    enqueued_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    leased INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX notify_outbox_due ON notify_outbox (leased, due_at);
+CREATE TABLE notified_marks (
+    user_id TEXT NOT NULL,
+    thread_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    PRIMARY KEY (user_id, thread_id, channel)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Run after the batch's COMMIT with its outcome; answers the caller.
@@ -166,6 +190,10 @@ const MAX_BATCH: usize = 512;
 const READERS: usize = 4;
 
 pub struct SqliteStore {
+    /// Whether sends enqueue notification jobs (see `outbox`).
+    pub(crate) outbox: std::sync::atomic::AtomicBool,
+    /// Woken after a commit that enqueued jobs.
+    pub(crate) outbox_wake: Arc<tokio::sync::Notify>,
     writer: std::sync::mpsc::Sender<Job>,
     readers: Vec<Arc<Mutex<Connection>>>,
     next_reader: AtomicUsize,
@@ -173,7 +201,7 @@ pub struct SqliteStore {
     _stop_checkpoints: std::sync::mpsc::Sender<()>,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
@@ -281,6 +309,8 @@ impl SqliteStore {
             .spawn(move || write_loop(conn, jobs))
             .map_err(backend)?;
         Ok(SqliteStore {
+            outbox: std::sync::atomic::AtomicBool::new(false),
+            outbox_wake: Arc::new(tokio::sync::Notify::new()),
             writer,
             readers,
             next_reader: AtomicUsize::new(0),
@@ -289,7 +319,7 @@ impl SqliteStore {
     }
 
     /// Runs a read on one of the read connections, on the blocking pool.
-    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    pub(crate) async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
@@ -303,7 +333,7 @@ impl SqliteStore {
 
     /// Queues a write for the next group commit and returns its result
     /// once the commit is durable.
-    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    pub(crate) async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
@@ -402,7 +432,7 @@ fn write_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
 
 /// Hot path of every send: two cached statements in the common case
 /// (insert, then update-returning the thread), more only for a retry.
-fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
+fn append_in(tx: &Connection, m: &NewMessage, outbox: bool) -> StoreResult<Appended> {
     let card = m
         .card
         .as_ref()
@@ -480,6 +510,15 @@ fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
         )
         .and_then(|mut stmt| stmt.execute(params![m.thread_id, m.from, m.id, m.created_at]))
         .map_err(backend)?;
+        if outbox && m.counts_as_unread() {
+            let job = NotifyJob::Push(MessageSent {
+                thread_id: m.thread_id.clone(),
+                message_id: m.id.clone(),
+                from_user_id: m.from.clone(),
+                to_user_id: thread.other_participant(&m.from).to_owned(),
+            });
+            crate::outbox::enqueue_in(tx, &job, m.created_at)?;
+        }
     }
     Ok(Appended {
         message,
@@ -881,6 +920,49 @@ impl ChatStore for SqliteStore {
         .await
     }
 
+    async fn notified_up_to(
+        &self,
+        user_id: &str,
+        thread_id: &str,
+        channel: &str,
+    ) -> StoreResult<Option<String>> {
+        let key = (user_id.to_owned(), thread_id.to_owned(), channel.to_owned());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT message_id FROM notified_marks \
+                 WHERE user_id = ?1 AND thread_id = ?2 AND channel = ?3",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![key.0, key.1, key.2], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn set_notified_up_to(
+        &self,
+        user_id: &str,
+        thread_id: &str,
+        channel: &str,
+        message_id: &str,
+    ) -> StoreResult<()> {
+        let row = [user_id, thread_id, channel, message_id].map(str::to_owned);
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO notified_marks (user_id, thread_id, channel, message_id) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (user_id, thread_id, channel) \
+                 DO UPDATE SET message_id = excluded.message_id \
+                 WHERE excluded.message_id > notified_marks.message_id",
+            )
+            .and_then(|mut stmt| stmt.execute(params![row[0], row[1], row[2], row[3]]))
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
     async fn open_thread(&self, spec: &OpenThread) -> StoreResult<Opened> {
         let spec = spec.clone();
         self.write(move |c| {
@@ -930,7 +1012,12 @@ impl ChatStore for SqliteStore {
 
     async fn append_message(&self, message: &NewMessage) -> StoreResult<Appended> {
         let m = message.clone();
-        self.write(move |c| append_in(c, &m)).await
+        let outbox = self.outbox.load(Ordering::Relaxed);
+        let appended = self.write(move |c| append_in(c, &m, outbox)).await?;
+        if outbox && !appended.duplicate {
+            self.outbox_wake.notify_one();
+        }
+        Ok(appended)
     }
 
     async fn import_history(&self, thread_id: &str, messages: &[Message]) -> StoreResult<()> {

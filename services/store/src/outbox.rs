@@ -1,0 +1,177 @@
+//! The embedded notification queue: the `notify_outbox` table of the chat
+//! database. A push job is inserted by the same transaction that stores
+//! the message, so "acknowledged to the sender" implies "owed to the
+//! recipient", crash or not. One process owns the queue (the embedded
+//! deployment is one process), so a lease is a flag that is cleared when
+//! the queue is opened again after a restart.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chat_core::notify::{Job, NotificationQueue, QueueError, Taken};
+use chat_core::store::StoreError;
+use rusqlite::{Connection, params};
+
+use crate::SqliteStore;
+use crate::sqlite::backend;
+
+/// How often due jobs are looked for when nothing wakes the queue (digest
+/// jobs become due by time alone).
+const POLL: Duration = Duration::from_millis(500);
+
+/// Inserts `job` unless one with the same key is queued.
+pub(crate) fn enqueue_in(tx: &Connection, job: &Job, due_at: i64) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO notify_outbox (dedup_key, job, due_at, enqueued_at) \
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (dedup_key) DO NOTHING",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            job.dedup_key(),
+            job.encode(),
+            due_at,
+            chat_core::now_millis()
+        ])
+    })
+    .map(|_| ())
+    .map_err(backend)
+}
+
+pub struct SqliteOutbox {
+    store: Arc<SqliteStore>,
+}
+
+fn queue_error(e: StoreError) -> QueueError {
+    QueueError::Backend(e.to_string())
+}
+
+impl SqliteOutbox {
+    /// Turns the outbox on (sends enqueue push jobs from now on) and hands
+    /// out again every job a previous process had taken and not finished.
+    pub async fn open(store: Arc<SqliteStore>) -> Result<SqliteOutbox, QueueError> {
+        store.outbox.store(true, Ordering::Relaxed);
+        store
+            .write(|c| {
+                c.execute("UPDATE notify_outbox SET leased = 0 WHERE leased = 1", [])
+                    .map(|_| ())
+                    .map_err(backend)
+            })
+            .await
+            .map_err(queue_error)?;
+        Ok(SqliteOutbox { store })
+    }
+
+    /// Jobs queued and not completed (for tests and metrics).
+    pub async fn depth(&self) -> Result<u64, QueueError> {
+        self.store
+            .read(|c| {
+                c.query_row("SELECT count(*) FROM notify_outbox", [], |r| r.get(0))
+                    .map_err(backend)
+            })
+            .await
+            .map_err(queue_error)
+    }
+
+    async fn lease_due(&self, max: usize) -> Result<Vec<Taken>, QueueError> {
+        let now = chat_core::now_millis();
+        let rows = self
+            .store
+            .write(move |c| {
+                let mut select = c
+                    .prepare_cached(
+                        "UPDATE notify_outbox SET leased = 1 WHERE seq IN \
+                         (SELECT seq FROM notify_outbox WHERE leased = 0 AND due_at <= ?1 \
+                          ORDER BY due_at, seq LIMIT ?2) \
+                         RETURNING seq, job, attempts, enqueued_at",
+                    )
+                    .map_err(backend)?;
+                let rows = select
+                    .query_map(params![now, max as i64], |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, Vec<u8>>(1)?,
+                            row.get::<_, u32>(2)?,
+                            row.get::<_, i64>(3)?,
+                        ))
+                    })
+                    .map_err(backend)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(backend)?;
+                Ok(rows)
+            })
+            .await
+            .map_err(queue_error)?;
+        let mut taken = Vec::with_capacity(rows.len());
+        for (seq, job, attempts, enqueued_at) in rows {
+            match Job::decode(&job) {
+                Ok(job) => taken.push(Taken {
+                    job,
+                    attempts,
+                    enqueued_at,
+                    handle: seq.to_string(),
+                }),
+                Err(e) => {
+                    // Kept leased (not handed out again) for a human to see.
+                    tracing::error!(seq, error = %e, "unreadable outbox job left aside");
+                }
+            }
+        }
+        Ok(taken)
+    }
+}
+
+fn seq_of(taken: &Taken) -> Result<i64, QueueError> {
+    taken
+        .handle
+        .parse()
+        .map_err(|_| QueueError::Malformed(format!("outbox handle {}", taken.handle)))
+}
+
+#[async_trait]
+impl NotificationQueue for SqliteOutbox {
+    async fn take(&self, max: usize) -> Result<Vec<Taken>, QueueError> {
+        loop {
+            // Registered before looking, so a commit in between still wakes.
+            let woken = self.store.outbox_wake.notified();
+            let taken = self.lease_due(max).await?;
+            if !taken.is_empty() {
+                return Ok(taken);
+            }
+            let _ = tokio::time::timeout(POLL, woken).await;
+        }
+    }
+
+    async fn complete(&self, taken: &Taken, then: Option<(Job, i64)>) -> Result<(), QueueError> {
+        let seq = seq_of(taken)?;
+        self.store
+            .write(move |c| {
+                c.prepare_cached("DELETE FROM notify_outbox WHERE seq = ?1")
+                    .and_then(|mut stmt| stmt.execute([seq]))
+                    .map_err(backend)?;
+                if let Some((job, due_at)) = then {
+                    enqueue_in(c, &job, due_at)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(queue_error)
+    }
+
+    async fn retry(&self, taken: &Taken, not_before: i64) -> Result<(), QueueError> {
+        let seq = seq_of(taken)?;
+        self.store
+            .write(move |c| {
+                c.prepare_cached(
+                    "UPDATE notify_outbox SET leased = 0, due_at = ?2, attempts = attempts + 1 \
+                     WHERE seq = ?1",
+                )
+                .and_then(|mut stmt| stmt.execute(params![seq, not_before]))
+                .map(|_| ())
+                .map_err(backend)
+            })
+            .await
+            .map_err(queue_error)
+    }
+}
