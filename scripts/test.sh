@@ -5,10 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use: stock MQTT clients from another project,
-# and a plain Mosquitto broker the benchmark compares against.
+# a plain Mosquitto broker the benchmark compares against, a real SMTP
+# server (aiosmtpd) for the e-mail fallback, and NATS (JetStream).
 missing=()
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -35,6 +35,10 @@ pub struct Fake {
     pub arrivals: Vec<(std::time::Instant, String)>,
     /// `Retry-After` of the `busy-*` answer (7 s unless set).
     pub retry_after_secs: Option<u64>,
+    /// An outage: every send is answered 503 (and counted here, not in
+    /// `sent`) while set.
+    pub down: bool,
+    pub refused_while_down: usize,
 }
 
 pub type Shared = Arc<Mutex<Fake>>;
@@ -123,6 +127,14 @@ async fn send(
         );
     }
     let device = body["message"]["token"].as_str().unwrap_or("").to_owned();
+    if fake.down {
+        fake.refused_while_down += 1;
+        return fcm_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "The service is currently unavailable.",
+        );
+    }
     fake.sent.push(body.clone());
     if device.starts_with("gone-") {
         return fcm_error(

@@ -4,6 +4,7 @@
 //! clients). The tests themselves live in `tests/e2e/`.
 
 pub mod fake_fcm;
+pub mod smtp;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use tokio::sync::mpsc;
 
 pub const PLATFORM: &str = "platform-bot";
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -308,6 +309,22 @@ impl Server {
                 .await;
             assert_eq!(status, 204, "{body}");
         }
+    }
+
+    /// Registers a user with an e-mail address and a locale.
+    pub async fn put_user_with_email(&self, user: &str, email: &str, locale: &str) {
+        let token = self.token(PLATFORM, "platform");
+        let (status, body) = self
+            .request(
+                "PUT",
+                &format!("/internal/users/{user}"),
+                &token,
+                Some(
+                    json!({"displayName": format!("Tên {user}"), "email": email, "locale": locale}),
+                ),
+            )
+            .await;
+        assert_eq!(status, 204, "{body}");
     }
 
     /// Registers buyer and seller and opens their general thread.

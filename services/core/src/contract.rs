@@ -183,6 +183,49 @@ pub async fn notification_log_lists_newest_first(store: &dyn ChatStore) {
     );
 }
 
+pub async fn notified_marks_only_move_forward(store: &dyn ChatStore) {
+    let ns = namespace("marks");
+    let (user, thread) = (format!("{ns}-u"), format!("{ns}-t"));
+    let (older, _) = crate::new_timed_id();
+    let (newer, _) = crate::new_timed_id();
+    assert_eq!(
+        store.notified_up_to(&user, &thread, "email").await.unwrap(),
+        None
+    );
+    store
+        .set_notified_up_to(&user, &thread, "email", &newer)
+        .await
+        .unwrap();
+    // A late worker finishing an older job must not move the mark back.
+    store
+        .set_notified_up_to(&user, &thread, "email", &older)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.notified_up_to(&user, &thread, "email").await.unwrap(),
+        Some(newer.clone())
+    );
+    // Channels are independent.
+    assert_eq!(
+        store
+            .notified_up_to(&user, &thread, "push:tok")
+            .await
+            .unwrap(),
+        None
+    );
+    store
+        .set_notified_up_to(&user, &thread, "push:tok", &older)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .notified_up_to(&user, &thread, "push:tok")
+            .await
+            .unwrap(),
+        Some(older)
+    );
+}
+
 pub async fn open_thread_is_idempotent_per_pair_and_per_order(store: &dyn ChatStore) {
     let ns = namespace("open");
     let (buyer, seller) = (format!("{ns}-b"), format!("{ns}-s"));
@@ -684,6 +727,7 @@ macro_rules! contract_tests {
         $crate::contract_tests!(@one $make, reference_data_round_trips);
         $crate::contract_tests!(@one $make, devices_register_move_and_prune);
         $crate::contract_tests!(@one $make, notification_log_lists_newest_first);
+        $crate::contract_tests!(@one $make, notified_marks_only_move_forward);
         $crate::contract_tests!(@one $make, open_thread_is_idempotent_per_pair_and_per_order);
         $crate::contract_tests!(@one $make, append_is_idempotent_and_counts_unread);
         $crate::contract_tests!(@one $make, sending_marks_the_thread_read_for_the_sender);

@@ -175,3 +175,102 @@ impl NotificationQueue for SqliteOutbox {
             .map_err(queue_error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_core::model::NewMessage;
+    use chat_core::store::ChatStore;
+    use chat_protocol::MessageType;
+
+    async fn store_with_thread() -> (tempfile::TempDir, Arc<SqliteStore>, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let thread = chat_core::contract::open_pair(&*store, "b", "s").await;
+        (dir, store, thread.id)
+    }
+
+    fn message(thread: &str, cmid: &str) -> NewMessage {
+        let (id, created_at) = chat_core::new_timed_id();
+        NewMessage {
+            id,
+            thread_id: thread.into(),
+            from: "s".into(),
+            kind: MessageType::Text,
+            content: "xin chào".into(),
+            card: None,
+            client_msg_id: Some(cmid.into()),
+            created_at,
+            sets_product: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stored_message_owes_one_push_job_until_completed() {
+        let (_dir, store, thread) = store_with_thread().await;
+        // Off until the queue is opened: nothing is written for nobody.
+        store
+            .append_message(&message(&thread, "before"))
+            .await
+            .unwrap();
+        let outbox = SqliteOutbox::open(store.clone()).await.unwrap();
+        assert_eq!(outbox.depth().await.unwrap(), 0);
+
+        let sent = store.append_message(&message(&thread, "c1")).await.unwrap();
+        // A retry of the same send owes nothing more.
+        store.append_message(&message(&thread, "c1")).await.unwrap();
+        let taken = outbox.take(10).await.unwrap();
+        assert_eq!(taken.len(), 1);
+        match &taken[0].job {
+            Job::Push(p) => {
+                assert_eq!(p.message_id, sent.message.id);
+                assert_eq!(p.to_user_id, "b");
+                assert_eq!(p.from_user_id, "s");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Handed out once: not again while leased.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(700), outbox.take(10))
+                .await
+                .is_err()
+        );
+        // Completing with a follow-up: the digest is due later, once.
+        let digest = Job::Digest {
+            user_id: "b".into(),
+            thread_id: thread.clone(),
+        };
+        let due = chat_core::now_millis() + 300;
+        outbox
+            .complete(&taken[0], Some((digest.clone(), due)))
+            .await
+            .unwrap();
+        assert_eq!(outbox.depth().await.unwrap(), 1);
+        let later = outbox.take(10).await.unwrap();
+        assert!(chat_core::now_millis() >= due);
+        assert_eq!(later[0].job, digest);
+        outbox
+            .retry(&later[0], chat_core::now_millis())
+            .await
+            .unwrap();
+        let again = outbox.take(10).await.unwrap();
+        assert_eq!(again[0].attempts, 1);
+        outbox.complete(&again[0], None).await.unwrap();
+        assert_eq!(outbox.depth().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn jobs_taken_by_a_dead_process_are_handed_out_again() {
+        let (dir, store, thread) = store_with_thread().await;
+        let outbox = SqliteOutbox::open(store.clone()).await.unwrap();
+        store.append_message(&message(&thread, "c1")).await.unwrap();
+        assert_eq!(outbox.take(10).await.unwrap().len(), 1);
+        drop(outbox);
+        drop(store);
+        // The "restart": the same database opened again.
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let outbox = SqliteOutbox::open(store).await.unwrap();
+        let taken = outbox.take(10).await.unwrap();
+        assert_eq!(taken.len(), 1, "the unfinished job comes back");
+    }
+}
