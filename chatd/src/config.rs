@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use chat_broker::BrokerConfig;
 use chat_core::auth::AuthConfig;
 use chat_core::service::Limits;
+use chat_nats::NatsConfig;
 use chat_push::dispatch::PushConfig;
 use chat_push::email::EmailConfig;
 use chat_scylla::ScyllaConfig;
@@ -31,6 +32,7 @@ pub struct Config {
     pub persist: PersistConfig,
     pub push: PushConfig,
     pub email: EmailConfig,
+    pub nats: NatsConfig,
     pub mqtt: BrokerConfig,
     pub auth: AuthConfig,
     pub limits: Limits,
@@ -108,6 +110,7 @@ impl Default for Config {
             persist: PersistConfig::default(),
             push: PushConfig::default(),
             email: EmailConfig::default(),
+            nats: NatsConfig::default(),
             mqtt: BrokerConfig::default(),
             auth: AuthConfig::default(),
             limits: Limits::default(),

@@ -61,6 +61,9 @@ enum Command {
     /// Run a persistence worker: process the inbound messages gateways
     /// (`persist.mode = "workers"`) hand over, against the shared store.
     Persist,
+    /// Run a notification worker: take push and e-mail jobs from NATS
+    /// JetStream (shared with other replicas) and send them.
+    Push,
     /// Create the ScyllaDB keyspace if needed and apply pending CQL
     /// migrations (idempotent; safe to run from several nodes at once).
     Migrate,
@@ -105,6 +108,10 @@ fn main() -> anyhow::Result<()> {
         Command::Encode { event } => encode(event),
         Command::Decode => decode(),
         Command::Migrate => tokio::runtime::Runtime::new()?.block_on(migrate(&config)),
+        Command::Push => {
+            init_tracing(&config)?;
+            tokio::runtime::Runtime::new()?.block_on(push_worker(config))
+        }
         Command::Persist => {
             init_tracing(&config)?;
             tokio::runtime::Runtime::new()?.block_on(persist::run(config))
@@ -162,6 +169,47 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 /// The configured message store.
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ChatStore>> {
     Ok(open_stores(config).await?.0)
+}
+
+/// The JetStream notification queue, when NATS is configured.
+async fn connect_nats(config: &Config) -> anyhow::Result<Option<Arc<chat_nats::JetStreamQueue>>> {
+    match &config.nats.url {
+        None => Ok(None),
+        Some(url) => Ok(Some(Arc::new(
+            chat_nats::JetStreamQueue::connect(&config.nats)
+                .await
+                .with_context(|| format!("connecting to NATS at {url}"))?,
+        ))),
+    }
+}
+
+/// `chatd push`: a notification worker. Replicas share the JetStream
+/// consumer; each job goes to one of them. They cannot see sessions, so
+/// gateways enqueue jobs only for recipients offline at send time.
+async fn push_worker(config: Config) -> anyhow::Result<()> {
+    let queue = connect_nats(&config)
+        .await?
+        .context("`chatd push` needs nats.url (CHAT_NATS__URL)")?;
+    if !Dispatcher::has_channels(&config.push, &config.email) {
+        anyhow::bail!(
+            "`chatd push` has nothing to send with: configure push.fcm, push.apns or email"
+        );
+    }
+    if matches!(config.store, StoreKind::Sqlite) {
+        tracing::warn!(
+            "`chatd push` on the embedded store sees only its own data directory; use store = \"scylla\""
+        );
+    }
+    let store = open_store(&config).await?;
+    let dispatcher = Dispatcher::new(&config.push, &config.email, store, None, queue)
+        .context("setting up notifications")?;
+    tracing::info!(
+        stream = config.nats.notify_stream,
+        consumer = config.nats.notify_consumer,
+        "push worker running"
+    );
+    dispatcher.run().await;
+    Ok(())
 }
 
 /// The configured message store, and the same store as SQLite when it is
@@ -347,19 +395,26 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.limits.clone(),
     );
     let notifying = Dispatcher::has_channels(&config.push, &config.email);
-    let queue: Option<Arc<dyn NotificationQueue>> = match (notifying, sqlite) {
-        (false, _) => {
-            tracing::info!("notifications off (no FCM, APNs or SMTP configured)");
-            None
+    let nats = connect_nats(&config).await?;
+    let queue: Option<Arc<dyn NotificationQueue>> = match (nats, sqlite) {
+        (Some(nats), _) => {
+            service = service.with_job_sink(nats.clone());
+            Some(nats)
         }
-        (true, Some(sqlite)) => Some(Arc::new(
+        (None, _) if !config.push.in_process => {
+            anyhow::bail!(
+                "push.in_process = false needs nats.url: `chatd push` workers take their jobs from JetStream"
+            )
+        }
+        (None, _) if !notifying => None,
+        (None, Some(sqlite)) => Some(Arc::new(
             SqliteOutbox::open(sqlite)
                 .await
                 .context("opening the notification outbox")?,
         )),
-        (true, None) => {
+        (None, None) => {
             tracing::warn!(
-                "notifications are queued in memory: a crash loses those owed at that moment"
+                "notifications are queued in memory: a crash loses those owed at that moment (configure nats.url)"
             );
             let memory = Arc::new(MemoryQueue::default());
             service = service.with_job_sink(memory.clone());
@@ -367,17 +422,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let service = Arc::new(service);
-    if let Some(queue) = queue {
-        let dispatcher = Dispatcher::new(
-            &config.push,
-            &config.email,
-            store,
-            Some(service.presence().clone()),
-            queue,
-        )
-        .context("setting up notifications")?;
-        tracing::info!("notifications on");
-        tokio::spawn(dispatcher.run());
+    match queue {
+        Some(queue) if notifying && config.push.in_process => {
+            let dispatcher = Dispatcher::new(
+                &config.push,
+                &config.email,
+                store,
+                Some(service.presence().clone()),
+                queue,
+            )
+            .context("setting up notifications")?;
+            tracing::info!("notification service running in this process");
+            tokio::spawn(dispatcher.run());
+        }
+        Some(_) => tracing::info!("notification jobs go to JetStream for `chatd push` workers"),
+        None => tracing::info!("notifications off (no FCM, APNs or SMTP configured)"),
     }
     let inbound = match config.persist.mode {
         PersistMode::InProcess => chat_broker::Inbound::InProcess,

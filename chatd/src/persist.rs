@@ -102,13 +102,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         client: client.clone(),
     });
     let membership = Arc::new(MembershipCache::new(store.clone()));
-    let service = Arc::new(ChatService::new(
+    let mut service = ChatService::new(
         store,
         membership,
         outbound,
         Arc::new(InProcessBus::new(4096)),
         config.limits.clone(),
-    ));
+    );
+    if config.nats.url.is_some() {
+        // Push jobs are enqueued here, where messages are stored, before
+        // the hand-over is acknowledged.
+        let nats = chat_nats::JetStreamQueue::connect(&config.nats)
+            .await
+            .context("connecting to NATS")?;
+        service = service.with_job_sink(Arc::new(nats));
+    }
+    let service = Arc::new(service);
     let filter = format!("$share/{PERSIST_GROUP}/{PERSIST_FILTER}");
     tracing::info!(client_id, broker = %persist.broker, filter, "persistence worker starting");
 

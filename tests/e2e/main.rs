@@ -6,6 +6,7 @@ mod bad_input;
 mod chat_flow;
 mod devices;
 mod durability;
+mod jetstream;
 mod notify;
 mod push;
 mod scylla;

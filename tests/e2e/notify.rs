@@ -132,7 +132,7 @@ async fn owed_pushes_survive_an_fcm_outage_and_a_kill_9_and_go_out_once() {
     wait_for(
         "attempts during the outage",
         Duration::from_secs(10),
-        || (fake.lock().unwrap().refused_while_down >= 3).then_some(()),
+        || (fake.lock().unwrap().refused_while_down.len() >= 3).then_some(()),
     )
     .await;
     drop(seller);

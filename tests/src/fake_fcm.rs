@@ -35,10 +35,10 @@ pub struct Fake {
     pub arrivals: Vec<(std::time::Instant, String)>,
     /// `Retry-After` of the `busy-*` answer (7 s unless set).
     pub retry_after_secs: Option<u64>,
-    /// An outage: every send is answered 503 (and counted here, not in
-    /// `sent`) while set.
+    /// An outage: every send is answered 503 while set, and its device
+    /// token recorded here (not in `sent`).
     pub down: bool,
-    pub refused_while_down: usize,
+    pub refused_while_down: Vec<String>,
 }
 
 pub type Shared = Arc<Mutex<Fake>>;
@@ -128,7 +128,7 @@ async fn send(
     }
     let device = body["message"]["token"].as_str().unwrap_or("").to_owned();
     if fake.down {
-        fake.refused_while_down += 1;
+        fake.refused_while_down.push(device);
         return fcm_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "UNAVAILABLE",

@@ -4,6 +4,7 @@
 //! clients). The tests themselves live in `tests/e2e/`.
 
 pub mod fake_fcm;
+pub mod nats;
 pub mod smtp;
 
 use std::net::TcpListener;
@@ -113,10 +114,20 @@ impl Server {
     /// Starts `chatd persist` against this server's broker and store (same
     /// secret, same keyspace). Killed when dropped.
     pub fn spawn_persist_worker(&self, name: &str) -> Worker {
-        let log_path = self.dir.join(format!("persist-{name}.log"));
-        let log = std::fs::File::create(&log_path).expect("worker log");
+        self.spawn_worker("persist", name, &[])
+    }
+
+    /// Starts `chatd <subcommand>` (`persist`, `push`) with this server's
+    /// settings (secret, broker, store) plus `extra`. Killed when dropped.
+    pub fn spawn_worker(&self, subcommand: &str, name: &str, extra: &[(&str, &str)]) -> Worker {
+        let log_path = self.dir.join(format!("{subcommand}-{name}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("worker log");
         let child = Command::new(&self.binary)
-            .arg("persist")
+            .arg(subcommand)
             .current_dir(&self.dir)
             .env("CHAT_DATA_DIR", self.dir.join(format!("data-{name}")))
             .env("CHAT_AUTH__HS256_SECRET", &self.secret)
@@ -128,10 +139,11 @@ impl Server {
             .env("CHAT_LOG", "info,chatd=debug,rmqtt=warn")
             .env("NO_COLOR", "1")
             .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
+            .envs(extra.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
-            .expect("spawning chatd persist");
+            .unwrap_or_else(|e| panic!("spawning chatd {subcommand}: {e}"));
         Worker {
             child,
             log: log_path,

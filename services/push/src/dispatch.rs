@@ -39,6 +39,9 @@ pub struct PushConfig {
     /// A push still owed this long after its message is dropped (the
     /// digest e-mail covers it): a day-old lock-screen alert helps nobody.
     pub max_age_secs: u64,
+    /// Whether `chatd serve` runs the notification service itself; false
+    /// when `chatd push` replicas share the work over NATS JetStream.
+    pub in_process: bool,
     pub fcm: FcmSettings,
     pub apns: ApnsSettings,
 }
@@ -66,6 +69,7 @@ impl Default for PushConfig {
         PushConfig {
             collapse_window_ms: 30_000,
             max_age_secs: 24 * 3600,
+            in_process: true,
             fcm: FcmSettings {
                 service_account_file: None,
                 base_url: "https://fcm.googleapis.com".into(),

@@ -1,0 +1,208 @@
+//! Scaled-out notifications: `chatd serve` on the CQL store enqueues push
+//! jobs in NATS JetStream; two `chatd push` workers share them. Each worker
+//! talks to its own FCM stand-in, so the test sees which worker did what.
+
+use std::time::{Duration, Instant};
+
+use chat_e2e::nats::NatsServer;
+use chat_e2e::{Client, Server, Via, fake_fcm, send_message};
+use chat_protocol::{ServerEvent, topics};
+use serde_json::{Value, json};
+
+use crate::CHATD;
+
+async fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Pushes accepted for `token`, by either stand-in.
+fn pushes(fakes: &[&fake_fcm::Shared], token: &str) -> Vec<Value> {
+    fakes
+        .iter()
+        .flat_map(|fake| {
+            fake.lock()
+                .unwrap()
+                .sent
+                .iter()
+                .filter(|m| m["message"]["token"] == token)
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Device tokens a stand-in refused during the outage, without repeats.
+fn refused(fake: &fake_fcm::Shared) -> Vec<String> {
+    let mut tokens = fake.lock().unwrap().refused_while_down.clone();
+    tokens.sort();
+    tokens.dedup();
+    tokens
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_push_workers_share_jetstream_and_each_notification_goes_out_once() {
+    let nats = NatsServer::start().await;
+    let nats_url = nats.url();
+    let server = Server::start_scylla_with(
+        CHATD,
+        &[
+            ("CHAT_NATS__URL", &nats_url),
+            ("CHAT_NATS__ACK_WAIT_SECS", "3"),
+            ("CHAT_PUSH__IN_PROCESS", "false"),
+            ("CHAT_PUSH__COLLAPSE_WINDOW_MS", "500"),
+        ],
+    )
+    .await;
+    let mut fakes = Vec::new();
+    let mut credentials = Vec::new();
+    let mut workers = Vec::new();
+    for name in ["wa", "wb"] {
+        let (base, fake) = fake_fcm::start().await;
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), fake_fcm::service_account_json(&base)).unwrap();
+        let env = [
+            (
+                "CHAT_PUSH__FCM__SERVICE_ACCOUNT_FILE",
+                file.path().to_str().unwrap().to_owned(),
+            ),
+            ("CHAT_PUSH__FCM__BASE_URL", base.clone()),
+        ];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut worker = server.spawn_worker("push", name, &env);
+        worker
+            .wait_for_log("push worker running", Duration::from_secs(60))
+            .await;
+        workers.push((
+            worker,
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>(),
+        ));
+        credentials.push(file);
+        fakes.push(fake);
+    }
+    let all = [&fakes[0], &fakes[1]];
+
+    let buyers: Vec<String> = (0..12).map(|i| format!("jb{i}")).collect();
+    let mut threads = Vec::new();
+    for buyer in buyers.iter().chain(["jonline".to_owned()].iter()) {
+        threads.push(server.thread_between(buyer, "js").await);
+        let (status, body) = server
+            .request(
+                "PUT",
+                "/chat/devices",
+                &server.token(buyer, "buyer"),
+                Some(json!({"platform": "fcm", "token": format!("dev-{buyer}"), "appId": "vn.example.shop"})),
+            )
+            .await;
+        assert_eq!(status, 204, "{body}");
+    }
+    // This buyer has the app open: the gateway enqueues nothing for it.
+    let _online = Client::connect(&server, "jonline", "buyer", Via::Tcp).await;
+    let mut seller = Client::connect(&server, "js", "seller", Via::Tcp).await;
+    assert!(seller.subscribe(&topics::user("js")).await);
+    let mut owed = Vec::new();
+    let send = async |i: usize, seller: &mut Client| {
+        let cmid = format!("m-{i}");
+        seller
+            .publish(
+                &topics::thread_inbound(&threads[i]),
+                send_message(&cmid, &format!("tin {i}")),
+            )
+            .await;
+        seller
+            .expect("ack", |_, e| match e {
+                ServerEvent::MessageSentAck {
+                    client_msg_id,
+                    message_id: Some(id),
+                    ..
+                } if *client_msg_id == cmid => Some(id.clone()),
+                _ => None,
+            })
+            .await
+    };
+
+    // FCM down for both workers: they take the jobs and fail.
+    for fake in all {
+        fake.lock().unwrap().down = true;
+    }
+    for i in 0..6 {
+        owed.push(send(i, &mut seller).await);
+    }
+    wait_for("attempts on all six", Duration::from_secs(20), || {
+        let mut tokens = [refused(&fakes[0]), refused(&fakes[1])].concat();
+        tokens.sort();
+        tokens.dedup();
+        (tokens.len() == 6).then_some(())
+    })
+    .await;
+    // Kill a worker that holds jobs (the one whose FCM saw attempts).
+    let victim = if refused(&fakes[0]).is_empty() { 1 } else { 0 };
+    let survivor = 1 - victim;
+    workers[victim].0.kill9();
+    let held_by_victim = refused(&fakes[victim]);
+    assert!(!held_by_victim.is_empty());
+    for fake in all {
+        fake.lock().unwrap().down = false;
+    }
+    // Every owed push arrives; those the dead worker held, from the other.
+    wait_for("the six owed pushes", Duration::from_secs(40), || {
+        (0..6)
+            .all(|i| !pushes(&all, &format!("dev-jb{i}")).is_empty())
+            .then_some(())
+    })
+    .await;
+    for token in &held_by_victim {
+        assert!(
+            !pushes(&[&fakes[survivor]], token).is_empty(),
+            "{token}: taken over by the surviving worker"
+        );
+    }
+
+    // The killed worker comes back; six more, with FCM up.
+    let env: Vec<(&str, &str)> = workers[victim]
+        .1
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let name = if victim == 0 { "wa" } else { "wb" };
+    let restarted = server.spawn_worker("push", name, &env);
+    workers[victim].0 = restarted;
+    for i in 6..12 {
+        owed.push(send(i, &mut seller).await);
+    }
+    // And one to the buyer with the app open.
+    let _ = send(12, &mut seller).await;
+    wait_for("the next six pushes", Duration::from_secs(30), || {
+        (6..12)
+            .all(|i| !pushes(&all, &format!("dev-jb{i}")).is_empty())
+            .then_some(())
+    })
+    .await;
+    // Room for a duplicate to show up, if one were sent.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for (i, message_id) in owed.iter().enumerate() {
+        let ids: Vec<String> = pushes(&all, &format!("dev-jb{i}"))
+            .iter()
+            .map(|p| {
+                p["message"]["data"]["messageId"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(ids, [message_id.clone()], "jb{i}: exactly one push");
+    }
+    assert!(
+        pushes(&all, "dev-jonline").is_empty(),
+        "no push for a buyer with the app open"
+    );
+    drop(nats);
+}

@@ -1,0 +1,63 @@
+//! A real NATS server with JetStream for the scaled-out tests: Debian's
+//! `nats-server`, on a free loopback port, storing in a temporary
+//! directory.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct NatsServer {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn binary() -> &'static str {
+    // Debian installs it in /usr/sbin, not on every user's PATH.
+    if std::path::Path::new("/usr/sbin/nats-server").exists() {
+        "/usr/sbin/nats-server"
+    } else {
+        "nats-server"
+    }
+}
+
+impl NatsServer {
+    pub async fn start() -> NatsServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = crate::free_port();
+        let child = Command::new(binary())
+            .args(["-js", "-a", "127.0.0.1", "-p"])
+            .arg(port.to_string())
+            .arg("-sd")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server (apt-get install nats-server)");
+        let server = NatsServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("nats-server did not start on port {port}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
