@@ -198,7 +198,11 @@ async fn two_push_workers_share_jetstream_and_each_notification_goes_out_once() 
                     .to_owned()
             })
             .collect();
-        assert_eq!(ids, [message_id.clone()], "jb{i}: exactly one push");
+        assert_eq!(
+            ids,
+            std::slice::from_ref(message_id),
+            "jb{i}: exactly one push"
+        );
     }
     assert!(
         pushes(&all, "dev-jonline").is_empty(),
