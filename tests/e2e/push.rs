@@ -138,9 +138,10 @@ async fn offline_buyers_get_one_collapsed_push_and_online_ones_none() {
         "Dạ shop còn hàng ạ"
     );
 
-    // Five quick answers inside the window: one update when it closes,
-    // showing the latest text and the full unread count.
-    for i in 1..=5 {
+    // Nine more quick answers (ten in all) inside the window: one update
+    // when it closes, replacing the first (same collapse key), showing the
+    // latest text and the full unread count.
+    for i in 1..=9 {
         let (_, payload) = send(&format!("tin nhắn {i}"), &format!("s-{i}"));
         seller.publish(&inbound, payload).await;
     }
@@ -157,8 +158,8 @@ async fn offline_buyers_get_one_collapsed_push_and_online_ones_none() {
         "ten quick messages must not storm: {pushes:?}"
     );
     let update = &pushes_after[1]["message"];
-    assert_eq!(update["notification"]["body"], "tin nhắn 5");
-    assert_eq!(update["android"]["notification"]["notification_count"], 6);
+    assert_eq!(update["notification"]["body"], "tin nhắn 9");
+    assert_eq!(update["android"]["notification"]["notification_count"], 10);
     assert_eq!(
         update["android"]["collapse_key"],
         first["message"]["android"]["collapse_key"]
