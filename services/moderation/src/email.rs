@@ -11,8 +11,18 @@ const TLDS: &[&str] = &[
     "asia", "online", "site",
 ];
 const PROVIDERS: &[&str] = &[
-    "gmail", "yahoo", "outlook", "hotmail", "icloud", "live", "ymail", "proton", "protonmail",
-    "zoho", "fpt", "viettel",
+    "gmail",
+    "yahoo",
+    "outlook",
+    "hotmail",
+    "icloud",
+    "live",
+    "ymail",
+    "proton",
+    "protonmail",
+    "zoho",
+    "fpt",
+    "viettel",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +57,13 @@ fn pieces(view: &View, tokens: &[Token]) -> Vec<(Piece, usize, usize)> {
                     continue;
                 }
                 "cham" | "dot" => Piece::Dot,
+                // `(a)` for `@`.
+                "a" if token.start > 0
+                    && view.chars[token.start - 1] == '('
+                    && view.chars.get(token.end) == Some(&')') =>
+                {
+                    Piece::At
+                }
                 _ => Piece::Label(t),
             };
             out.push((piece, token.start, token.end));
@@ -93,7 +110,10 @@ pub fn find(view: &View, tokens: &[Token]) -> Vec<(usize, usize)> {
             continue;
         }
         // Local part: labels joined by dots or joiners, leftwards.
-        let Some(mut left) = at.checked_sub(1).and_then(|i| skip_spaces(&pieces, i, false)) else {
+        let Some(mut left) = at
+            .checked_sub(1)
+            .and_then(|i| skip_spaces(&pieces, i, false))
+        else {
             continue;
         };
         if !matches!(pieces[left].0, Piece::Label(_)) {
@@ -115,10 +135,7 @@ pub fn find(view: &View, tokens: &[Token]) -> Vec<(usize, usize)> {
         };
         let mut labels = vec![tokens[first_token].text.as_str()];
         let mut right = first;
-        loop {
-            let Some(dot) = skip_spaces(&pieces, right + 1, true) else {
-                break;
-            };
+        while let Some(dot) = skip_spaces(&pieces, right + 1, true) {
             if !matches!(pieces[dot].0, Piece::Dot | Piece::Joiner) {
                 break;
             }
@@ -160,9 +177,18 @@ mod tests {
 
     #[test]
     fn plain_and_spelled_addresses_are_found() {
-        assert_eq!(emails("mail mình: lan.nguyen@gmail.com nhé"), ["lan.nguyen@gmail.com"]);
-        assert_eq!(emails("lan_nguyen a còng gmail chấm com"), ["lan_nguyen a còng gmail chấm com"]);
-        assert_eq!(emails("shopabc (at) yahoo (dot) com.vn"), ["shopabc (at) yahoo (dot) com.vn"]);
+        assert_eq!(
+            emails("mail mình: lan.nguyen@gmail.com nhé"),
+            ["lan.nguyen@gmail.com"]
+        );
+        assert_eq!(
+            emails("lan_nguyen a còng gmail chấm com"),
+            ["lan_nguyen a còng gmail chấm com"]
+        );
+        assert_eq!(
+            emails("shopabc (at) yahoo (dot) com.vn"),
+            ["shopabc (at) yahoo (dot) com.vn"]
+        );
         assert_eq!(emails("lan @ gmail . com"), ["lan @ gmail . com"]);
         assert_eq!(emails("gửi về hoa acong gmail"), ["hoa acong gmail"]);
     }

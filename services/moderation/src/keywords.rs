@@ -34,7 +34,10 @@ impl Keywords {
         let mut folded_patterns = Vec::new();
         for (list, words) in [(ListKind::Block, block), (ListKind::Flag, flag)] {
             for word in words {
-                let f = folded(word).split_whitespace().collect::<Vec<_>>().join(" ");
+                let f = folded(word)
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 if f.is_empty() {
                     continue;
                 }
@@ -121,9 +124,15 @@ mod tests {
     #[test]
     fn keywords_match_without_diacritics_case_or_extra_spaces() {
         let k = Keywords::new(&["ma túy".into()], &["lừa đảo".into(), "hàng fake".into()]);
-        assert_eq!(hits(&k, "shop này LỪA  ĐẢO"), [(ListKind::Flag, "lừa đảo".into())]);
+        assert_eq!(
+            hits(&k, "shop này LỪA  ĐẢO"),
+            [(ListKind::Flag, "lừa đảo".into())]
+        );
         assert_eq!(hits(&k, "bán ma tuy"), [(ListKind::Block, "ma túy".into())]);
-        assert_eq!(hits(&k, "Hàng Fake à?"), [(ListKind::Flag, "hàng fake".into())]);
+        assert_eq!(
+            hits(&k, "Hàng Fake à?"),
+            [(ListKind::Flag, "hàng fake".into())]
+        );
     }
 
     #[test]

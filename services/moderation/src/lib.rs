@@ -12,6 +12,7 @@
 //! blocked or flagged, and the findings with their originals (for the
 //! moderation record only).
 
+pub mod corpus;
 pub mod email;
 pub mod keywords;
 pub mod links;
@@ -198,7 +199,7 @@ impl Moderator {
         };
         let view = View::of(scanned);
         let tokens = tokens::tokens(&view);
-        let runs = tokens::digit_runs(&view, &tokens);
+        let runs = tokens::digit_runs(&tokens);
         // (category, view start, view end, keyword, split)
         let mut raw: Vec<(Category, usize, usize, Option<String>, bool)> = Vec::new();
 
@@ -212,7 +213,7 @@ impl Moderator {
             let context = tokens[run.start.saturating_sub(4)..run.start]
                 .iter()
                 .any(|t| phone::CONTACT_WORDS.contains(&t.text.as_str()));
-            for (i, j) in phone::find_in_run(&tokens, run.clone(), context) {
+            for (i, j) in phone::find_in_run(&view, &tokens, run.clone(), context) {
                 raw.push((Category::Phone, tokens[i].start, tokens[j].end, None, false));
             }
         }
@@ -229,7 +230,13 @@ impl Moderator {
             raw.push((Category::ChannelMention, a, b, None, false));
         }
         for hit in self.keywords.find(&view) {
-            raw.push((Category::Keyword, hit.start, hit.end, Some(hit.keyword), hit.list == ListKind::Block));
+            raw.push((
+                Category::Keyword,
+                hit.start,
+                hit.end,
+                Some(hit.keyword),
+                hit.list == ListKind::Block,
+            ));
         }
 
         let mut findings = Vec::new();
@@ -296,7 +303,7 @@ fn split_phone(
     for message in recent.iter().rev() {
         let view = View::of(message);
         let tokens = tokens::tokens(&view);
-        let runs = tokens::digit_runs(&view, &tokens);
+        let runs = tokens::digit_runs(&tokens);
         match runs.last() {
             Some(last) if last.end == tokens.len() => {
                 let digits: String = tokens[last.clone()]
@@ -343,7 +350,10 @@ mod tests {
 
     #[test]
     fn contact_details_are_masked_and_the_rest_kept() {
-        let out = moderator().moderate("Gọi mình 0912 345 678 hoặc mail lan@gmail.com nha, giá 150k", &[]);
+        let out = moderator().moderate(
+            "Gọi mình 0912 345 678 hoặc mail lan@gmail.com nha, giá 150k",
+            &[],
+        );
         assert_eq!(
             out.text,
             "Gọi mình [ẩn số điện thoại] hoặc mail [ẩn email] nha, giá 150k"

@@ -14,18 +14,63 @@ const LINK_TLDS: &[&str] = &[
 
 /// Names of other channels, as people write them.
 const CHANNELS: &[&str] = &[
-    "zalo", "zl", "fb", "facebook", "face", "phay", "messenger", "mess", "tele", "telegram", "tlg",
-    "insta", "instagram", "ig", "tiktok", "whatsapp", "viber", "skype", "wechat", "line", "kakao",
+    "zalo",
+    "zl",
+    "fb",
+    "facebook",
+    "face",
+    "phay",
+    "messenger",
+    "mess",
+    "tele",
+    "telegram",
+    "tlg",
+    "insta",
+    "instagram",
+    "ig",
+    "tiktok",
+    "whatsapp",
+    "viber",
+    "skype",
+    "wechat",
+    "line",
+    "kakao",
 ];
 
 const BANKS: &[&str] = &[
-    "stk", "vietcombank", "vcb", "techcombank", "tcb", "mbbank", "mb", "acb", "bidv", "vietinbank",
-    "vtb", "agribank", "tpbank", "vpbank", "sacombank", "scb", "shb", "hdbank", "ocb", "vib",
-    "msb", "seabank", "eximbank", "momo", "zalopay", "nganhang", "taikhoan",
+    "stk",
+    "vietcombank",
+    "vcb",
+    "techcombank",
+    "tcb",
+    "mbbank",
+    "mb",
+    "acb",
+    "bidv",
+    "vietinbank",
+    "vtb",
+    "agribank",
+    "tpbank",
+    "vpbank",
+    "sacombank",
+    "scb",
+    "shb",
+    "hdbank",
+    "ocb",
+    "vib",
+    "msb",
+    "seabank",
+    "eximbank",
+    "momo",
+    "zalopay",
+    "nganhang",
+    "taikhoan",
 ];
 
 /// Currency words after a number: then it is an amount, not an account.
-const MONEY: &[&str] = &["d", "dong", "vnd", "k", "tr", "trieu", "nghin", "ngan", "xu", "usd"];
+const MONEY: &[&str] = &[
+    "d", "dong", "vnd", "k", "tr", "trieu", "nghin", "ngan", "xu", "usd",
+];
 
 fn is_tld(label: &str) -> bool {
     LINK_TLDS.contains(&label)
@@ -67,8 +112,7 @@ pub fn find_links(view: &View, tokens: &[Token]) -> Vec<(usize, usize)> {
                 let next = &tokens[i + 1];
                 is_tld(&next.text)
                     && next.digits.is_none()
-                    && (next.end == view.len()
-                        || !view.chars[next.end].is_alphanumeric())
+                    && (next.end == view.len() || !view.chars[next.end].is_alphanumeric())
             }
             _ => false,
         };
@@ -139,7 +183,9 @@ pub fn find_handles(view: &View, tokens: &[Token]) -> Vec<(usize, usize)> {
 pub fn find_channel_mentions(tokens: &[Token]) -> Vec<(usize, usize)> {
     tokens
         .iter()
-        .filter(|t| CHANNELS.contains(&t.text.as_str()) && !matches!(t.text.as_str(), "line" | "face"))
+        .filter(|t| {
+            CHANNELS.contains(&t.text.as_str()) && !matches!(t.text.as_str(), "line" | "face")
+        })
         .map(|t| (t.start, t.end))
         .collect()
 }
@@ -160,22 +206,30 @@ pub fn find_bank_accounts(
         if !(8..=19).contains(&digits.len()) {
             continue;
         }
-        let near_bank = tokens[run.start.saturating_sub(5)..run.start].iter().any(|t| {
-            BANKS.contains(&t.text.as_str())
-        }) || tokens[run.start.saturating_sub(4)..run.start]
-            .windows(2)
-            .any(|w| matches!((w[0].text.as_str(), w[1].text.as_str()), ("tai", "khoan") | ("so", "tk") | ("ngan", "hang")));
+        let near_bank = tokens[run.start.saturating_sub(5)..run.start]
+            .iter()
+            .any(|t| BANKS.contains(&t.text.as_str()))
+            || tokens[run.start.saturating_sub(4)..run.start]
+                .windows(2)
+                .any(|w| {
+                    matches!(
+                        (w[0].text.as_str(), w[1].text.as_str()),
+                        ("tai", "khoan") | ("so", "tk") | ("ngan", "hang")
+                    )
+                });
         if !near_bank {
             continue;
         }
         let grouped_in_thousands = run.len() > 1
-            && tokens[run.start + 1..run.end].iter().all(|t| t.text.len() == 3)
-            && tokens[run.start..run.end - 1].iter().all(|t| {
-                matches!(view.chars.get(t.end), Some('.' | ','))
-            });
-        let money_after = tokens
-            .get(run.end)
-            .is_some_and(|t| MONEY.contains(&t.text.as_str()) && t.start - tokens[run.end - 1].end <= 1);
+            && tokens[run.start + 1..run.end]
+                .iter()
+                .all(|t| t.text.len() == 3)
+            && tokens[run.start..run.end - 1]
+                .iter()
+                .all(|t| matches!(view.chars.get(t.end), Some('.' | ',')));
+        let money_after = tokens.get(run.end).is_some_and(|t| {
+            MONEY.contains(&t.text.as_str()) && t.start - tokens[run.end - 1].end <= 1
+        });
         if grouped_in_thousands || money_after {
             continue;
         }
@@ -200,8 +254,14 @@ mod tests {
 
     #[test]
     fn links_are_found_and_prices_are_not() {
-        assert_eq!(with("vào https://shopabc.vn/sale nhé", find_links), ["https://shopabc.vn/sale"]);
-        assert_eq!(with("add zalo.me/0912345678.", find_links), ["zalo.me/0912345678"]);
+        assert_eq!(
+            with("vào https://shopabc.vn/sale nhé", find_links),
+            ["https://shopabc.vn/sale"]
+        );
+        assert_eq!(
+            with("add zalo.me/0912345678.", find_links),
+            ["zalo.me/0912345678"]
+        );
         assert_eq!(with("xem t.me/shopabc", find_links), ["t.me/shopabc"]);
         assert_eq!(with("web www.shopabc.com", find_links), ["www.shopabc.com"]);
         assert!(with("giá 1.290.000đ. Còn hàng.", find_links).is_empty());
@@ -210,7 +270,10 @@ mod tests {
 
     #[test]
     fn handles_after_a_channel_name() {
-        assert_eq!(with("fb: Nguyễn Văn An", find_handles), ["fb: Nguyễn Văn An"]);
+        assert_eq!(
+            with("fb: Nguyễn Văn An", find_handles),
+            ["fb: Nguyễn Văn An"]
+        );
         assert_eq!(with("tele @shopabc nha", find_handles), ["tele @shopabc"]);
         assert_eq!(with("ig lan_nguyen.99", find_handles), ["ig lan_nguyen.99"]);
         assert!(with("bạn có dùng zalo không", find_handles).is_empty());
@@ -218,11 +281,12 @@ mod tests {
 
     #[test]
     fn bank_accounts_but_not_amounts() {
-        let banks = |text: &str| {
-            with(text, |v, t| find_bank_accounts(v, t, &digit_runs(v, t)))
-        };
+        let banks = |text: &str| with(text, |v, t| find_bank_accounts(v, t, &digit_runs(t)));
         assert_eq!(banks("stk vcb 0071001234567 chủ tk Lan"), ["0071001234567"]);
-        assert_eq!(banks("Techcombank 1903 4567 8901 23"), ["1903 4567 8901 23"]);
+        assert_eq!(
+            banks("Techcombank 1903 4567 8901 23"),
+            ["1903 4567 8901 23"]
+        );
         assert!(banks("ck vcb 12.900.000 nhé").is_empty());
         assert!(banks("chuyển khoản acb 15000000đ").is_empty());
         assert!(banks("mã đơn 240915123456").is_empty());

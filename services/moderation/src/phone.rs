@@ -4,6 +4,7 @@
 //! a row, spell a number that Vietnam could have assigned.
 
 use crate::tokens::Token;
+use crate::view::View;
 
 /// Mobile prefixes in use since the 2018 renumbering (10 digits).
 fn mobile_prefix(p: &str) -> bool {
@@ -89,7 +90,9 @@ pub fn is_vn_phone(digits: &str, contact_context: bool) -> bool {
     if digits.starts_with('0') && !digits.starts_with("00") {
         return national(digits);
     }
-    if let Some(rest) = digits.strip_prefix("0084").or_else(|| digits.strip_prefix("84"))
+    if let Some(rest) = digits
+        .strip_prefix("0084")
+        .or_else(|| digits.strip_prefix("84"))
         && !rest.starts_with('0')
         && national(&format!("0{rest}"))
     {
@@ -104,19 +107,54 @@ pub const CONTACT_WORDS: &[&str] = &[
     "whatsapp", "viber", "dien", "thoai", "alo", "nhan",
 ];
 
+/// Whether tokens `i`, `i+1`, `i+2` are a date: day, month, year joined
+/// by the same `.`, `/` or `-` (`09.12.2024`, `9/12/2024`).
+fn date_at(view: &View, tokens: &[Token], i: usize, end: usize) -> bool {
+    if i + 2 >= end {
+        return false;
+    }
+    let value = |t: &Token| t.text.parse::<u32>().ok();
+    let (Some(day), Some(month), Some(year)) = (
+        value(&tokens[i]),
+        value(&tokens[i + 1]),
+        value(&tokens[i + 2]),
+    ) else {
+        return false;
+    };
+    let gap = |a: &Token, b: &Token| view.chars[a.end..b.start].iter().collect::<String>();
+    let separator = gap(&tokens[i], &tokens[i + 1]);
+    (1..=31).contains(&day)
+        && (1..=12).contains(&month)
+        && tokens[i + 2].text.len() == 4
+        && (1900..=2099).contains(&year)
+        && matches!(separator.as_str(), "." | "/" | "-")
+        && gap(&tokens[i + 1], &tokens[i + 2]) == separator
+}
+
 /// The longest token window of `run` (token indices into `tokens`) that
 /// spells a phone number, earliest first: `(first token, last token)`.
+/// Windows that take in a date are not numbers.
 pub fn find_in_run(
+    view: &View,
     tokens: &[Token],
     run: std::ops::Range<usize>,
     contact_context: bool,
 ) -> Vec<(usize, usize)> {
+    let mut in_date = vec![false; run.end];
+    for i in run.clone() {
+        if date_at(view, tokens, i, run.end) {
+            in_date[i..i + 3].fill(true);
+        }
+    }
     let mut found = Vec::new();
     let mut i = run.start;
     while i < run.end {
         let mut digits = String::new();
         let mut best = None;
         for j in i..run.end {
+            if in_date[j] {
+                break;
+            }
             digits.push_str(tokens[j].digits.as_deref().unwrap_or(""));
             if digits.len() > 13 {
                 break;
@@ -161,14 +199,14 @@ mod tests {
     #[test]
     fn numbers_that_are_not_phones_stay_unmasked() {
         for n in [
-            "1290000",     // a price
-            "150000",      // a price
-            "15092024",    // a date
-            "3839404142",  // sizes
-            "0012345678",  // not a prefix
-            "0212345678",  // too short for a landline
-            "0601234567",  // 060 is not assigned
-            "912345678",   // no leading 0, no context
+            "1290000",      // a price
+            "150000",       // a price
+            "15092024",     // a date
+            "3839404142",   // sizes
+            "0012345678",   // not a prefix
+            "0212345678",   // too short for a landline
+            "0601234567",   // 060 is not assigned
+            "912345678",    // no leading 0, no context
             "240915123456", // an order code
         ] {
             assert!(!is_vn_phone(n, false), "{n}");

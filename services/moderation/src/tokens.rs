@@ -80,24 +80,53 @@ pub fn tokens(view: &View) -> Vec<Token> {
             i += 1;
         }
         let text: String = chars[start..i].iter().collect();
-        let digits = digits_of(&text);
-        out.push(Token {
-            start,
-            end: i,
-            text,
-            digits,
-        });
+        match digits_of(&text) {
+            Some(digits) => out.push(Token {
+                start,
+                end: i,
+                text,
+                digits: Some(digits),
+            }),
+            // Digits glued to words (`goi0912345678nhe`, `150k`): the
+            // digits and the letters become tokens of their own.
+            None if text.chars().any(|c| c.is_ascii_digit()) => {
+                let mut piece_start = start;
+                for k in start + 1..=i {
+                    if k == i || chars[k].is_ascii_digit() != chars[k - 1].is_ascii_digit() {
+                        let piece: String = chars[piece_start..k].iter().collect();
+                        let digits = piece
+                            .chars()
+                            .all(|c| c.is_ascii_digit())
+                            .then(|| piece.clone());
+                        out.push(Token {
+                            start: piece_start,
+                            end: k,
+                            text: piece,
+                            digits,
+                        });
+                        piece_start = k;
+                    }
+                }
+            }
+            None => out.push(Token {
+                start,
+                end: i,
+                text,
+                digits: None,
+            }),
+        }
     }
     out
 }
 
 /// Most non-alphanumeric characters allowed between two digit tokens of
-/// one run (`0912 . 345`, `0🌸9`).
+/// one run (`0912 . 345`, `0🌸9`, a line break: numbers get split over
+/// lines too).
 const MAX_GAP: usize = 4;
 
 /// Maximal runs of number tokens separated only by short gaps of
 /// non-alphanumeric characters: token index ranges into `tokens`.
-pub fn digit_runs(view: &View, tokens: &[Token]) -> Vec<std::ops::Range<usize>> {
+pub fn digit_runs(tokens: &[Token]) -> Vec<std::ops::Range<usize>> {
     let mut runs = Vec::new();
     let mut i = 0;
     while i < tokens.len() {
@@ -110,7 +139,6 @@ pub fn digit_runs(view: &View, tokens: &[Token]) -> Vec<std::ops::Range<usize>> 
         while i < tokens.len()
             && tokens[i].digits.is_some()
             && tokens[i].start - tokens[i - 1].end <= MAX_GAP
-            && !view.chars[tokens[i - 1].end..tokens[i].start].contains(&'\n')
         {
             i += 1;
         }
@@ -126,7 +154,7 @@ mod tests {
     fn run_digits(text: &str) -> Vec<String> {
         let view = View::of(text);
         let tokens = tokens(&view);
-        digit_runs(&view, &tokens)
+        digit_runs(&tokens)
             .into_iter()
             .map(|r| {
                 tokens[r]
@@ -140,15 +168,19 @@ mod tests {
     #[test]
     fn spelled_spaced_and_disguised_digits_read_as_one_number() {
         assert_eq!(run_digits("0912.345.678"), ["0912345678"]);
-        assert_eq!(run_digits("không chín một hai 345 sáu bảy tám"), ["0912345678"]);
+        assert_eq!(
+            run_digits("không chín một hai 345 sáu bảy tám"),
+            ["0912345678"]
+        );
         assert_eq!(run_digits("O9l2 3456 78"), ["0912345678"]);
         assert_eq!(run_digits("0🌸9🌸1🌸2"), ["0912"]);
     }
 
     #[test]
-    fn words_and_line_breaks_end_a_run() {
+    fn words_and_long_gaps_end_a_run() {
         assert_eq!(run_digits("giá 150 ship 30"), ["150", "30"]);
-        assert_eq!(run_digits("12\n34"), ["12", "34"]);
+        assert_eq!(run_digits("12\n34"), ["1234"]);
+        assert_eq!(run_digits("12 -- -- 34"), ["12", "34"]);
         assert!(run_digits("áo polo size L").is_empty());
     }
 }
