@@ -135,6 +135,9 @@ pub enum ErrorCode {
     NotFound,
     /// The server could not process the event now; retry with the same id.
     Unavailable,
+    /// The message breaks the marketplace's rules (a blocked keyword, or a
+    /// category the deployment blocks rather than masks); nothing stored.
+    ContentBlocked,
 }
 
 impl ErrorCode {
@@ -149,6 +152,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedType => "unsupported_type",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::ContentBlocked => "content_blocked",
         }
     }
 }
@@ -216,6 +220,20 @@ pub enum ServerEvent {
     },
     /// On `user/<id>`: a thread's preview and unread counts changed.
     ThreadUpdated { thread: ThreadState },
+    /// On `user/<sender>`, right after the ack: parts of the message were
+    /// hidden before delivery (contact details), and why.
+    ModerationNotice {
+        /// `content_masked`.
+        code: String,
+        /// Human-readable, in the sender's locale.
+        message: String,
+        thread_id: String,
+        client_msg_id: String,
+        message_id: String,
+        /// What was hidden: `phone`, `email`, `link`, `social_handle`,
+        /// `bank_account`.
+        categories: Vec<String>,
+    },
     /// On `user/<id>`: something the user sent was refused.
     Error {
         #[serde(flatten)]

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use chat_protocol::{Message, MessageType};
 
 use crate::model::{
-    Device, DevicePlatform, InboxCursor, MessageRange, NewMessage, NotificationAttempt, OpenThread,
-    Order, Product, Thread, ThreadKey, UNREAD_CAP, User,
+    Device, DevicePlatform, InboxCursor, MessageRange, ModerationRecord, NewMessage,
+    NotificationAttempt, OpenThread, Order, Product, Thread, ThreadKey, UNREAD_CAP, User,
 };
 use crate::store::{ChatStore, StoreError};
 
@@ -181,6 +181,96 @@ pub async fn notification_log_lists_newest_first(store: &dyn ChatStore) {
             .unwrap()
             .is_empty()
     );
+}
+
+pub async fn moderation_records_queue_and_resolve(store: &dyn ChatStore) {
+    let ns = namespace("moderation");
+    let record = |kind: &str, needs_review: bool| ModerationRecord {
+        id: crate::new_id(),
+        thread_id: format!("{ns}-t"),
+        user_id: format!("{ns}-u"),
+        message_id: None,
+        kind: kind.into(),
+        categories: vec!["phone".into()],
+        original: "gọi 0912345678".into(),
+        keywords: vec![],
+        reported_by: None,
+        needs_review,
+        resolution: None,
+        resolved_by: None,
+        resolved_at: None,
+        created_at: crate::now_millis(),
+    };
+    let masked = record("masked", false);
+    let flagged = record("flagged", true);
+    let blocked = record("blocked", true);
+    for r in [&masked, &flagged, &blocked] {
+        store.record_moderation(r).await.unwrap();
+    }
+    assert_eq!(
+        store.moderation_record(&masked.id).await.unwrap().as_ref(),
+        Some(&masked)
+    );
+    // Other checks share the store: look at this check's records only.
+    let waiting = |queue: Vec<ModerationRecord>| -> Vec<String> {
+        queue
+            .into_iter()
+            .filter(|r| r.thread_id == format!("{ns}-t"))
+            .map(|r| r.id)
+            .collect()
+    };
+    let queue = waiting(store.moderation_queue(None, 1000).await.unwrap());
+    assert_eq!(
+        queue,
+        [flagged.id.clone(), blocked.id.clone()],
+        "oldest first, masked not queued"
+    );
+    let after = waiting(
+        store
+            .moderation_queue(Some(&flagged.id), 1000)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(after, [blocked.id.clone()]);
+
+    assert!(
+        store
+            .resolve_moderation(&flagged.id, "dismissed", "admin-1", 7)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .resolve_moderation(&flagged.id, "again", "admin-2", 8)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .resolve_moderation(&masked.id, "x", "admin-1", 9)
+            .await
+            .unwrap()
+    );
+    let resolved = store.moderation_record(&flagged.id).await.unwrap().unwrap();
+    assert_eq!(resolved.resolution.as_deref(), Some("dismissed"));
+    assert_eq!(resolved.resolved_by.as_deref(), Some("admin-1"));
+    let queue = waiting(store.moderation_queue(None, 1000).await.unwrap());
+    assert_eq!(queue, [blocked.id.clone()]);
+
+    let keyword = format!("{ns} lừa đảo");
+    store.set_keyword("flag", &keyword, true).await.unwrap();
+    store.set_keyword("flag", &keyword, true).await.unwrap();
+    let mine = |all: Vec<(String, String)>| -> Vec<(String, String)> {
+        all.into_iter()
+            .filter(|(_, k)| k.starts_with(&ns))
+            .collect()
+    };
+    assert_eq!(
+        mine(store.keywords().await.unwrap()),
+        [("flag".to_owned(), keyword.clone())]
+    );
+    store.set_keyword("flag", &keyword, false).await.unwrap();
+    assert!(mine(store.keywords().await.unwrap()).is_empty());
 }
 
 pub async fn notified_marks_only_move_forward(store: &dyn ChatStore) {
@@ -728,6 +818,7 @@ macro_rules! contract_tests {
         $crate::contract_tests!(@one $make, devices_register_move_and_prune);
         $crate::contract_tests!(@one $make, notification_log_lists_newest_first);
         $crate::contract_tests!(@one $make, notified_marks_only_move_forward);
+        $crate::contract_tests!(@one $make, moderation_records_queue_and_resolve);
         $crate::contract_tests!(@one $make, open_thread_is_idempotent_per_pair_and_per_order);
         $crate::contract_tests!(@one $make, append_is_idempotent_and_counts_unread);
         $crate::contract_tests!(@one $make, sending_marks_the_thread_read_for_the_sender);

@@ -42,5 +42,23 @@ pub fn error_text(code: ErrorCode, lang: Lang) -> &'static str {
         (NotFound, Lang::En) => "Not found.",
         (Unavailable, Lang::Vi) => "Máy chủ đang bận, vui lòng thử lại.",
         (Unavailable, Lang::En) => "The server is busy, please retry.",
+        (ContentBlocked, Lang::Vi) => "Tin nhắn vi phạm quy định của sàn nên không được gửi.",
+        (ContentBlocked, Lang::En) => {
+            "This message breaks the marketplace's rules and was not sent."
+        }
+    }
+}
+
+/// The notice a sender gets when parts of their message were hidden.
+pub fn masked_notice(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Vi => {
+            "Thông tin liên hệ (số điện thoại, email, liên kết, tài khoản) đã được ẩn: \
+             hãy trao đổi và giao dịch ngay trên sàn để được bảo vệ."
+        }
+        Lang::En => {
+            "Contact details (phone numbers, e-mails, links, accounts) were hidden: \
+             keep the conversation and the deal on the marketplace to stay protected."
+        }
     }
 }

@@ -79,6 +79,38 @@ pub struct Device {
     pub updated_at: i64,
 }
 
+/// What moderation did to one message (or a report about one), kept for
+/// support staff with the original text. `masked` records are kept for the
+/// record only; `blocked`, `flagged` and `report` ones wait in the review
+/// queue until an admin resolves them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModerationRecord {
+    /// Time-ordered (UUIDv7).
+    pub id: String,
+    pub thread_id: String,
+    /// Who sent the message (for a report: whose message is reported).
+    pub user_id: String,
+    /// The stored message, when there is one (not for blocked messages).
+    pub message_id: Option<String>,
+    /// `masked`, `blocked`, `flagged`, `report`.
+    pub kind: String,
+    /// Finding categories (`phone`, `keyword`, …) or the report's reason.
+    pub categories: Vec<String>,
+    /// The text as sent: only here, never delivered.
+    pub original: String,
+    /// Keywords that matched, if any.
+    pub keywords: Vec<String>,
+    /// Who filed it: the sender's id for automatic records, the reporter's
+    /// for reports.
+    pub reported_by: Option<String>,
+    pub needs_review: bool,
+    /// Set once an admin resolved it: the decision and who took it.
+    pub resolution: Option<String>,
+    pub resolved_by: Option<String>,
+    pub resolved_at: Option<i64>,
+    pub created_at: i64,
+}
+
 /// One attempt to notify a user, for support staff (`GET
 /// /admin/notifications`).
 #[derive(Debug, Clone, PartialEq, Eq)]

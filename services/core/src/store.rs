@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use chat_protocol::Message;
 
 use crate::model::{
-    Device, InboxCursor, MessageRange, NewMessage, NotificationAttempt, OpenThread, Order, Product,
-    Thread, User,
+    Device, InboxCursor, MessageRange, ModerationRecord, NewMessage, NotificationAttempt,
+    OpenThread, Order, Product, Thread, User,
 };
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -76,6 +76,30 @@ pub trait ChatStore: Send + Sync + 'static {
         user_id: &str,
         limit: usize,
     ) -> StoreResult<Vec<NotificationAttempt>>;
+
+    /// Keeps a moderation record (append-only but for its resolution).
+    async fn record_moderation(&self, record: &ModerationRecord) -> StoreResult<()>;
+    /// One record by id.
+    async fn moderation_record(&self, id: &str) -> StoreResult<Option<ModerationRecord>>;
+    /// Records waiting for review (`needs_review` and unresolved), oldest
+    /// first, after `after` (an id) when paging.
+    async fn moderation_queue(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<ModerationRecord>>;
+    /// Resolves a record waiting for review; false if it is not waiting.
+    async fn resolve_moderation(
+        &self,
+        id: &str,
+        resolution: &str,
+        by: &str,
+        at: i64,
+    ) -> StoreResult<bool>;
+    /// The admin keyword lists: `(list, keyword)` with list `block`/`flag`.
+    async fn keywords(&self) -> StoreResult<Vec<(String, String)>>;
+    /// Adds (`present`) or removes a keyword of a list.
+    async fn set_keyword(&self, list: &str, keyword: &str, present: bool) -> StoreResult<()>;
 
     /// The newest message of `thread_id` that `user_id` was notified about
     /// on `channel` (`email`, or `push:<token>`): the deduplication mark

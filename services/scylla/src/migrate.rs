@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_notified_marks.cql",
         cql: include_str!("../../../cql/migrations/0004_notified_marks.cql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_moderation.cql",
+        cql: include_str!("../../../cql/migrations/0005_moderation.cql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_core::model::{
-    Device, DevicePlatform, InboxCursor, MessageRange, NewMessage, NotificationAttempt, OpenThread,
-    Order, Product, Thread, ThreadKey, UNREAD_CAP, User, preview_of,
+    Device, DevicePlatform, InboxCursor, MessageRange, ModerationRecord, NewMessage,
+    NotificationAttempt, OpenThread, Order, Product, Thread, ThreadKey, UNREAD_CAP, User,
+    preview_of,
 };
 use chat_core::store::{Appended, ChatStore, Opened, ReadMarked, StoreError, StoreResult};
 use chat_protocol::{Message, MessagePreview};
@@ -70,6 +71,76 @@ pub fn write_timestamp(id: &str, millis: i64) -> i64 {
         })
         .unwrap_or(0);
     millis * 1000 + (sub * 1000 / 4096) as i64
+}
+
+const MODERATION_COLUMNS: &str = "id, thread_id, user_id, message_id, kind, categories, original, keywords, reported_by, needs_review, resolution, resolved_by, resolved_at, created_at";
+
+type ModerationColumns = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<Vec<String>>,
+    Option<String>,
+    Option<Vec<String>>,
+    Option<String>,
+    Option<bool>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn moderation_from_columns(c: ModerationColumns) -> ModerationRecord {
+    ModerationRecord {
+        id: c.0,
+        thread_id: c.1.unwrap_or_default(),
+        user_id: c.2.unwrap_or_default(),
+        message_id: c.3,
+        kind: c.4.unwrap_or_default(),
+        categories: c.5.unwrap_or_default(),
+        original: c.6.unwrap_or_default(),
+        keywords: c.7.unwrap_or_default(),
+        reported_by: c.8,
+        needs_review: c.9.unwrap_or(false),
+        resolution: c.10,
+        resolved_by: c.11,
+        resolved_at: c.12,
+        created_at: c.13.unwrap_or_default(),
+    }
+}
+
+/// How far back the review queue looks for unresolved records.
+const QUEUE_LOOKBACK_MS: i64 = 366 * 24 * 3600 * 1000;
+
+/// `YYYY-MM` (UTC) of a time in milliseconds: the review queue's partition.
+fn month_bucket(millis: i64) -> String {
+    let days = millis.div_euclid(86_400_000);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}")
+}
+
+/// Every month bucket from `from` to `to`, oldest first.
+fn month_buckets(from: i64, to: i64) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut t = from;
+    while t <= to + 86_400_000 {
+        let bucket = month_bucket(t.min(to));
+        if out.last() != Some(&bucket) {
+            out.push(bucket);
+        }
+        t += 86_400_000 * 27;
+    }
+    out
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -160,6 +231,15 @@ pub async fn connect(config: &ScyllaConfig) -> StoreResult<Session> {
 }
 
 struct Statements {
+    record_moderation: PreparedStatement,
+    wait_for_review: PreparedStatement,
+    moderation_record: PreparedStatement,
+    moderation_waiting: PreparedStatement,
+    resolve_moderation: PreparedStatement,
+    stop_waiting: PreparedStatement,
+    keywords_of: PreparedStatement,
+    add_keyword: PreparedStatement,
+    remove_keyword: PreparedStatement,
     log_notification: PreparedStatement,
     notified_up_to: PreparedStatement,
     set_notified_up_to: PreparedStatement,
@@ -234,6 +314,15 @@ impl Statements {
             move_inbox,
             log_notification: prepare(format!("INSERT INTO {ks}.notification_log (user_id, id, thread_id, message_id, channel, device, outcome, error, latency_ms, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), true).await?,
             notifications_of: prepare(format!("SELECT id, thread_id, message_id, channel, device, outcome, error, latency_ms, at FROM {ks}.notification_log WHERE user_id = ? LIMIT ?"), true).await?,
+            record_moderation: prepare(format!("INSERT INTO {ks}.moderation_records ({MODERATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), true).await?,
+            wait_for_review: prepare(format!("INSERT INTO {ks}.moderation_waiting (bucket, id) VALUES (?, ?)"), true).await?,
+            moderation_record: prepare(format!("SELECT {MODERATION_COLUMNS} FROM {ks}.moderation_records WHERE id = ?"), true).await?,
+            moderation_waiting: prepare(format!("SELECT id FROM {ks}.moderation_waiting WHERE bucket = ? AND id > ? LIMIT ?"), true).await?,
+            resolve_moderation: prepare(format!("UPDATE {ks}.moderation_records SET resolution = ?, resolved_by = ?, resolved_at = ? WHERE id = ? IF resolution = null AND needs_review = true"), false).await?,
+            stop_waiting: prepare(format!("DELETE FROM {ks}.moderation_waiting WHERE bucket = ? AND id = ?"), true).await?,
+            keywords_of: prepare(format!("SELECT keyword FROM {ks}.moderation_keywords WHERE list = ?"), true).await?,
+            add_keyword: prepare(format!("INSERT INTO {ks}.moderation_keywords (list, keyword) VALUES (?, ?)"), true).await?,
+            remove_keyword: prepare(format!("DELETE FROM {ks}.moderation_keywords WHERE list = ? AND keyword = ?"), true).await?,
             notified_up_to: prepare(format!("SELECT message_id FROM {ks}.notified_marks WHERE user_id = ? AND thread_id = ? AND channel = ?"), true).await?,
             set_notified_up_to: prepare(format!("INSERT INTO {ks}.notified_marks (user_id, thread_id, channel, message_id) VALUES (?, ?, ?, ?) USING TIMESTAMP ?"), true).await?,
             put_device: prepare(format!("INSERT INTO {ks}.devices (user_id, push_token, platform, app_id, locale, updated_at) VALUES (?, ?, ?, ?, ?, ?)"), true).await?,
@@ -848,6 +937,120 @@ impl ChatStore for ScyllaStore {
         Ok(())
     }
 
+    async fn record_moderation(&self, r: &ModerationRecord) -> StoreResult<()> {
+        let s = &self.statements;
+        self.exec(
+            &s.record_moderation,
+            (
+                &r.id,
+                &r.thread_id,
+                &r.user_id,
+                &r.message_id,
+                &r.kind,
+                &r.categories,
+                &r.original,
+                &r.keywords,
+                &r.reported_by,
+                r.needs_review,
+                &r.resolution,
+                &r.resolved_by,
+                r.resolved_at,
+                r.created_at,
+            ),
+        )
+        .await?;
+        if r.needs_review && r.resolution.is_none() {
+            self.exec(&s.wait_for_review, (month_bucket(r.created_at), &r.id))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn moderation_record(&self, id: &str) -> StoreResult<Option<ModerationRecord>> {
+        let row: Option<ModerationColumns> = self
+            .first(&self.statements.moderation_record, (id,))
+            .await?;
+        Ok(row.map(moderation_from_columns))
+    }
+
+    async fn moderation_queue(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<ModerationRecord>> {
+        // Months from the cursor's (or a year back) to now, oldest first.
+        let now = chat_core::now_millis();
+        let from = after
+            .and_then(millis_of_id)
+            .unwrap_or(now - QUEUE_LOOKBACK_MS);
+        let mut out = Vec::new();
+        for bucket in month_buckets(from, now) {
+            if out.len() >= limit {
+                break;
+            }
+            let ids: Vec<(String,)> = self
+                .rows(
+                    &self.statements.moderation_waiting,
+                    (&bucket, after.unwrap_or(""), (limit - out.len()) as i32),
+                )
+                .await?;
+            for (id,) in ids {
+                if let Some(record) = self.moderation_record(&id).await?
+                    && record.resolution.is_none()
+                {
+                    out.push(record);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn resolve_moderation(
+        &self,
+        id: &str,
+        resolution: &str,
+        by: &str,
+        at: i64,
+    ) -> StoreResult<bool> {
+        let Some(record) = self.moderation_record(id).await? else {
+            return Ok(false);
+        };
+        let applied = self
+            .claim(
+                &self.statements.resolve_moderation,
+                (resolution, by, at, id),
+            )
+            .await?;
+        if applied {
+            self.exec(
+                &self.statements.stop_waiting,
+                (month_bucket(record.created_at), id),
+            )
+            .await?;
+        }
+        Ok(applied)
+    }
+
+    async fn keywords(&self) -> StoreResult<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for list in ["block", "flag"] {
+            let rows: Vec<(String,)> = self.rows(&self.statements.keywords_of, (list,)).await?;
+            out.extend(rows.into_iter().map(|(k,)| (list.to_owned(), k)));
+        }
+        Ok(out)
+    }
+
+    async fn set_keyword(&self, list: &str, keyword: &str, present: bool) -> StoreResult<()> {
+        let s = &self.statements;
+        let statement = if present {
+            &s.add_keyword
+        } else {
+            &s.remove_keyword
+        };
+        self.exec(statement, (list, keyword)).await?;
+        Ok(())
+    }
+
     async fn notified_up_to(
         &self,
         user_id: &str,
@@ -1323,6 +1526,18 @@ impl ChatStore for ScyllaStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn month_buckets_cover_every_month_once() {
+        assert_eq!(month_bucket(0), "1970-01");
+        // 2026-11-26T00:00:00Z
+        assert_eq!(month_bucket(1_795_651_200_000), "2026-11");
+        let from = 1_795_651_200_000 - 95 * 86_400_000;
+        assert_eq!(
+            month_buckets(from, 1_795_651_200_000),
+            ["2026-08", "2026-09", "2026-10", "2026-11"]
+        );
+    }
 
     #[test]
     fn buckets_and_write_timestamps_follow_id_order() {

@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use chat_core::bus::MessageSent;
 use chat_core::model::{
-    Device, DevicePlatform, InboxCursor, MessageRange, NewMessage, NotificationAttempt, OpenThread,
-    Order, Product, Side, Thread, ThreadKey, UNREAD_CAP, User, preview_of,
+    Device, DevicePlatform, InboxCursor, MessageRange, ModerationRecord, NewMessage,
+    NotificationAttempt, OpenThread, Order, Product, Side, Thread, ThreadKey, UNREAD_CAP, User,
+    preview_of,
 };
 use chat_core::notify::Job as NotifyJob;
 use chat_core::store::{Appended, ChatStore, Opened, ReadMarked, StoreError, StoreResult};
@@ -147,7 +148,57 @@ CREATE TABLE notified_marks (
     PRIMARY KEY (user_id, thread_id, channel)
 ) WITHOUT ROWID;
 "#,
+    // Moderation: records with the original text, the review queue, the
+    // admin keyword lists.
+    r#"
+CREATE TABLE moderation_records (
+    id TEXT PRIMARY KEY,
+    thread_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    message_id TEXT,
+    kind TEXT NOT NULL,
+    categories TEXT NOT NULL,
+    original TEXT NOT NULL,
+    keywords TEXT NOT NULL,
+    reported_by TEXT,
+    needs_review INTEGER NOT NULL,
+    resolution TEXT,
+    resolved_by TEXT,
+    resolved_at INTEGER,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX moderation_waiting ON moderation_records (id)
+    WHERE needs_review = 1 AND resolution IS NULL;
+CREATE TABLE moderation_keywords (
+    list TEXT NOT NULL,
+    keyword TEXT NOT NULL,
+    PRIMARY KEY (list, keyword)
+) WITHOUT ROWID;
+"#,
 ];
+
+const MODERATION_COLUMNS: &str = "id, thread_id, user_id, message_id, kind, categories, original, \
+     keywords, reported_by, needs_review, resolution, resolved_by, resolved_at, created_at";
+
+fn moderation_from_row(row: &Row<'_>) -> rusqlite::Result<ModerationRecord> {
+    let list = |text: String| serde_json::from_str::<Vec<String>>(&text).unwrap_or_default();
+    Ok(ModerationRecord {
+        id: row.get(0)?,
+        thread_id: row.get(1)?,
+        user_id: row.get(2)?,
+        message_id: row.get(3)?,
+        kind: row.get(4)?,
+        categories: list(row.get(5)?),
+        original: row.get(6)?,
+        keywords: list(row.get(7)?),
+        reported_by: row.get(8)?,
+        needs_review: row.get(9)?,
+        resolution: row.get(10)?,
+        resolved_by: row.get(11)?,
+        resolved_at: row.get(12)?,
+        created_at: row.get(13)?,
+    })
+}
 
 /// Run after the batch's COMMIT with its outcome; answers the caller.
 type Completion = Box<dyn FnOnce(StoreResult<()>) + Send>;
@@ -916,6 +967,119 @@ impl ChatStore for SqliteStore {
                 })
                 .map_err(backend)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn record_moderation(&self, r: &ModerationRecord) -> StoreResult<()> {
+        let r = r.clone();
+        self.write(move |c| {
+            c.prepare_cached(&format!(
+                "INSERT INTO moderation_records ({MODERATION_COLUMNS}) VALUES \
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+                 ON CONFLICT (id) DO NOTHING"
+            ))
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    r.id,
+                    r.thread_id,
+                    r.user_id,
+                    r.message_id,
+                    r.kind,
+                    serde_json::to_string(&r.categories).unwrap_or_default(),
+                    r.original,
+                    serde_json::to_string(&r.keywords).unwrap_or_default(),
+                    r.reported_by,
+                    r.needs_review,
+                    r.resolution,
+                    r.resolved_by,
+                    r.resolved_at,
+                    r.created_at
+                ])
+            })
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn moderation_record(&self, id: &str) -> StoreResult<Option<ModerationRecord>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {MODERATION_COLUMNS} FROM moderation_records WHERE id = ?1"
+            ))
+            .and_then(|mut stmt| stmt.query_row([id], moderation_from_row).optional())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn moderation_queue(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<ModerationRecord>> {
+        let after = after.unwrap_or("").to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {MODERATION_COLUMNS} FROM moderation_records \
+                 WHERE needs_review = 1 AND resolution IS NULL AND id > ?1 ORDER BY id LIMIT ?2"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_map(params![after, limit as i64], moderation_from_row)?
+                    .collect()
+            })
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn resolve_moderation(
+        &self,
+        id: &str,
+        resolution: &str,
+        by: &str,
+        at: i64,
+    ) -> StoreResult<bool> {
+        let args = [id, resolution, by].map(str::to_owned);
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE moderation_records SET resolution = ?2, resolved_by = ?3, resolved_at = ?4 \
+                 WHERE id = ?1 AND needs_review = 1 AND resolution IS NULL",
+            )
+            .and_then(|mut stmt| stmt.execute(params![args[0], args[1], args[2], at]))
+            .map(|changed| changed == 1)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn keywords(&self) -> StoreResult<Vec<(String, String)>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT list, keyword FROM moderation_keywords ORDER BY list, keyword")
+                .and_then(|mut stmt| {
+                    stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                        .collect()
+                })
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn set_keyword(&self, list: &str, keyword: &str, present: bool) -> StoreResult<()> {
+        let (list, keyword) = (list.to_owned(), keyword.to_owned());
+        self.write(move |c| {
+            let sql = if present {
+                "INSERT INTO moderation_keywords (list, keyword) VALUES (?1, ?2) \
+                 ON CONFLICT DO NOTHING"
+            } else {
+                "DELETE FROM moderation_keywords WHERE list = ?1 AND keyword = ?2"
+            };
+            c.prepare_cached(sql)
+                .and_then(|mut stmt| stmt.execute(params![list, keyword]))
+                .map(|_| ())
+                .map_err(backend)
         })
         .await
     }
