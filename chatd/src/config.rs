@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use chat_broker::BrokerConfig;
 use chat_core::auth::AuthConfig;
+use chat_core::moderation::ModerationConfig;
 use chat_core::service::Limits;
 use chat_nats::NatsConfig;
 use chat_push::dispatch::PushConfig;
@@ -33,6 +34,7 @@ pub struct Config {
     pub push: PushConfig,
     pub email: EmailConfig,
     pub nats: NatsConfig,
+    pub moderation: ModerationConfig,
     pub mqtt: BrokerConfig,
     pub auth: AuthConfig,
     pub limits: Limits,
@@ -111,6 +113,7 @@ impl Default for Config {
             push: PushConfig::default(),
             email: EmailConfig::default(),
             nats: NatsConfig::default(),
+            moderation: ModerationConfig::default(),
             mqtt: BrokerConfig::default(),
             auth: AuthConfig::default(),
             limits: Limits::default(),

@@ -171,6 +171,34 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ChatStore>> {
     Ok(open_stores(config).await?.0)
 }
 
+/// The moderation pipeline with the admin keyword lists, read again every
+/// 30 s so that a change made through another node applies here too.
+pub(crate) async fn load_moderation(
+    config: &Config,
+    store: Arc<dyn ChatStore>,
+) -> anyhow::Result<Arc<chat_core::moderation::Moderation>> {
+    let moderation = Arc::new(
+        chat_core::moderation::Moderation::load(config.moderation.clone(), store)
+            .await
+            .context("loading the moderation keyword lists")?,
+    );
+    let reloading = Arc::downgrade(&moderation);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let Some(moderation) = reloading.upgrade() else {
+                return;
+            };
+            if let Err(e) = moderation.reload().await {
+                tracing::warn!(error = %e, "reloading keyword lists failed; keeping the old ones");
+            }
+        }
+    });
+    Ok(moderation)
+}
+
 /// The JetStream notification queue, when NATS is configured.
 async fn connect_nats(config: &Config) -> anyhow::Result<Option<Arc<chat_nats::JetStreamQueue>>> {
     match &config.nats.url {
@@ -394,6 +422,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         bus,
         config.limits.clone(),
     );
+    let moderation = load_moderation(&config, store.clone()).await?;
+    service = service.with_moderation(moderation);
     let notifying = Dispatcher::has_channels(&config.push, &config.email);
     let nats = connect_nats(&config).await?;
     let queue: Option<Arc<dyn NotificationQueue>> = match (nats, sqlite) {

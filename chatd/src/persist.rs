@@ -102,6 +102,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         client: client.clone(),
     });
     let membership = Arc::new(MembershipCache::new(store.clone()));
+    let moderation = crate::load_moderation(&config, store.clone()).await?;
     let mut service = ChatService::new(
         store,
         membership,
@@ -117,7 +118,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("connecting to NATS")?;
         service = service.with_job_sink(Arc::new(nats));
     }
-    let service = Arc::new(service);
+    let service = Arc::new(service.with_moderation(moderation));
     let filter = format!("$share/{PERSIST_GROUP}/{PERSIST_FILTER}");
     tracing::info!(client_id, broker = %persist.broker, filter, "persistence worker starting");
 

@@ -231,7 +231,7 @@ pub async fn moderation_records_queue_and_resolve(store: &dyn ChatStore) {
             .await
             .unwrap(),
     );
-    assert_eq!(after, [blocked.id.clone()]);
+    assert_eq!(after, std::slice::from_ref(&blocked.id));
 
     assert!(
         store
@@ -255,7 +255,7 @@ pub async fn moderation_records_queue_and_resolve(store: &dyn ChatStore) {
     assert_eq!(resolved.resolution.as_deref(), Some("dismissed"));
     assert_eq!(resolved.resolved_by.as_deref(), Some("admin-1"));
     let queue = waiting(store.moderation_queue(None, 1000).await.unwrap());
-    assert_eq!(queue, [blocked.id.clone()]);
+    assert_eq!(queue, std::slice::from_ref(&blocked.id));
 
     let keyword = format!("{ns} lừa đảo");
     store.set_keyword("flag", &keyword, true).await.unwrap();

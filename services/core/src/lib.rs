@@ -13,6 +13,7 @@ pub mod contract;
 pub mod i18n;
 pub mod membership;
 pub mod model;
+pub mod moderation;
 pub mod notify;
 pub mod outbound;
 pub mod presence;

@@ -21,6 +21,7 @@ use crate::bus::{DomainEvent, EventBus, MessageSent};
 use crate::i18n::{Lang, error_text};
 use crate::membership::MembershipCache;
 use crate::model::{NewMessage, OpenThread, Thread, ThreadKey};
+use crate::moderation::{Moderation, ModerationConfig};
 use crate::notify::{Job, JobSink};
 use crate::outbound::{Outbound, Qos};
 use crate::presence::{LocalPresence, Presence};
@@ -117,6 +118,7 @@ pub struct ChatService {
     /// Where notification jobs go when the store does not write them
     /// itself (JetStream, or the in-memory queue).
     jobs: Option<Arc<dyn JobSink>>,
+    moderation: Arc<Moderation>,
 }
 
 impl ChatService {
@@ -128,7 +130,6 @@ impl ChatService {
         limits: Limits,
     ) -> Self {
         ChatService {
-            store,
             membership,
             outbound,
             bus,
@@ -136,7 +137,22 @@ impl ChatService {
             typing_seen: Mutex::new(HashMap::new()),
             presence: Arc::new(LocalPresence::new()),
             jobs: None,
+            moderation: Arc::new(Moderation::without_keywords(
+                ModerationConfig::default(),
+                store.clone(),
+            )),
+            store,
         }
+    }
+
+    /// Moderation with the deployment's policy and keyword lists.
+    pub fn with_moderation(mut self, moderation: Arc<Moderation>) -> Self {
+        self.moderation = moderation;
+        self
+    }
+
+    pub fn moderation(&self) -> &Arc<Moderation> {
+        &self.moderation
     }
 
     /// Enqueues a push job per stored message for a recipient who is
@@ -304,6 +320,27 @@ impl ChatService {
         if !self.membership.is_member(thread_id, user_id).await? {
             return Err(ServiceError::Forbidden);
         }
+        // Before storage and delivery: what the other side may see.
+        let outcome = self.moderation.check(thread_id, user_id, &content).await?;
+        if outcome.blocked() {
+            if let Some(record) =
+                Moderation::record_of(&outcome, thread_id, user_id, &content, None)
+            {
+                self.store.record_moderation(&record).await?;
+            }
+            tracing::info!(
+                user_id,
+                thread_id,
+                client_msg_id,
+                "message blocked by moderation"
+            );
+            return Err(ServiceError::invalid(
+                ErrorCode::ContentBlocked,
+                "blocked by moderation",
+            ));
+        }
+        let original = content;
+        let content = outcome.text.clone();
         let (id, created_at) = crate::new_timed_id();
         let new = NewMessage {
             id,
@@ -352,6 +389,30 @@ impl ChatService {
             error: None,
         };
         self.emit_to_user(user_id, &ack).await;
+        if !appended.duplicate {
+            if let Some(record) =
+                Moderation::record_of(&outcome, thread_id, user_id, &original, Some(&message.id))
+                && let Err(e) = self.store.record_moderation(&record).await
+            {
+                tracing::warn!(thread_id, error = %e, "moderation record not kept");
+            }
+            if outcome.masked() {
+                let lang = self.lang_of(user_id).await;
+                let notice = ServerEvent::ModerationNotice {
+                    code: "content_masked".into(),
+                    message: crate::i18n::masked_notice(lang).to_owned(),
+                    thread_id: thread_id.to_owned(),
+                    client_msg_id: client_msg_id.to_owned(),
+                    message_id: message.id.clone(),
+                    categories: outcome
+                        .masked_categories()
+                        .iter()
+                        .map(|c| c.as_str().to_owned())
+                        .collect(),
+                };
+                self.emit_to_user(user_id, &notice).await;
+            }
+        }
         // A retry after a lost ack must not show the message twice; readers
         // that missed the first delivery resync from history.
         if !appended.duplicate {

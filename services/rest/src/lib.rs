@@ -4,6 +4,7 @@
 
 mod dto;
 mod error;
+mod moderation;
 
 use std::sync::Arc;
 
@@ -37,12 +38,16 @@ pub struct AppState {
     paths(
         healthz, list_threads, open_thread, list_messages, mark_read,
         put_user, put_product, put_order, put_device, list_devices, delete_device,
-        notification_log
+        notification_log, moderation::preview, moderation::queue, moderation::record,
+        moderation::resolve, moderation::keywords, moderation::change_keyword
     ),
     components(schemas(
         ThreadView, ThreadPage, MessageView, MessagePage, OpenThreadRequest, MarkReadRequest,
         ReadView, UserBody, ProductBody, OrderBody, ErrorBodyJson, ErrorEnvelope, PreviewView,
-        DeviceBody, DeviceView, DeviceList, NotificationView, NotificationLog
+        DeviceBody, DeviceView, DeviceList, NotificationView, NotificationLog,
+        moderation::PreviewRequest, moderation::FindingView, moderation::ModerationPreview,
+        moderation::RecordView, moderation::QueuePage, moderation::ResolveRequest,
+        moderation::KeywordLists, moderation::KeywordChange
     )),
     modifiers(&BearerAuth)
 )]
@@ -79,6 +84,17 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(delete_device),
         )
         .route("/admin/notifications", get(notification_log))
+        .route("/admin/moderation/preview", post(moderation::preview))
+        .route("/admin/moderation/queue", get(moderation::queue))
+        .route("/admin/moderation/records/{id}", get(moderation::record))
+        .route(
+            "/admin/moderation/records/{id}/resolve",
+            post(moderation::resolve),
+        )
+        .route(
+            "/admin/moderation/keywords",
+            get(moderation::keywords).post(moderation::change_keyword),
+        )
         .route("/internal/users/{id}", put(put_user))
         .route("/internal/products/{id}", put(put_product))
         .route("/internal/orders/{id}", put(put_order))

@@ -1,0 +1,330 @@
+//! Admin endpoints of moderation: what the pipeline would do to a text,
+//! the review queue, the keyword lists. Admin role only.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chat_core::auth::Role;
+use chat_core::model::ModerationRecord;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ApiError;
+use crate::{ApiJson, ApiQuery, AppState, Caller, page_size};
+
+fn admin(caller: &Caller) -> Result<(), ApiError> {
+    if caller.claims.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(caller.lang))
+    }
+}
+
+fn unavailable(caller: &Caller, e: chat_core::store::StoreError) -> ApiError {
+    ApiError::from_service(caller.lang, e.into())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PreviewRequest {
+    pub text: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FindingView {
+    /// `phone`, `email`, `link`, `social_handle`, `bank_account`,
+    /// `channel_mention`, `keyword`.
+    pub category: String,
+    /// `flag`, `mask`, `block`.
+    pub action: String,
+    pub original: String,
+    /// Byte offsets in the text.
+    pub start: usize,
+    pub end: usize,
+    pub keyword: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModerationPreview {
+    /// The text as it would be stored and delivered.
+    pub text: String,
+    pub blocked: bool,
+    pub flagged: bool,
+    pub findings: Vec<FindingView>,
+}
+
+#[utoipa::path(
+    post, path = "/admin/moderation/preview", request_body = PreviewRequest,
+    responses((status = 200, body = ModerationPreview), (status = 403, body = crate::dto::ErrorEnvelope)),
+    security(("bearer" = []))
+)]
+pub async fn preview(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<PreviewRequest>,
+) -> Result<Json<ModerationPreview>, ApiError> {
+    admin(&caller)?;
+    if body.text.chars().count() > 20_000 {
+        return Err(ApiError::bad_request(
+            caller.lang,
+            "text: at most 20,000 characters",
+        ));
+    }
+    let outcome = state.service.moderation().preview(&body.text);
+    let action = |a: chat_moderation::Action| {
+        match a {
+            chat_moderation::Action::Allow => "allow",
+            chat_moderation::Action::Flag => "flag",
+            chat_moderation::Action::Mask => "mask",
+            chat_moderation::Action::Block => "block",
+        }
+        .to_owned()
+    };
+    Ok(Json(ModerationPreview {
+        blocked: outcome.blocked(),
+        flagged: outcome.flagged(),
+        findings: outcome
+            .findings
+            .iter()
+            .map(|f| FindingView {
+                category: f.category.as_str().to_owned(),
+                action: action(f.action),
+                original: f.original.clone(),
+                start: f.start,
+                end: f.end,
+                keyword: f.keyword.clone(),
+            })
+            .collect(),
+        text: outcome.text,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordView {
+    pub id: String,
+    pub thread_id: String,
+    pub user_id: String,
+    pub message_id: Option<String>,
+    /// `masked`, `blocked`, `flagged`, `report`.
+    pub kind: String,
+    pub categories: Vec<String>,
+    /// The text as sent (never delivered when masked or blocked).
+    pub original: String,
+    pub keywords: Vec<String>,
+    pub reported_by: Option<String>,
+    pub resolution: Option<String>,
+    pub resolved_by: Option<String>,
+    pub resolved_at: Option<i64>,
+    pub created_at: i64,
+}
+
+impl From<ModerationRecord> for RecordView {
+    fn from(r: ModerationRecord) -> Self {
+        RecordView {
+            id: r.id,
+            thread_id: r.thread_id,
+            user_id: r.user_id,
+            message_id: r.message_id,
+            kind: r.kind,
+            categories: r.categories,
+            original: r.original,
+            keywords: r.keywords,
+            reported_by: r.reported_by,
+            resolution: r.resolution,
+            resolved_by: r.resolved_by,
+            resolved_at: r.resolved_at,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueuePage {
+    /// Oldest first; page on with `after` = the last id.
+    pub items: Vec<RecordView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct QueueQuery {
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(
+    get, path = "/admin/moderation/queue", params(QueueQuery),
+    responses((status = 200, body = QueuePage), (status = 403, body = crate::dto::ErrorEnvelope)),
+    security(("bearer" = []))
+)]
+pub async fn queue(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<QueueQuery>,
+) -> Result<Json<QueuePage>, ApiError> {
+    admin(&caller)?;
+    let items = state
+        .service
+        .store()
+        .moderation_queue(query.after.as_deref(), page_size(query.limit))
+        .await
+        .map_err(|e| unavailable(&caller, e))?;
+    Ok(Json(QueuePage {
+        items: items.into_iter().map(RecordView::from).collect(),
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/admin/moderation/records/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = RecordView), (status = 404, body = crate::dto::ErrorEnvelope)),
+    security(("bearer" = []))
+)]
+pub async fn record(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<RecordView>, ApiError> {
+    admin(&caller)?;
+    state
+        .service
+        .store()
+        .moderation_record(&id)
+        .await
+        .map_err(|e| unavailable(&caller, e))?
+        .map(|r| Json(r.into()))
+        .ok_or_else(|| ApiError::not_found(caller.lang))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ResolveRequest {
+    /// The decision, e.g. `dismissed`, `warned`, `muted`, `banned`.
+    pub resolution: String,
+}
+
+#[utoipa::path(
+    post, path = "/admin/moderation/records/{id}/resolve", params(("id" = String, Path)),
+    request_body = ResolveRequest,
+    responses((status = 204), (status = 404, body = crate::dto::ErrorEnvelope)),
+    security(("bearer" = []))
+)]
+pub async fn resolve(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ResolveRequest>,
+) -> Result<StatusCode, ApiError> {
+    admin(&caller)?;
+    let resolution = body.resolution.trim();
+    if resolution.is_empty() || resolution.len() > 200 {
+        return Err(ApiError::bad_request(
+            caller.lang,
+            "resolution: 1 to 200 bytes",
+        ));
+    }
+    let resolved = state
+        .service
+        .store()
+        .resolve_moderation(&id, resolution, &caller.claims.sub, chat_core::now_millis())
+        .await
+        .map_err(|e| unavailable(&caller, e))?;
+    if resolved {
+        tracing::info!(
+            record = id,
+            by = caller.claims.sub,
+            resolution,
+            "moderation resolved"
+        );
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        // Unknown, or not waiting for review (already resolved).
+        Err(ApiError::not_found(caller.lang))
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeywordLists {
+    /// Messages containing these are refused.
+    pub block: Vec<String>,
+    /// Messages containing these are delivered and queued for review.
+    pub flag: Vec<String>,
+}
+
+#[utoipa::path(
+    get, path = "/admin/moderation/keywords",
+    responses((status = 200, body = KeywordLists), (status = 403, body = crate::dto::ErrorEnvelope)),
+    security(("bearer" = []))
+)]
+pub async fn keywords(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<KeywordLists>, ApiError> {
+    admin(&caller)?;
+    let rows = state
+        .service
+        .store()
+        .keywords()
+        .await
+        .map_err(|e| unavailable(&caller, e))?;
+    let pick = |list: &str| {
+        rows.iter()
+            .filter(|(l, _)| l == list)
+            .map(|(_, k)| k.clone())
+            .collect()
+    };
+    Ok(Json(KeywordLists {
+        block: pick("block"),
+        flag: pick("flag"),
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct KeywordChange {
+    /// `block` or `flag`.
+    pub list: String,
+    pub keyword: String,
+    /// `true` adds, `false` removes.
+    pub present: bool,
+}
+
+#[utoipa::path(
+    post, path = "/admin/moderation/keywords", request_body = KeywordChange,
+    responses((status = 204), (status = 400, body = crate::dto::ErrorEnvelope)),
+    security(("bearer" = []))
+)]
+pub async fn change_keyword(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<KeywordChange>,
+) -> Result<StatusCode, ApiError> {
+    admin(&caller)?;
+    if body.list != "block" && body.list != "flag" {
+        return Err(ApiError::bad_request(caller.lang, "list: block or flag"));
+    }
+    let keyword = body.keyword.trim();
+    if keyword.is_empty() || keyword.chars().count() > 100 {
+        return Err(ApiError::bad_request(
+            caller.lang,
+            "keyword: 1 to 100 characters",
+        ));
+    }
+    let store = state.service.store();
+    store
+        .set_keyword(&body.list, keyword, body.present)
+        .await
+        .map_err(|e| unavailable(&caller, e))?;
+    // This node applies it at once; other nodes on their next reload.
+    state
+        .service
+        .moderation()
+        .reload()
+        .await
+        .map_err(|e| unavailable(&caller, e))?;
+    tracing::info!(
+        by = caller.claims.sub,
+        list = body.list,
+        keyword,
+        present = body.present,
+        "keyword list changed"
+    );
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,242 @@
+//! Moderation in the send flow, end to end: contact details arrive masked
+//! at the recipient and in history (also a number split over two
+//! messages), the sender is told why, a blocked keyword never reaches the
+//! recipient, a flagged message is delivered and waits for review, admins
+//! manage lists and the queue over REST.
+
+use std::time::Duration;
+
+use chat_e2e::{Client, Server, Via, send_message};
+use chat_protocol::{ErrorCode, ServerEvent, topics};
+use serde_json::json;
+
+use crate::CHATD;
+
+/// Sends and waits for the ack: `Ok(message id)` or `Err(error code)`.
+async fn send(
+    client: &mut Client,
+    thread: &str,
+    cmid: &str,
+    text: &str,
+) -> Result<String, ErrorCode> {
+    client
+        .publish(&topics::thread_inbound(thread), send_message(cmid, text))
+        .await;
+    client
+        .expect("ack", |_, e| match e {
+            ServerEvent::MessageSentAck {
+                client_msg_id,
+                message_id,
+                error,
+                ..
+            } if client_msg_id == cmid => Some(match (message_id, error) {
+                (Some(id), _) => Ok(id.clone()),
+                (None, Some(error)) => Err(error.code),
+                (None, None) => panic!("an ack with neither id nor error"),
+            }),
+            _ => None,
+        })
+        .await
+}
+
+/// The text of the next `message_new` from the other participant.
+async fn next_text(client: &mut Client, from: &str) -> String {
+    client
+        .expect("message_new", |_, e| match e {
+            ServerEvent::MessageNew { message } if message.from == from => {
+                Some(message.content.clone())
+            }
+            _ => None,
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_details_are_masked_keywords_block_or_flag_and_admins_review() {
+    let server = Server::start(CHATD).await;
+    let thread = server.thread_between("mb", "mseller").await;
+    let admin = server.token("mod-admin", "admin");
+    let mut buyer = Client::connect(&server, "mb", "buyer", Via::Tcp).await;
+    assert!(buyer.subscribe(&topics::user("mb")).await);
+    assert!(buyer.subscribe(&topics::thread(&thread)).await);
+    let mut seller = Client::connect(&server, "mseller", "seller", Via::Tcp).await;
+    assert!(seller.subscribe(&topics::user("mseller")).await);
+    assert!(seller.subscribe(&topics::thread(&thread)).await);
+
+    // Contact details: masked for the buyer, the seller told why.
+    let id = send(
+        &mut seller,
+        &thread,
+        "c1",
+        "Gọi em 0912 345 678 hoặc mail shop.xinh a còng gmail chấm com nha, giá 150k",
+    )
+    .await
+    .unwrap();
+    let masked = "Gọi em [ẩn số điện thoại] hoặc mail [ẩn email] nha, giá 150k";
+    assert_eq!(next_text(&mut buyer, "mseller").await, masked);
+    let (categories, message) = seller
+        .expect("moderation notice", |_, e| match e {
+            ServerEvent::ModerationNotice {
+                code,
+                message_id,
+                categories,
+                message,
+                ..
+            } if *message_id == id => {
+                assert_eq!(code, "content_masked");
+                Some((categories.clone(), message.clone()))
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(categories, ["phone", "email"]);
+    assert!(message.starts_with("Thông tin liên hệ"), "{message}");
+
+    // A number split over two messages: the part that completes it is masked.
+    send(&mut seller, &thread, "c2", "số em nè 0912")
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut buyer, "mseller").await, "số em nè 0912");
+    send(&mut seller, &thread, "c3", "345 678").await.unwrap();
+    assert_eq!(next_text(&mut buyer, "mseller").await, "[ẩn số điện thoại]");
+
+    // History shows the masked text; only admins see the original.
+    let (status, history) = server
+        .request(
+            "GET",
+            &format!("/chat/threads/{thread}/messages"),
+            &server.token("mb", "buyer"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{history}");
+    let history = history.to_string();
+    assert!(history.contains(masked), "{history}");
+    assert!(!history.contains("0912 345 678"), "{history}");
+
+    // Keyword lists, managed by admins only.
+    let (status, _) = server
+        .request(
+            "POST",
+            "/admin/moderation/keywords",
+            &server.token("mb", "buyer"),
+            Some(json!({"list": "block", "keyword": "ma túy", "present": true})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    for (list, keyword) in [("block", "ma túy"), ("flag", "lừa đảo")] {
+        let (status, body) = server
+            .request(
+                "POST",
+                "/admin/moderation/keywords",
+                &admin,
+                Some(json!({"list": list, "keyword": keyword, "present": true})),
+            )
+            .await;
+        assert_eq!(status, 204, "{body}");
+    }
+    let (_, lists) = server
+        .request("GET", "/admin/moderation/keywords", &admin, None)
+        .await;
+    assert_eq!(lists, json!({"block": ["ma túy"], "flag": ["lừa đảo"]}));
+
+    // A blocked keyword (written without diacritics, in capitals): refused,
+    // never delivered, queued for review with the original.
+    assert_eq!(
+        send(&mut buyer, &thread, "b1", "Shop có bán MA TUY không").await,
+        Err(ErrorCode::ContentBlocked)
+    );
+    // A flagged one: delivered as written, queued.
+    send(&mut buyer, &thread, "b2", "shop này lừa đảo à")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_text(&mut seller, "mb").await,
+        "shop này lừa đảo à",
+        "the blocked message never reached the seller"
+    );
+
+    let (status, queue) = server
+        .request("GET", "/admin/moderation/queue", &admin, None)
+        .await;
+    assert_eq!(status, 200, "{queue}");
+    let items = queue["items"].as_array().unwrap();
+    let kinds: Vec<(&str, &str)> = items
+        .iter()
+        .map(|i| (i["kind"].as_str().unwrap(), i["original"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("blocked", "Shop có bán MA TUY không"),
+            ("flagged", "shop này lừa đảo à")
+        ],
+        "masked records are kept but not queued"
+    );
+    assert_eq!(items[0]["keywords"], json!(["ma túy"]));
+    let flagged = items[1]["id"].as_str().unwrap();
+    let resolve = format!("/admin/moderation/records/{flagged}/resolve");
+    let (status, _) = server
+        .request(
+            "POST",
+            &resolve,
+            &admin,
+            Some(json!({"resolution": "dismissed"})),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = server
+        .request(
+            "POST",
+            &resolve,
+            &admin,
+            Some(json!({"resolution": "again"})),
+        )
+        .await;
+    assert_eq!(status, 404, "already resolved");
+    let (_, queue) = server
+        .request("GET", "/admin/moderation/queue", &admin, None)
+        .await;
+    assert_eq!(queue["items"].as_array().unwrap().len(), 1);
+    let (_, record) = server
+        .request(
+            "GET",
+            &format!("/admin/moderation/records/{flagged}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(record["resolution"], "dismissed");
+    assert_eq!(record["resolvedBy"], "mod-admin");
+
+    // Support staff try texts out.
+    let (status, preview) = server
+        .request(
+            "POST",
+            "/admin/moderation/preview",
+            &admin,
+            Some(json!({"text": "ib zalo không chín tám 7 sáu 5 4 3 2 1 nhé"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(preview["text"], "ib zalo [ẩn số điện thoại] nhé");
+    assert_eq!(preview["flagged"], true, "the channel mention is flagged");
+    let (status, _) = server
+        .request(
+            "POST",
+            "/admin/moderation/preview",
+            &server.token("mb", "buyer"),
+            Some(json!({"text": "x"})),
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    // Nothing else reached the seller.
+    let rest: Vec<_> = seller
+        .drain(Duration::from_millis(500))
+        .await
+        .into_iter()
+        .filter(|(_, e)| matches!(e, ServerEvent::MessageNew { message } if message.from == "mb"))
+        .collect();
+    assert!(rest.is_empty(), "{rest:?}");
+}
