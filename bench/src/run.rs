@@ -3,9 +3,11 @@
 //!
 //! Streams: pair `i` has stream `2i` (buyer → seller) and `2i + 1`
 //! (seller → buyer). Every payload is the same `send_message` envelope for
-//! both targets; its text starts with `stream:seq:sent_us:` so a receiver
-//! knows which message it got and how old it is, and its `client_msg_id`
-//! is `stream:seq:sent_us` so an ack carries its own send time.
+//! both targets; its text starts with `s<stream>q<seq>t<sent_us>:` so a
+//! receiver knows which message it got and how old it is, and its
+//! `client_msg_id` is `s<stream>q<seq>t<sent_us>` so an ack carries its own
+//! send time. (Letters, not `:`, between the numbers: digits joined by
+//! punctuation can read as a phone number, which moderation would mask.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,24 +99,23 @@ impl Shared {
 }
 
 fn payload(stream: u32, seq: u32, sent_us: u64, size: usize) -> Vec<u8> {
-    let mut content = format!("{stream}:{seq}:{sent_us}:");
+    let mut content = format!("s{stream}q{seq}t{sent_us}:");
     while content.len() < size {
         content.push('x');
     }
     chat_protocol::encode(&ClientEvent::SendMessage {
-        client_msg_id: format!("{stream}:{seq}:{sent_us}"),
+        client_msg_id: format!("s{stream}q{seq}t{sent_us}"),
         kind: MessageType::Text,
         content,
     })
 }
 
 fn parse_marker(text: &str) -> Option<(u32, u32, u64)> {
-    let mut parts = text.splitn(4, ':');
-    Some((
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-    ))
+    let rest = text.strip_prefix('s')?;
+    let (stream, rest) = rest.split_once('q')?;
+    let (seq, rest) = rest.split_once('t')?;
+    let sent = rest.split(':').next()?;
+    Some((stream.parse().ok()?, seq.parse().ok()?, sent.parse().ok()?))
 }
 
 pub fn token(secret: &str, user: &str, role: &str) -> String {
@@ -343,7 +344,7 @@ async fn receive_loop(
                                 shared.errors.fetch_add(1, Ordering::Relaxed);
                                 None
                             } else {
-                                parse_marker(&format!("{client_msg_id}:")).map(|(_, _, sent)| sent)
+                                parse_marker(&client_msg_id).map(|(_, _, sent)| sent)
                             };
                             acked(&shared, sent, window.as_deref()).await;
                             None

@@ -142,6 +142,14 @@ impl Target {
                     "CHAT_MQTT__ALLOW_LOADTEST",
                     (kind == Kind::ChatdRaw).to_string(),
                 )
+                // The benchmark measures throughput: anti-spam limits out
+                // of the way (moderation stays on).
+                .env("CHAT_RATE_LIMITS__MESSAGES_PER_MINUTE", "100000000")
+                .env("CHAT_RATE_LIMITS__MESSAGES_BURST", "10000000")
+                .env("CHAT_RATE_LIMITS__DUPLICATE_THREADS", "100000000")
+                .env("CHAT_RATE_LIMITS__NEW_THREADS_PER_HOUR", "100000000")
+                .env("CHAT_RATE_LIMITS__REST_PER_MINUTE", "100000000")
+                .env("CHAT_RATE_LIMITS__REST_BURST", "10000000")
                 .envs(env.iter().map(|(k, v)| (k, v)))
                 .stdout(Stdio::from(log.try_clone()?))
                 .stderr(Stdio::from(log))

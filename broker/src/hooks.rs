@@ -107,6 +107,16 @@ impl ChatHooks {
             .password()
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .unwrap_or_default();
+        if let Some(addr) = addr
+            && !self.service.rate_limiter().allow_connect(addr.ip())
+        {
+            tracing::info!(
+                client_id,
+                ?addr,
+                "connect refused: too many attempts from this address"
+            );
+            return AuthResult::NotAuthorized;
+        }
         let claims = match self.verifier.verify(&token) {
             Ok(claims) => claims,
             Err(e) => {

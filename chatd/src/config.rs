@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use chat_broker::BrokerConfig;
 use chat_core::auth::AuthConfig;
 use chat_core::moderation::ModerationConfig;
+use chat_core::ratelimit::RateLimitConfig;
 use chat_core::service::Limits;
 use chat_nats::NatsConfig;
 use chat_push::dispatch::PushConfig;
@@ -35,6 +36,7 @@ pub struct Config {
     pub email: EmailConfig,
     pub nats: NatsConfig,
     pub moderation: ModerationConfig,
+    pub rate_limits: RateLimitConfig,
     pub mqtt: BrokerConfig,
     pub auth: AuthConfig,
     pub limits: Limits,
@@ -114,6 +116,7 @@ impl Default for Config {
             email: EmailConfig::default(),
             nats: NatsConfig::default(),
             moderation: ModerationConfig::default(),
+            rate_limits: RateLimitConfig::default(),
             mqtt: BrokerConfig::default(),
             auth: AuthConfig::default(),
             limits: Limits::default(),

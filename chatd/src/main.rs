@@ -423,7 +423,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.limits.clone(),
     );
     let moderation = load_moderation(&config, store.clone()).await?;
-    service = service.with_moderation(moderation);
+    service = service
+        .with_moderation(moderation)
+        .with_rate_limiter(Arc::new(chat_core::ratelimit::RateLimiter::new(
+            config.rate_limits.clone(),
+        )));
     let notifying = Dispatcher::has_channels(&config.push, &config.email);
     let nats = connect_nats(&config).await?;
     let queue: Option<Arc<dyn NotificationQueue>> = match (nats, sqlite) {

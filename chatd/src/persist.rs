@@ -118,7 +118,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("connecting to NATS")?;
         service = service.with_job_sink(Arc::new(nats));
     }
-    let service = Arc::new(service.with_moderation(moderation));
+    let service = Arc::new(
+        service
+            .with_moderation(moderation)
+            .with_rate_limiter(Arc::new(chat_core::ratelimit::RateLimiter::new(
+                config.rate_limits.clone(),
+            ))),
+    );
     let filter = format!("$share/{PERSIST_GROUP}/{PERSIST_FILTER}");
     tracing::info!(client_id, broker = %persist.broker, filter, "persistence worker starting");
 

@@ -138,6 +138,12 @@ pub enum ErrorCode {
     /// The message breaks the marketplace's rules (a blocked keyword, or a
     /// category the deployment blocks rather than masks); nothing stored.
     ContentBlocked,
+    /// Too many messages (or threads, or the same text into many threads)
+    /// too fast; retry after `retry_after_ms`.
+    RateLimited,
+    /// Temporarily muted for repeated abuse; `retry_after_ms` says for how
+    /// long.
+    Muted,
 }
 
 impl ErrorCode {
@@ -153,6 +159,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::ContentBlocked => "content_blocked",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Muted => "muted",
         }
     }
 }
@@ -163,6 +171,9 @@ pub struct ErrorBody {
     pub code: ErrorCode,
     /// Human-readable, in the user's locale (Vietnamese by default).
     pub message: String,
+    /// For `rate_limited` and `muted`: when to try again.
+    #[serde(default)]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// Events a client publishes to `thread/<id>/in`.
@@ -364,6 +375,7 @@ mod tests {
                 error: ErrorBody {
                     code: ErrorCode::Malformed,
                     message: "x".into(),
+                    retry_after_ms: None,
                 },
                 topic: Some("thread/t/in".into()),
                 reference: None,

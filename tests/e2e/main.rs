@@ -7,6 +7,7 @@ mod chat_flow;
 mod devices;
 mod durability;
 mod jetstream;
+mod limits;
 mod moderation;
 mod notify;
 mod push;

@@ -261,6 +261,22 @@ impl Server {
     }
 
     /// A request with a raw body, for malformed-input tests.
+    /// A GET, answered with its status and headers.
+    pub async fn get_with_headers(
+        &self,
+        path: &str,
+        token: &str,
+    ) -> (u16, reqwest::header::HeaderMap) {
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("HTTP request");
+        (response.status().as_u16(), response.headers().clone())
+    }
+
     pub async fn request_raw(
         &self,
         method: &str,

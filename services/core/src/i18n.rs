@@ -42,6 +42,12 @@ pub fn error_text(code: ErrorCode, lang: Lang) -> &'static str {
         (NotFound, Lang::En) => "Not found.",
         (Unavailable, Lang::Vi) => "Máy chủ đang bận, vui lòng thử lại.",
         (Unavailable, Lang::En) => "The server is busy, please retry.",
+        (RateLimited, Lang::Vi) => "Bạn gửi quá nhanh, vui lòng thử lại sau ít phút.",
+        (RateLimited, Lang::En) => "You are sending too fast; please try again shortly.",
+        (Muted, Lang::Vi) => {
+            "Bạn tạm thời bị hạn chế gửi tin nhắn vì gửi quá nhiều trong thời gian ngắn."
+        }
+        (Muted, Lang::En) => "You are temporarily muted for sending too much too fast.",
         (ContentBlocked, Lang::Vi) => "Tin nhắn vi phạm quy định của sàn nên không được gửi.",
         (ContentBlocked, Lang::En) => {
             "This message breaks the marketplace's rules and was not sent."

@@ -17,6 +17,7 @@ pub mod moderation;
 pub mod notify;
 pub mod outbound;
 pub mod presence;
+pub mod ratelimit;
 pub mod service;
 pub mod store;
 

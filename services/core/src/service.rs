@@ -25,6 +25,7 @@ use crate::moderation::{Moderation, ModerationConfig};
 use crate::notify::{Job, JobSink};
 use crate::outbound::{Outbound, Qos};
 use crate::presence::{LocalPresence, Presence};
+use crate::ratelimit::{Limited, RateLimitConfig, RateLimiter};
 use crate::store::{Appended, ChatStore, ReadMarked, StoreError};
 
 /// Limits on what clients may send (section `[limits]`).
@@ -61,6 +62,8 @@ pub enum ServiceError {
     Invalid { code: ErrorCode, detail: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("limited: {0:?}")]
+    Limited(Limited),
 }
 
 impl ServiceError {
@@ -71,6 +74,16 @@ impl ServiceError {
             ServiceError::Invalid { code, .. } => *code,
             ServiceError::Store(StoreError::NotFound(_)) => ErrorCode::NotFound,
             ServiceError::Store(StoreError::Backend(_)) => ErrorCode::Unavailable,
+            ServiceError::Limited(Limited::RateLimited(_)) => ErrorCode::RateLimited,
+            ServiceError::Limited(Limited::Muted(_)) => ErrorCode::Muted,
+        }
+    }
+
+    /// When to try again, for limits.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            ServiceError::Limited(l) => Some(l.retry_after().as_millis() as u64),
+            _ => None,
         }
     }
 
@@ -119,6 +132,7 @@ pub struct ChatService {
     /// itself (JetStream, or the in-memory queue).
     jobs: Option<Arc<dyn JobSink>>,
     moderation: Arc<Moderation>,
+    limiter: Arc<RateLimiter>,
 }
 
 impl ChatService {
@@ -137,6 +151,7 @@ impl ChatService {
             typing_seen: Mutex::new(HashMap::new()),
             presence: Arc::new(LocalPresence::new()),
             jobs: None,
+            limiter: Arc::new(RateLimiter::new(RateLimitConfig::default())),
             moderation: Arc::new(Moderation::without_keywords(
                 ModerationConfig::default(),
                 store.clone(),
@@ -153,6 +168,16 @@ impl ChatService {
 
     pub fn moderation(&self) -> &Arc<Moderation> {
         &self.moderation
+    }
+
+    /// The deployment's rate limits (shared with the broker and REST).
+    pub fn with_rate_limiter(mut self, limiter: Arc<RateLimiter>) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    pub fn rate_limiter(&self) -> &Arc<RateLimiter> {
+        &self.limiter
     }
 
     /// Enqueues a push job per stored message for a recipient who is
@@ -236,6 +261,7 @@ impl ChatService {
                             error: Some(ErrorBody {
                                 code: e.code(),
                                 message: error_text(e.code(), lang).to_owned(),
+                                retry_after_ms: e.retry_after_ms(),
                             }),
                         };
                         self.emit_to_user(user_id, &ack).await;
@@ -266,6 +292,7 @@ impl ChatService {
             error: ErrorBody {
                 code,
                 message: error_text(code, lang).to_owned(),
+                retry_after_ms: None,
             },
             topic,
             reference,
@@ -319,6 +346,10 @@ impl ChatService {
         }
         if !self.membership.is_member(thread_id, user_id).await? {
             return Err(ServiceError::Forbidden);
+        }
+        if let Err(limited) = self.limiter.check_message(user_id, thread_id, &content) {
+            tracing::info!(user_id, thread_id, ?limited, "send limited");
+            return Err(ServiceError::Limited(limited));
         }
         // Before storage and delivery: what the other side may see.
         let outcome = self.moderation.check(thread_id, user_id, &content).await?;
@@ -493,6 +524,9 @@ impl ChatService {
 
     /// Relays a typing indicator to the thread, throttled, never stored.
     pub async fn typing(&self, user_id: &str, thread_id: &str, active: bool) {
+        if active && !self.limiter.allow_typing(user_id) {
+            return;
+        }
         if active {
             let throttle = Duration::from_millis(self.limits.typing_throttle_ms);
             let now = Instant::now();
@@ -610,6 +644,15 @@ impl ChatService {
                 (spec, card)
             }
         };
+        // Starting threads with many sellers is how spam begins: a buyer
+        // starts a limited number per hour; reopening one is free.
+        if matches!(spec.key, ThreadKey::Pair { .. })
+            && self.store.find_thread(&spec.key).await?.is_none()
+            && let Err(limited) = self.limiter.check_new_thread(&caller.sub)
+        {
+            tracing::info!(user_id = caller.sub, ?limited, "new thread limited");
+            return Err(ServiceError::Limited(limited));
+        }
         let opened = self.store.open_thread(&spec).await?;
         if opened.created {
             self.membership.invalidate(&opened.thread.id);

@@ -8,7 +8,7 @@ use chat_protocol::Message;
 
 use crate::model::{
     Device, InboxCursor, MessageRange, ModerationRecord, NewMessage, NotificationAttempt,
-    OpenThread, Order, Product, Thread, User,
+    OpenThread, Order, Product, Thread, ThreadKey, User,
 };
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -118,6 +118,9 @@ pub trait ChatStore: Send + Sync + 'static {
         channel: &str,
         message_id: &str,
     ) -> StoreResult<()>;
+
+    /// The thread for `key`, if it exists (no creation).
+    async fn find_thread(&self, key: &ThreadKey) -> StoreResult<Option<String>>;
 
     /// Finds the thread for `spec.key`, creating it if absent. Idempotent,
     /// also under concurrent calls.

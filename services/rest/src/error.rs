@@ -14,6 +14,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// `Retry-After`, for 429.
+    retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -26,6 +28,7 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             code: "unauthorized",
             message,
+            retry_after_secs: None,
         }
     }
 
@@ -34,6 +37,7 @@ impl ApiError {
             status: StatusCode::FORBIDDEN,
             code: ErrorCode::Forbidden.as_str(),
             message: error_text(ErrorCode::Forbidden, lang).to_owned(),
+            retry_after_secs: None,
         }
     }
 
@@ -42,6 +46,7 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             code: ErrorCode::NotFound.as_str(),
             message: error_text(ErrorCode::NotFound, lang).to_owned(),
+            retry_after_secs: None,
         }
     }
 
@@ -50,6 +55,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             code: ErrorCode::InvalidField.as_str(),
             message: format!("{} ({detail})", error_text(ErrorCode::InvalidField, lang)),
+            retry_after_secs: None,
         }
     }
 
@@ -59,6 +65,7 @@ impl ApiError {
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::RateLimited | ErrorCode::Muted => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_REQUEST,
         };
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -73,6 +80,17 @@ impl ApiError {
             status,
             code: code.as_str(),
             message: format!("{}{detail}", error_text(code, lang)),
+            retry_after_secs: e.retry_after_ms().map(|ms| ms.div_ceil(1000)),
+        }
+    }
+
+    /// 429 for a caller over the REST rate limit.
+    pub fn rate_limited(lang: Lang, retry_after: std::time::Duration) -> Self {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: ErrorCode::RateLimited.as_str(),
+            message: error_text(ErrorCode::RateLimited, lang).to_owned(),
+            retry_after_secs: Some(retry_after.as_millis().div_ceil(1000) as u64),
         }
     }
 }
@@ -85,6 +103,14 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs
+            && let Ok(value) = secs.max(1).to_string().parse()
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
     }
 }

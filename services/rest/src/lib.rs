@@ -169,6 +169,14 @@ impl FromRequestParts<AppState> for Caller {
         if claims.role == Role::Loadtest {
             return Err(ApiError::forbidden(lang));
         }
+        // The marketplace's own back end (bulk user and product updates)
+        // is not rate limited; people are.
+        if claims.role != Role::Platform
+            && let Err(wait) = state.service.rate_limiter().check_rest(&claims.sub)
+        {
+            tracing::info!(user_id = claims.sub, ?wait, "REST request limited");
+            return Err(ApiError::rate_limited(lang, wait));
+        }
         Ok(Caller { claims, lang })
     }
 }

@@ -1206,6 +1206,23 @@ impl ChatStore for ScyllaStore {
         Ok(())
     }
 
+    async fn find_thread(&self, key: &ThreadKey) -> StoreResult<Option<String>> {
+        let found = match key {
+            ThreadKey::Pair {
+                buyer_id,
+                seller_id,
+            } => {
+                self.first::<(String,)>(&self.statements.pair_thread, (buyer_id, seller_id))
+                    .await?
+            }
+            ThreadKey::Order { order_id } => {
+                self.first::<(String,)>(&self.statements.order_thread, (order_id,))
+                    .await?
+            }
+        };
+        Ok(found.map(|(id,)| id))
+    }
+
     async fn open_thread(&self, spec: &OpenThread) -> StoreResult<Opened> {
         let candidate = chat_core::new_id();
         let id = self.claim_thread_key(&spec.key, &candidate).await?;

@@ -1127,6 +1127,25 @@ impl ChatStore for SqliteStore {
         .await
     }
 
+    async fn find_thread(&self, key: &ThreadKey) -> StoreResult<Option<String>> {
+        let (pair, order) = match key {
+            ThreadKey::Pair {
+                buyer_id,
+                seller_id,
+            } => (Some(pair_key(buyer_id, seller_id)), None),
+            ThreadKey::Order { order_id } => (None, Some(order_id.clone())),
+        };
+        self.read(move |c| {
+            c.prepare_cached("SELECT id FROM threads WHERE pair_key = ?1 OR order_id = ?2")
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![pair, order], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(backend)
+        })
+        .await
+    }
+
     async fn open_thread(&self, spec: &OpenThread) -> StoreResult<Opened> {
         let spec = spec.clone();
         self.write(move |c| {

@@ -1,0 +1,382 @@
+//! Rate limits and anti-spam. GCRA limiters (`governor`) per user for
+//! messages, typing and new threads, per IP for connection attempts, per
+//! caller for REST; a flood detector for the same text sent into many
+//! threads; strikes that turn repeated abuse into a temporary mute.
+//!
+//! Limits are per process: with N gateway nodes a user spread over all of
+//! them could reach N times a limit (README "Trust and safety").
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+/// Section `[rate_limits]` of the configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RateLimitConfig {
+    /// Messages per user: sustained rate and burst.
+    pub messages_per_minute: u32,
+    pub messages_burst: u32,
+    /// Typing events per user (each is also throttled per thread).
+    pub typing_per_minute: u32,
+    pub typing_burst: u32,
+    /// Threads a buyer may start per hour (opening an existing one is free).
+    pub new_threads_per_hour: u32,
+    /// The same text into more than this many threads within the window
+    /// is a flood.
+    pub duplicate_threads: usize,
+    pub duplicate_window_secs: u64,
+    /// MQTT connection attempts per IP address.
+    pub connects_per_minute_per_ip: u32,
+    pub connects_burst: u32,
+    /// REST requests per caller (token subject, else IP address).
+    pub rest_per_minute: u32,
+    pub rest_burst: u32,
+    /// This many limited attempts within the window mute the user.
+    pub strikes_to_mute: usize,
+    pub strike_window_secs: u64,
+    pub mute_secs: u64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            messages_per_minute: 60,
+            messages_burst: 20,
+            typing_per_minute: 120,
+            typing_burst: 20,
+            new_threads_per_hour: 30,
+            duplicate_threads: 5,
+            duplicate_window_secs: 600,
+            connects_per_minute_per_ip: 120,
+            connects_burst: 60,
+            rest_per_minute: 600,
+            rest_burst: 100,
+            strikes_to_mute: 20,
+            strike_window_secs: 60,
+            mute_secs: 300,
+        }
+    }
+}
+
+/// Why something was refused, and when to try again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    /// Too fast: wait this long.
+    RateLimited(Duration),
+    /// Muted for repeated abuse: this long left.
+    Muted(Duration),
+}
+
+impl Limited {
+    pub fn retry_after(self) -> Duration {
+        match self {
+            Limited::RateLimited(d) | Limited::Muted(d) => d,
+        }
+    }
+}
+
+fn quota(per_period: u32, burst: u32, period: Duration) -> Quota {
+    let per = NonZeroU32::new(per_period.max(1)).expect("nonzero");
+    let burst = NonZeroU32::new(burst.max(1)).expect("nonzero");
+    Quota::with_period(period / per.get())
+        .expect("a positive period")
+        .allow_burst(burst)
+}
+
+struct Flood {
+    since: Instant,
+    threads: Vec<String>,
+}
+
+pub struct RateLimiter {
+    config: RateLimitConfig,
+    clock: DefaultClock,
+    messages: DefaultKeyedRateLimiter<String>,
+    typing: DefaultKeyedRateLimiter<String>,
+    threads: DefaultKeyedRateLimiter<String>,
+    connects: DefaultKeyedRateLimiter<IpAddr>,
+    rest: DefaultKeyedRateLimiter<String>,
+    floods: Mutex<HashMap<(String, u64), Flood>>,
+    strikes: Mutex<HashMap<String, VecDeque<Instant>>>,
+    muted: Mutex<HashMap<String, Instant>>,
+    checks: std::sync::atomic::AtomicU64,
+}
+
+impl RateLimiter {
+    pub fn new(config: RateLimitConfig) -> Self {
+        let minute = Duration::from_secs(60);
+        RateLimiter {
+            messages: DefaultKeyedRateLimiter::keyed(quota(
+                config.messages_per_minute,
+                config.messages_burst,
+                minute,
+            )),
+            typing: DefaultKeyedRateLimiter::keyed(quota(
+                config.typing_per_minute,
+                config.typing_burst,
+                minute,
+            )),
+            threads: DefaultKeyedRateLimiter::keyed(quota(
+                config.new_threads_per_hour,
+                config.new_threads_per_hour,
+                Duration::from_secs(3600),
+            )),
+            connects: DefaultKeyedRateLimiter::keyed(quota(
+                config.connects_per_minute_per_ip,
+                config.connects_burst,
+                minute,
+            )),
+            rest: DefaultKeyedRateLimiter::keyed(quota(
+                config.rest_per_minute,
+                config.rest_burst,
+                minute,
+            )),
+            clock: DefaultClock::default(),
+            floods: Mutex::new(HashMap::new()),
+            strikes: Mutex::new(HashMap::new()),
+            muted: Mutex::new(HashMap::new()),
+            checks: std::sync::atomic::AtomicU64::new(0),
+            config,
+        }
+    }
+
+    /// Forgets idle keys now and then, so memory follows active users.
+    fn housekeeping(&self) {
+        let n = self
+            .checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !n.is_multiple_of(50_000) || n == 0 {
+            return;
+        }
+        for limiter in [&self.messages, &self.typing, &self.threads, &self.rest] {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        self.connects.retain_recent();
+        let now = Instant::now();
+        let window = Duration::from_secs(self.config.duplicate_window_secs);
+        self.floods
+            .lock()
+            .retain(|_, f| now.duration_since(f.since) < window);
+        self.muted.lock().retain(|_, until| *until > now);
+        let strike_window = Duration::from_secs(self.config.strike_window_secs);
+        self.strikes.lock().retain(|_, s| {
+            s.back()
+                .is_some_and(|t| now.duration_since(*t) < strike_window)
+        });
+    }
+
+    fn check(&self, limiter: &DefaultKeyedRateLimiter<String>, key: &str) -> Result<(), Duration> {
+        limiter
+            .check_key(&key.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// A limited attempt counts as a strike; enough strikes mute.
+    fn strike(&self, user_id: &str, wait: Duration) -> Limited {
+        let now = Instant::now();
+        let window = Duration::from_secs(self.config.strike_window_secs);
+        let mut strikes = self.strikes.lock();
+        let list = strikes.entry(user_id.to_owned()).or_default();
+        list.push_back(now);
+        while list
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            list.pop_front();
+        }
+        if list.len() >= self.config.strikes_to_mute {
+            list.clear();
+            let mute = Duration::from_secs(self.config.mute_secs);
+            self.muted.lock().insert(user_id.to_owned(), now + mute);
+            tracing::warn!(user_id, ?mute, "user muted for repeated abuse");
+            return Limited::Muted(mute);
+        }
+        Limited::RateLimited(wait.max(Duration::from_millis(1)))
+    }
+
+    fn muted_for(&self, user_id: &str) -> Option<Duration> {
+        let now = Instant::now();
+        let mut muted = self.muted.lock();
+        match muted.get(user_id) {
+            Some(until) if *until > now => Some(*until - now),
+            Some(_) => {
+                muted.remove(user_id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// A message `user_id` sends into `thread_id`.
+    pub fn check_message(&self, user_id: &str, thread_id: &str, text: &str) -> Result<(), Limited> {
+        self.housekeeping();
+        if let Some(left) = self.muted_for(user_id) {
+            return Err(Limited::Muted(left));
+        }
+        if let Err(wait) = self.check(&self.messages, user_id) {
+            return Err(self.strike(user_id, wait));
+        }
+        // The same text into many threads: spam, whatever the pace.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        text.trim().to_lowercase().hash(&mut hasher);
+        let key = (user_id.to_owned(), hasher.finish());
+        let now = Instant::now();
+        let window = Duration::from_secs(self.config.duplicate_window_secs);
+        let mut floods = self.floods.lock();
+        let flood = floods.entry(key).or_insert_with(|| Flood {
+            since: now,
+            threads: Vec::new(),
+        });
+        if now.duration_since(flood.since) > window {
+            flood.since = now;
+            flood.threads.clear();
+        }
+        if !flood.threads.iter().any(|t| t == thread_id) {
+            if flood.threads.len() >= self.config.duplicate_threads {
+                let wait = window.saturating_sub(now.duration_since(flood.since));
+                drop(floods);
+                return Err(self.strike(user_id, wait));
+            }
+            flood.threads.push(thread_id.to_owned());
+        }
+        Ok(())
+    }
+
+    /// A typing event; limited ones are dropped (typing is never an error).
+    pub fn allow_typing(&self, user_id: &str) -> bool {
+        self.muted_for(user_id).is_none() && self.check(&self.typing, user_id).is_ok()
+    }
+
+    /// A buyer starting a thread that does not exist yet.
+    pub fn check_new_thread(&self, user_id: &str) -> Result<(), Limited> {
+        if let Some(left) = self.muted_for(user_id) {
+            return Err(Limited::Muted(left));
+        }
+        self.check(&self.threads, user_id)
+            .map_err(|wait| self.strike(user_id, wait))
+    }
+
+    /// An MQTT connection attempt from `ip`. Loopback is not limited (a
+    /// local proxy, tests, benchmarks); 0 per minute turns the limit off
+    /// (behind a load balancer that hides client addresses).
+    pub fn allow_connect(&self, ip: IpAddr) -> bool {
+        if ip.is_loopback() || self.config.connects_per_minute_per_ip == 0 {
+            return true;
+        }
+        self.housekeeping();
+        self.connects.check_key(&ip).is_ok()
+    }
+
+    /// A REST request by `caller` (token subject or IP address).
+    pub fn check_rest(&self, caller: &str) -> Result<(), Duration> {
+        self.housekeeping();
+        self.check(&self.rest, caller)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(config: RateLimitConfig) -> RateLimiter {
+        RateLimiter::new(config)
+    }
+
+    #[test]
+    fn a_burst_passes_then_the_sender_waits_and_others_are_unaffected() {
+        let l = limiter(RateLimitConfig {
+            messages_per_minute: 60,
+            messages_burst: 5,
+            ..RateLimitConfig::default()
+        });
+        for i in 0..5 {
+            assert!(l.check_message("spammer", "t1", &format!("m{i}")).is_ok());
+        }
+        match l.check_message("spammer", "t1", "m5") {
+            Err(Limited::RateLimited(wait)) => {
+                assert!(
+                    wait <= Duration::from_secs(1) && wait > Duration::ZERO,
+                    "{wait:?}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(l.check_message("someone-else", "t2", "hello").is_ok());
+    }
+
+    #[test]
+    fn the_same_text_into_many_threads_is_a_flood() {
+        let l = limiter(RateLimitConfig {
+            duplicate_threads: 3,
+            ..RateLimitConfig::default()
+        });
+        for t in ["t1", "t2", "t3"] {
+            assert!(l.check_message("u", t, "Mua ngay giá rẻ!").is_ok());
+        }
+        // Again in a thread already reached: fine (a retry, a repeat).
+        assert!(l.check_message("u", "t1", "mua ngay giá rẻ!").is_ok());
+        assert!(matches!(
+            l.check_message("u", "t4", "Mua ngay giá rẻ!"),
+            Err(Limited::RateLimited(_))
+        ));
+        assert!(l.check_message("u", "t4", "a different text").is_ok());
+    }
+
+    #[test]
+    fn repeated_abuse_mutes_for_a_while() {
+        let l = limiter(RateLimitConfig {
+            messages_burst: 1,
+            messages_per_minute: 1,
+            strikes_to_mute: 3,
+            mute_secs: 300,
+            ..RateLimitConfig::default()
+        });
+        assert!(l.check_message("u", "t", "1").is_ok());
+        assert!(matches!(
+            l.check_message("u", "t", "2"),
+            Err(Limited::RateLimited(_))
+        ));
+        assert!(matches!(
+            l.check_message("u", "t", "3"),
+            Err(Limited::RateLimited(_))
+        ));
+        assert!(matches!(
+            l.check_message("u", "t", "4"),
+            Err(Limited::Muted(_))
+        ));
+        match l.check_message("u", "t", "5") {
+            Err(Limited::Muted(left)) => assert!(left > Duration::from_secs(290)),
+            other => panic!("{other:?}"),
+        }
+        assert!(!l.allow_typing("u"), "muted users do not type either");
+        assert!(l.allow_typing("v"));
+    }
+
+    #[test]
+    fn connection_attempts_are_limited_per_address() {
+        let l = limiter(RateLimitConfig {
+            connects_per_minute_per_ip: 60,
+            connects_burst: 2,
+            ..RateLimitConfig::default()
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(l.allow_connect(a) && l.allow_connect(a));
+        assert!(!l.allow_connect(a));
+        assert!(l.allow_connect(b));
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(
+            (0..100).all(|_| l.allow_connect(local)),
+            "loopback is not limited"
+        );
+    }
+}
