@@ -63,6 +63,12 @@ pub enum Card {
         order_id: String,
         summary: String,
     },
+    /// A notice about the conversation itself (`blocked`, `unblocked`):
+    /// clients show `text`, or their own wording for `code`.
+    Notice {
+        code: String,
+        text: String,
+    },
 }
 
 /// A stored chat message as clients see it.
@@ -144,6 +150,9 @@ pub enum ErrorCode {
     /// Temporarily muted for repeated abuse; `retry_after_ms` says for how
     /// long.
     Muted,
+    /// One participant blocked the other: nothing can be sent in their
+    /// threads until it is lifted.
+    ThreadBlocked,
 }
 
 impl ErrorCode {
@@ -161,6 +170,7 @@ impl ErrorCode {
             ErrorCode::ContentBlocked => "content_blocked",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Muted => "muted",
+            ErrorCode::ThreadBlocked => "thread_blocked",
         }
     }
 }

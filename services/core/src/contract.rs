@@ -11,7 +11,7 @@ use std::sync::Arc;
 use chat_protocol::{Message, MessageType};
 
 use crate::model::{
-    Device, DevicePlatform, InboxCursor, MessageRange, ModerationRecord, NewMessage,
+    AuditEntry, Device, DevicePlatform, InboxCursor, MessageRange, ModerationRecord, NewMessage,
     NotificationAttempt, OpenThread, Order, Product, Thread, ThreadKey, UNREAD_CAP, User,
 };
 use crate::store::{ChatStore, StoreError};
@@ -271,6 +271,41 @@ pub async fn moderation_records_queue_and_resolve(store: &dyn ChatStore) {
     );
     store.set_keyword("flag", &keyword, false).await.unwrap();
     assert!(mine(store.keywords().await.unwrap()).is_empty());
+}
+
+pub async fn blocks_and_the_audit_log(store: &dyn ChatStore) {
+    let ns = namespace("blocks");
+    let (a, b) = (format!("{ns}-a"), format!("{ns}-b"));
+    assert!(store.blockers_between(&a, &b).await.unwrap().is_empty());
+    store.set_block(&a, &b, true).await.unwrap();
+    store.set_block(&a, &b, true).await.unwrap();
+    assert_eq!(store.blockers_between(&b, &a).await.unwrap(), [a.clone()]);
+    store.set_block(&b, &a, true).await.unwrap();
+    assert_eq!(store.blockers_between(&a, &b).await.unwrap().len(), 2);
+    store.set_block(&a, &b, false).await.unwrap();
+    assert_eq!(store.blockers_between(&a, &b).await.unwrap(), [b.clone()]);
+
+    let first = AuditEntry::new(&a, "block", &b, "thread t1");
+    let second = AuditEntry::new(&b, "report", &a, "spam");
+    let third = AuditEntry::new(&a, "unblock", &b, "");
+    for e in [&first, &second, &third] {
+        store.append_audit(e).await.unwrap();
+    }
+    let of_a = store.audit_log(Some(&a), None, 10).await.unwrap();
+    assert_eq!(of_a, [third.clone(), first.clone()], "newest first");
+    let page = store
+        .audit_log(Some(&a), Some(&third.id), 10)
+        .await
+        .unwrap();
+    assert_eq!(page, [first.clone()]);
+    let everyone: Vec<AuditEntry> = store
+        .audit_log(None, None, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.actor.starts_with(&ns))
+        .collect();
+    assert_eq!(everyone, [third, second, first]);
 }
 
 pub async fn notified_marks_only_move_forward(store: &dyn ChatStore) {
@@ -819,6 +854,7 @@ macro_rules! contract_tests {
         $crate::contract_tests!(@one $make, notification_log_lists_newest_first);
         $crate::contract_tests!(@one $make, notified_marks_only_move_forward);
         $crate::contract_tests!(@one $make, moderation_records_queue_and_resolve);
+        $crate::contract_tests!(@one $make, blocks_and_the_audit_log);
         $crate::contract_tests!(@one $make, open_thread_is_idempotent_per_pair_and_per_order);
         $crate::contract_tests!(@one $make, append_is_idempotent_and_counts_unread);
         $crate::contract_tests!(@one $make, sending_marks_the_thread_read_for_the_sender);

@@ -48,6 +48,8 @@ pub fn error_text(code: ErrorCode, lang: Lang) -> &'static str {
             "Bạn tạm thời bị hạn chế gửi tin nhắn vì gửi quá nhiều trong thời gian ngắn."
         }
         (Muted, Lang::En) => "You are temporarily muted for sending too much too fast.",
+        (ThreadBlocked, Lang::Vi) => "Cuộc trò chuyện đã bị chặn, không thể gửi tin nhắn.",
+        (ThreadBlocked, Lang::En) => "This conversation is blocked; messages cannot be sent.",
         (ContentBlocked, Lang::Vi) => "Tin nhắn vi phạm quy định của sàn nên không được gửi.",
         (ContentBlocked, Lang::En) => {
             "This message breaks the marketplace's rules and was not sent."

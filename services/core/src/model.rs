@@ -79,6 +79,38 @@ pub struct Device {
     pub updated_at: i64,
 }
 
+/// One line of the audit log: who did what to what. Append-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Time-ordered (UUIDv7): the log lists newest first by id.
+    pub id: String,
+    pub at: i64,
+    /// A user id, an admin's id, `system`, or `ip:<address>` for refused
+    /// connections without a valid token.
+    pub actor: String,
+    /// `login_refused`, `message_blocked`, `user_muted`, `block`,
+    /// `unblock`, `report`, `moderation_resolved`, `keyword_added`,
+    /// `keyword_removed`.
+    pub action: String,
+    /// What it was done to: a user, thread, record or keyword list.
+    pub target: String,
+    /// Free text (reason, keyword, decision).
+    pub detail: String,
+}
+
+impl AuditEntry {
+    pub fn new(actor: &str, action: &str, target: &str, detail: impl Into<String>) -> Self {
+        AuditEntry {
+            id: crate::new_id(),
+            at: crate::now_millis(),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            detail: detail.into(),
+        }
+    }
+}
+
 /// What moderation did to one message (or a report about one), kept for
 /// support staff with the original text. `masked` records are kept for the
 /// record only; `blocked`, `flagged` and `report` ones wait in the review
@@ -270,6 +302,7 @@ pub fn preview_of(message: &Message) -> MessagePreview {
     let text = match (&message.kind, &message.card) {
         (MessageType::System, Some(Card::Product { title, .. })) => title.clone(),
         (MessageType::System, Some(Card::Order { summary, .. })) => summary.clone(),
+        (MessageType::System, Some(Card::Notice { text, .. })) => text.clone(),
         (MessageType::Image, _) => "[image]".to_owned(),
         _ => message.content.clone(),
     };

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use chat_protocol::Message;
 
 use crate::model::{
-    Device, InboxCursor, MessageRange, ModerationRecord, NewMessage, NotificationAttempt,
-    OpenThread, Order, Product, Thread, ThreadKey, User,
+    AuditEntry, Device, InboxCursor, MessageRange, ModerationRecord, NewMessage,
+    NotificationAttempt, OpenThread, Order, Product, Thread, ThreadKey, User,
 };
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -96,6 +96,22 @@ pub trait ChatStore: Send + Sync + 'static {
         by: &str,
         at: i64,
     ) -> StoreResult<bool>;
+    /// Appends to the audit log.
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// The audit log, newest first, of one actor or of everyone (the last
+    /// 90 days on ScyllaDB), before `before` (an id) when paging.
+    async fn audit_log(
+        &self,
+        actor: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEntry>>;
+
+    /// `blocker` blocks (`on`) or unblocks `blocked`.
+    async fn set_block(&self, blocker: &str, blocked: &str, on: bool) -> StoreResult<()>;
+    /// Which of `a` and `b` blocked the other (none, one or both).
+    async fn blockers_between(&self, a: &str, b: &str) -> StoreResult<Vec<String>>;
+
     /// The admin keyword lists: `(list, keyword)` with list `block`/`flag`.
     async fn keywords(&self) -> StoreResult<Vec<(String, String)>>;
     /// Adds (`present`) or removes a keyword of a list.

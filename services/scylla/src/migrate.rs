@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_moderation.cql",
         cql: include_str!("../../../cql/migrations/0005_moderation.cql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_blocks_and_audit.cql",
+        cql: include_str!("../../../cql/migrations/0006_blocks_and_audit.cql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]

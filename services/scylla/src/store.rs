@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_core::model::{
-    Device, DevicePlatform, InboxCursor, MessageRange, ModerationRecord, NewMessage,
+    AuditEntry, Device, DevicePlatform, InboxCursor, MessageRange, ModerationRecord, NewMessage,
     NotificationAttempt, OpenThread, Order, Product, Thread, ThreadKey, UNREAD_CAP, User,
     preview_of,
 };
@@ -109,6 +109,21 @@ fn moderation_from_columns(c: ModerationColumns) -> ModerationRecord {
         resolved_at: c.12,
         created_at: c.13.unwrap_or_default(),
     }
+}
+
+/// How far back the audit log is listed when no actor is given.
+const AUDIT_LOOKBACK_DAYS: i64 = 90;
+
+/// `YYYY-MM-DD` (UTC): the audit log's partition.
+fn day_bucket(millis: i64) -> String {
+    let month = month_bucket(millis);
+    let days = millis.div_euclid(86_400_000);
+    // Day of month: count back to the first day with the same month.
+    let mut first = days;
+    while month_bucket((first - 1) * 86_400_000) == month {
+        first -= 1;
+    }
+    format!("{month}-{:02}", days - first + 1)
 }
 
 /// How far back the review queue looks for unresolved records.
@@ -231,6 +246,13 @@ pub async fn connect(config: &ScyllaConfig) -> StoreResult<Session> {
 }
 
 struct Statements {
+    add_block: PreparedStatement,
+    remove_block: PreparedStatement,
+    get_block: PreparedStatement,
+    audit_day: PreparedStatement,
+    audit_actor: PreparedStatement,
+    audit_of_day: PreparedStatement,
+    audit_of_actor: PreparedStatement,
     record_moderation: PreparedStatement,
     wait_for_review: PreparedStatement,
     moderation_record: PreparedStatement,
@@ -314,6 +336,13 @@ impl Statements {
             move_inbox,
             log_notification: prepare(format!("INSERT INTO {ks}.notification_log (user_id, id, thread_id, message_id, channel, device, outcome, error, latency_ms, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), true).await?,
             notifications_of: prepare(format!("SELECT id, thread_id, message_id, channel, device, outcome, error, latency_ms, at FROM {ks}.notification_log WHERE user_id = ? LIMIT ?"), true).await?,
+            add_block: prepare(format!("INSERT INTO {ks}.blocks (blocker, blocked) VALUES (?, ?)"), true).await?,
+            remove_block: prepare(format!("DELETE FROM {ks}.blocks WHERE blocker = ? AND blocked = ?"), true).await?,
+            get_block: prepare(format!("SELECT blocker FROM {ks}.blocks WHERE blocker = ? AND blocked = ?"), true).await?,
+            audit_day: prepare(format!("INSERT INTO {ks}.audit_by_day (day, id, at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"), true).await?,
+            audit_actor: prepare(format!("INSERT INTO {ks}.audit_by_actor (actor, id, at, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)"), true).await?,
+            audit_of_day: prepare(format!("SELECT id, at, actor, action, target, detail FROM {ks}.audit_by_day WHERE day = ? AND id < ? LIMIT ?"), true).await?,
+            audit_of_actor: prepare(format!("SELECT id, at, action, target, detail FROM {ks}.audit_by_actor WHERE actor = ? AND id < ? LIMIT ?"), true).await?,
             record_moderation: prepare(format!("INSERT INTO {ks}.moderation_records ({MODERATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), true).await?,
             wait_for_review: prepare(format!("INSERT INTO {ks}.moderation_waiting (bucket, id) VALUES (?, ?)"), true).await?,
             moderation_record: prepare(format!("SELECT {MODERATION_COLUMNS} FROM {ks}.moderation_records WHERE id = ?"), true).await?,
@@ -937,6 +966,108 @@ impl ChatStore for ScyllaStore {
         Ok(())
     }
 
+    async fn append_audit(&self, e: &AuditEntry) -> StoreResult<()> {
+        let s = &self.statements;
+        let day = day_bucket(e.at);
+        self.exec(
+            &s.audit_day,
+            (&day, &e.id, e.at, &e.actor, &e.action, &e.target, &e.detail),
+        )
+        .await?;
+        self.exec(
+            &s.audit_actor,
+            (&e.actor, &e.id, e.at, &e.action, &e.target, &e.detail),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_log(
+        &self,
+        actor: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        type Columns = (
+            String,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let entry = |(id, at, actor, action, target, detail): Columns| AuditEntry {
+            id,
+            at: at.unwrap_or_default(),
+            actor: actor.unwrap_or_default(),
+            action: action.unwrap_or_default(),
+            target: target.unwrap_or_default(),
+            detail: detail.unwrap_or_default(),
+        };
+        let before_id = before.unwrap_or("~");
+        if let Some(actor) = actor {
+            type ActorColumns = (
+                String,
+                Option<i64>,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+            );
+            let rows: Vec<ActorColumns> = self
+                .rows(
+                    &self.statements.audit_of_actor,
+                    (actor, before_id, limit as i32),
+                )
+                .await?;
+            return Ok(rows
+                .into_iter()
+                .map(|(id, at, action, target, detail)| {
+                    entry((id, at, Some(actor.to_owned()), action, target, detail))
+                })
+                .collect());
+        }
+        // Day by day, newest first, from the cursor's day (or today).
+        let start = before
+            .and_then(millis_of_id)
+            .unwrap_or_else(chat_core::now_millis);
+        let mut out = Vec::new();
+        for back in 0..AUDIT_LOOKBACK_DAYS {
+            if out.len() >= limit {
+                break;
+            }
+            let day = day_bucket(start - back * 86_400_000);
+            let rows: Vec<Columns> = self
+                .rows(
+                    &self.statements.audit_of_day,
+                    (&day, before_id, (limit - out.len()) as i32),
+                )
+                .await?;
+            out.extend(rows.into_iter().map(entry));
+        }
+        Ok(out)
+    }
+
+    async fn set_block(&self, blocker: &str, blocked: &str, on: bool) -> StoreResult<()> {
+        let s = &self.statements;
+        let statement = if on { &s.add_block } else { &s.remove_block };
+        self.exec(statement, (blocker, blocked)).await?;
+        Ok(())
+    }
+
+    async fn blockers_between(&self, a: &str, b: &str) -> StoreResult<Vec<String>> {
+        let mut out = Vec::new();
+        for (blocker, blocked) in [(a, b), (b, a)] {
+            let row: Option<(String,)> = self
+                .first(&self.statements.get_block, (blocker, blocked))
+                .await?;
+            if let Some((who,)) = row {
+                out.push(who);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     async fn record_moderation(&self, r: &ModerationRecord) -> StoreResult<()> {
         let s = &self.statements;
         self.exec(
@@ -1543,6 +1674,13 @@ impl ChatStore for ScyllaStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn day_buckets_are_calendar_days() {
+        assert_eq!(day_bucket(1_795_651_200_000), "2026-11-26");
+        assert_eq!(day_bucket(1_795_651_200_000 - 1), "2026-11-25");
+        assert_eq!(day_bucket(0), "1970-01-01");
+    }
 
     #[test]
     fn month_buckets_cover_every_month_once() {

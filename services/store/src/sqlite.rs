@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use chat_core::bus::MessageSent;
 use chat_core::model::{
-    Device, DevicePlatform, InboxCursor, MessageRange, ModerationRecord, NewMessage,
+    AuditEntry, Device, DevicePlatform, InboxCursor, MessageRange, ModerationRecord, NewMessage,
     NotificationAttempt, OpenThread, Order, Product, Side, Thread, ThreadKey, UNREAD_CAP, User,
     preview_of,
 };
@@ -174,6 +174,23 @@ CREATE TABLE moderation_keywords (
     keyword TEXT NOT NULL,
     PRIMARY KEY (list, keyword)
 ) WITHOUT ROWID;
+"#,
+    // Blocks between users, and the audit log.
+    r#"
+CREATE TABLE blocks (
+    blocker TEXT NOT NULL,
+    blocked TEXT NOT NULL,
+    PRIMARY KEY (blocker, blocked)
+) WITHOUT ROWID;
+CREATE TABLE audit_log (
+    id TEXT PRIMARY KEY,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_by_actor ON audit_log (actor, id DESC);
 "#,
 ];
 
@@ -1050,6 +1067,96 @@ impl ChatStore for SqliteStore {
             )
             .and_then(|mut stmt| stmt.execute(params![args[0], args[1], args[2], at]))
             .map(|changed| changed == 1)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, e: &AuditEntry) -> StoreResult<()> {
+        let e = e.clone();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO audit_log (id, at, actor, action, target, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![e.id, e.at, e.actor, e.action, e.target, e.detail])
+            })
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn audit_log(
+        &self,
+        actor: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let actor = actor.map(str::to_owned);
+        // Ids are UUIDv7 text: "~" sorts after every one of them.
+        let before = before.unwrap_or("~").to_owned();
+        self.read(move |c| {
+            let row = |r: &Row<'_>| {
+                Ok(AuditEntry {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    detail: r.get(5)?,
+                })
+            };
+            let columns = "id, at, actor, action, target, detail";
+            match &actor {
+                Some(actor) => c
+                    .prepare_cached(&format!(
+                        "SELECT {columns} FROM audit_log WHERE actor = ?1 AND id < ?2 \
+                         ORDER BY id DESC LIMIT ?3"
+                    ))
+                    .and_then(|mut stmt| {
+                        stmt.query_map(params![actor, before, limit as i64], row)?
+                            .collect()
+                    }),
+                None => c
+                    .prepare_cached(&format!(
+                        "SELECT {columns} FROM audit_log WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
+                    ))
+                    .and_then(|mut stmt| {
+                        stmt.query_map(params![before, limit as i64], row)?
+                            .collect()
+                    }),
+            }
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn set_block(&self, blocker: &str, blocked: &str, on: bool) -> StoreResult<()> {
+        let (blocker, blocked) = (blocker.to_owned(), blocked.to_owned());
+        self.write(move |c| {
+            let sql = if on {
+                "INSERT INTO blocks (blocker, blocked) VALUES (?1, ?2) ON CONFLICT DO NOTHING"
+            } else {
+                "DELETE FROM blocks WHERE blocker = ?1 AND blocked = ?2"
+            };
+            c.prepare_cached(sql)
+                .and_then(|mut stmt| stmt.execute(params![blocker, blocked]))
+                .map(|_| ())
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn blockers_between(&self, a: &str, b: &str) -> StoreResult<Vec<String>> {
+        let (a, b) = (a.to_owned(), b.to_owned());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT blocker FROM blocks WHERE (blocker = ?1 AND blocked = ?2) \
+                 OR (blocker = ?2 AND blocked = ?1) ORDER BY blocker",
+            )
+            .and_then(|mut stmt| stmt.query_map(params![a, b], |r| r.get(0))?.collect())
             .map_err(backend)
         })
         .await
