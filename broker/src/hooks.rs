@@ -121,6 +121,22 @@ impl ChatHooks {
             Ok(claims) => claims,
             Err(e) => {
                 tracing::info!(client_id, ?addr, reason = %e, "connect refused: bad token");
+                let service = self.service.clone();
+                let actor = match addr {
+                    Some(addr) => format!("ip:{}", addr.ip()),
+                    None => "ip:unknown".to_owned(),
+                };
+                let detail = format!("client id {client_id}: {e}");
+                tokio::spawn(async move {
+                    service
+                        .audit(chat_core::model::AuditEntry::new(
+                            &actor,
+                            "login_refused",
+                            "mqtt",
+                            detail,
+                        ))
+                        .await;
+                });
                 return AuthResult::BadUsernameOrPassword;
             }
         };

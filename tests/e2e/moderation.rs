@@ -231,6 +231,27 @@ async fn contact_details_are_masked_keywords_block_or_flag_and_admins_review() {
         .await;
     assert_eq!(status, 403);
 
+    // Admin changes are in the audit log, newest first; the blocked
+    // message too.
+    let (_, log) = server
+        .request("GET", "/admin/audit?actor=mod-admin", &admin, None)
+        .await;
+    let actions: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["moderation_resolved", "keyword_added", "keyword_added"]
+    );
+    let (_, log) = server
+        .request("GET", "/admin/audit?actor=system", &admin, None)
+        .await;
+    assert_eq!(log["entries"][0]["action"], "message_blocked");
+    assert_eq!(log["entries"][0]["target"], "mb");
+
     // Nothing else reached the seller.
     let rest: Vec<_> = seller
         .drain(Duration::from_millis(500))
@@ -239,4 +260,203 @@ async fn contact_details_are_masked_keywords_block_or_flag_and_admins_review() {
         .filter(|(_, e)| matches!(e, ServerEvent::MessageNew { message } if message.from == "mb"))
         .collect();
     assert!(rest.is_empty(), "{rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_stops_both_sides_reports_queue_and_the_audit_log_records_it() {
+    let server = Server::start(CHATD).await;
+    let thread = server.thread_between("bb", "bs").await;
+    let admin = server.token("audit-admin", "admin");
+    let (buyer_token, seller_token) = (server.token("bb", "buyer"), server.token("bs", "seller"));
+    let mut buyer = Client::connect(&server, "bb", "buyer", Via::Tcp).await;
+    assert!(buyer.subscribe(&topics::user("bb")).await);
+    assert!(buyer.subscribe(&topics::thread(&thread)).await);
+    let mut seller = Client::connect(&server, "bs", "seller", Via::Tcp).await;
+    assert!(seller.subscribe(&topics::user("bs")).await);
+    assert!(seller.subscribe(&topics::thread(&thread)).await);
+
+    let scam = send(
+        &mut seller,
+        &thread,
+        "s1",
+        "Chuyển cọc trước 500k shop mới gửi hàng",
+    )
+    .await
+    .unwrap();
+
+    // The buyer reports the message, then blocks the seller.
+    let (status, body) = server
+        .request(
+            "POST",
+            &format!("/chat/threads/{thread}/reports"),
+            &buyer_token,
+            Some(json!({"messageId": scam, "reason": "scam"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let report_id = body["id"].as_str().unwrap().to_owned();
+    let (status, _) = server
+        .request(
+            "POST",
+            &format!("/chat/threads/{thread}/reports"),
+            &buyer_token,
+            Some(json!({"reason": "because"})),
+        )
+        .await;
+    assert_eq!(status, 400, "unknown reason");
+    let (status, _) = server
+        .request(
+            "POST",
+            &format!("/chat/threads/{thread}/reports"),
+            &server.token("stranger", "buyer"),
+            Some(json!({"reason": "spam"})),
+        )
+        .await;
+    assert_eq!(status, 404, "strangers cannot see the thread");
+
+    let (status, body) = server
+        .request(
+            "POST",
+            &format!("/chat/threads/{thread}/block"),
+            &buyer_token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    // Both sides see the notice in the thread.
+    for client in [&mut buyer, &mut seller] {
+        let card = client
+            .expect("the block notice", |_, e| match e {
+                ServerEvent::MessageNew { message } if message.card.is_some() => {
+                    message.card.clone()
+                }
+                _ => None,
+            })
+            .await;
+        match card {
+            chat_protocol::Card::Notice { code, text } => {
+                assert_eq!(code, "blocked");
+                assert!(text.starts_with("Cuộc trò chuyện đã bị chặn"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Nobody can send any more, in either direction.
+    assert_eq!(
+        send(&mut seller, &thread, "s2", "Sao bạn chặn mình?").await,
+        Err(ErrorCode::ThreadBlocked)
+    );
+    assert_eq!(
+        send(&mut buyer, &thread, "b1", "...").await,
+        Err(ErrorCode::ThreadBlocked)
+    );
+    // Only a participant can lift it; then messages flow again.
+    let (status, _) = server
+        .request(
+            "DELETE",
+            &format!("/chat/threads/{thread}/block"),
+            &server.token("stranger", "buyer"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = server
+        .request(
+            "DELETE",
+            &format!("/chat/threads/{thread}/block"),
+            &buyer_token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    send(&mut seller, &thread, "s3", "Cảm ơn bạn")
+        .await
+        .unwrap();
+
+    // The report waits for review with the reported message.
+    let (_, queue) = server
+        .request("GET", "/admin/moderation/queue", &admin, None)
+        .await;
+    let report = queue["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == report_id.as_str())
+        .unwrap_or_else(|| panic!("report not queued: {queue}"))
+        .clone();
+    assert_eq!(report["kind"], "report");
+    assert_eq!(report["userId"], "bs");
+    assert_eq!(report["reportedBy"], "bb");
+    assert_eq!(report["categories"], json!(["scam"]));
+    assert_eq!(
+        report["original"],
+        "Chuyển cọc trước 500k shop mới gửi hàng"
+    );
+    let (status, _) = server
+        .request(
+            "POST",
+            &format!("/admin/moderation/records/{report_id}/resolve"),
+            &admin,
+            Some(json!({"resolution": "seller warned"})),
+        )
+        .await;
+    assert_eq!(status, 204);
+
+    // A connection with a forged token is refused and audited.
+    let forged = Client::try_connect(
+        chat_e2e::options(&server, "bb:forged", "bb", "not.a.jwt", Via::Tcp),
+        "bb",
+    )
+    .await;
+    assert!(matches!(forged, chat_e2e::Connect::Refused(_)));
+
+    // The audit log has all of it, for admins only.
+    let (status, _) = server
+        .request("GET", "/admin/audit", &seller_token, None)
+        .await;
+    assert_eq!(status, 403);
+    let actions = |log: &serde_json::Value| -> Vec<(String, String)> {
+        log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["action"].as_str().unwrap().to_owned(),
+                    e["target"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let (_, log) = server
+        .request("GET", "/admin/audit?actor=bb", &admin, None)
+        .await;
+    assert_eq!(
+        actions(&log),
+        [
+            ("unblock".to_owned(), "bs".to_owned()),
+            ("block".to_owned(), "bs".to_owned()),
+            ("report".to_owned(), "bs".to_owned())
+        ],
+        "newest first"
+    );
+    let (_, log) = server
+        .request("GET", "/admin/audit?actor=audit-admin", &admin, None)
+        .await;
+    assert_eq!(
+        actions(&log),
+        [("moderation_resolved".to_owned(), report_id.clone())]
+    );
+    let mut refused = Vec::new();
+    for _ in 0..50 {
+        let (_, log) = server
+            .request("GET", "/admin/audit?actor=ip:127.0.0.1", &admin, None)
+            .await;
+        refused = actions(&log);
+        if !refused.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(refused, [("login_refused".to_owned(), "mqtt".to_owned())]);
 }

@@ -107,6 +107,8 @@ pub struct RateLimiter {
     floods: Mutex<HashMap<(String, u64), Flood>>,
     strikes: Mutex<HashMap<String, VecDeque<Instant>>>,
     muted: Mutex<HashMap<String, Instant>>,
+    /// Users muted since the last `take_new_mutes` (for the audit log).
+    newly_muted: Mutex<Vec<String>>,
     checks: std::sync::atomic::AtomicU64,
 }
 
@@ -143,6 +145,7 @@ impl RateLimiter {
             floods: Mutex::new(HashMap::new()),
             strikes: Mutex::new(HashMap::new()),
             muted: Mutex::new(HashMap::new()),
+            newly_muted: Mutex::new(Vec::new()),
             checks: std::sync::atomic::AtomicU64::new(0),
             config,
         }
@@ -197,6 +200,7 @@ impl RateLimiter {
             list.clear();
             let mute = Duration::from_secs(self.config.mute_secs);
             self.muted.lock().insert(user_id.to_owned(), now + mute);
+            self.newly_muted.lock().push(user_id.to_owned());
             tracing::warn!(user_id, ?mute, "user muted for repeated abuse");
             return Limited::Muted(mute);
         }
@@ -249,6 +253,11 @@ impl RateLimiter {
             flood.threads.push(thread_id.to_owned());
         }
         Ok(())
+    }
+
+    /// Users muted since the last call.
+    pub fn take_new_mutes(&self) -> Vec<String> {
+        std::mem::take(&mut *self.newly_muted.lock())
     }
 
     /// A typing event; limited ones are dropped (typing is never an error).

@@ -20,7 +20,9 @@ use crate::auth::{Claims, Role};
 use crate::bus::{DomainEvent, EventBus, MessageSent};
 use crate::i18n::{Lang, error_text};
 use crate::membership::MembershipCache;
-use crate::model::{NewMessage, OpenThread, Thread, ThreadKey};
+use crate::model::{
+    AuditEntry, MessageRange, ModerationRecord, NewMessage, OpenThread, Thread, ThreadKey,
+};
 use crate::moderation::{Moderation, ModerationConfig};
 use crate::notify::{Job, JobSink};
 use crate::outbound::{Outbound, Qos};
@@ -133,7 +135,31 @@ pub struct ChatService {
     jobs: Option<Arc<dyn JobSink>>,
     moderation: Arc<Moderation>,
     limiter: Arc<RateLimiter>,
+    /// Whether a pair of users is blocked, cached briefly: every send asks.
+    blocks: Mutex<HashMap<(String, String), (bool, Instant)>>,
 }
+
+/// How long a cached block state is trusted (a change made through this
+/// node applies at once; through another, within this).
+const BLOCK_CACHE_TTL: Duration = Duration::from_secs(10);
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    if a <= b {
+        (a.to_owned(), b.to_owned())
+    } else {
+        (b.to_owned(), a.to_owned())
+    }
+}
+
+/// Why a user reports a thread or a message.
+pub const REPORT_REASONS: &[&str] = &[
+    "spam",
+    "scam",
+    "abuse",
+    "off_platform",
+    "prohibited_item",
+    "other",
+];
 
 impl ChatService {
     pub fn new(
@@ -152,6 +178,7 @@ impl ChatService {
             presence: Arc::new(LocalPresence::new()),
             jobs: None,
             limiter: Arc::new(RateLimiter::new(RateLimitConfig::default())),
+            blocks: Mutex::new(HashMap::new()),
             moderation: Arc::new(Moderation::without_keywords(
                 ModerationConfig::default(),
                 store.clone(),
@@ -349,7 +376,22 @@ impl ChatService {
         }
         if let Err(limited) = self.limiter.check_message(user_id, thread_id, &content) {
             tracing::info!(user_id, thread_id, ?limited, "send limited");
+            for muted in self.limiter.take_new_mutes() {
+                self.audit(AuditEntry::new(
+                    "system",
+                    "user_muted",
+                    &muted,
+                    "repeated rate-limit hits",
+                ))
+                .await;
+            }
             return Err(ServiceError::Limited(limited));
+        }
+        if self.blocked_thread(thread_id).await? {
+            return Err(ServiceError::invalid(
+                ErrorCode::ThreadBlocked,
+                "the conversation is blocked",
+            ));
         }
         // Before storage and delivery: what the other side may see.
         let outcome = self.moderation.check(thread_id, user_id, &content).await?;
@@ -358,6 +400,13 @@ impl ChatService {
                 Moderation::record_of(&outcome, thread_id, user_id, &content, None)
             {
                 self.store.record_moderation(&record).await?;
+                self.audit(AuditEntry::new(
+                    "system",
+                    "message_blocked",
+                    user_id,
+                    format!("thread {thread_id}, record {}", record.id),
+                ))
+                .await;
             }
             tracing::info!(
                 user_id,
@@ -684,6 +733,157 @@ impl ChatService {
             thread = appended.thread;
         }
         Ok(thread)
+    }
+
+    /// Appends to the audit log; a failure is logged, never the caller's.
+    pub async fn audit(&self, entry: AuditEntry) {
+        tracing::info!(
+            actor = entry.actor,
+            action = entry.action,
+            target = entry.target,
+            detail = entry.detail,
+            "audit"
+        );
+        if let Err(e) = self.store.append_audit(&entry).await {
+            tracing::warn!(error = %e, "audit entry not written");
+        }
+    }
+
+    /// Whether either participant of the thread blocked the other.
+    async fn blocked_thread(&self, thread_id: &str) -> Result<bool, ServiceError> {
+        let Some(p) = self.membership.participants(thread_id).await? else {
+            return Ok(false);
+        };
+        let key = pair(&p.buyer_id, &p.seller_id);
+        if let Some((blocked, at)) = self.blocks.lock().get(&key)
+            && at.elapsed() < BLOCK_CACHE_TTL
+        {
+            return Ok(*blocked);
+        }
+        let blocked = !self
+            .store
+            .blockers_between(&p.buyer_id, &p.seller_id)
+            .await?
+            .is_empty();
+        let mut cache = self.blocks.lock();
+        if cache.len() > 100_000 {
+            cache.retain(|_, (_, at)| at.elapsed() < BLOCK_CACHE_TTL);
+        }
+        cache.insert(key, (blocked, Instant::now()));
+        Ok(blocked)
+    }
+
+    /// The caller blocks (`on`) or unblocks the other participant of a
+    /// thread. While either blocks the other nothing can be sent in their
+    /// threads; both see a notice in this one.
+    pub async fn set_block(
+        &self,
+        caller: &Claims,
+        thread_id: &str,
+        on: bool,
+    ) -> Result<(), ServiceError> {
+        let thread = self.readable_thread(caller, thread_id).await?;
+        if !thread.is_participant(&caller.sub) {
+            return Err(ServiceError::Forbidden);
+        }
+        let other = thread.other_participant(&caller.sub).to_owned();
+        self.store.set_block(&caller.sub, &other, on).await?;
+        self.blocks.lock().remove(&pair(&caller.sub, &other));
+        let (code, text) = if on {
+            (
+                "blocked",
+                "Cuộc trò chuyện đã bị chặn: không thể gửi tin nhắn cho đến khi bỏ chặn.",
+            )
+        } else {
+            ("unblocked", "Đã bỏ chặn: có thể nhắn tin lại.")
+        };
+        let (id, created_at) = crate::new_timed_id();
+        let notice = NewMessage {
+            id,
+            thread_id: thread_id.to_owned(),
+            from: String::new(),
+            kind: MessageType::System,
+            content: text.to_owned(),
+            card: Some(Card::Notice {
+                code: code.to_owned(),
+                text: text.to_owned(),
+            }),
+            client_msg_id: None,
+            created_at,
+            sets_product: None,
+        };
+        let appended = self.store.append_message(&notice).await?;
+        self.deliver_stored(&appended).await;
+        self.audit(AuditEntry::new(
+            &caller.sub,
+            if on { "block" } else { "unblock" },
+            &other,
+            format!("thread {thread_id}"),
+        ))
+        .await;
+        Ok(())
+    }
+
+    /// The caller reports the thread, or one message of it, to the
+    /// moderation queue. Returns the record's id.
+    pub async fn report(
+        &self,
+        caller: &Claims,
+        thread_id: &str,
+        message_id: Option<&str>,
+        reason: &str,
+    ) -> Result<String, ServiceError> {
+        if !REPORT_REASONS.contains(&reason) {
+            return Err(ServiceError::invalid(
+                ErrorCode::InvalidField,
+                "reason: spam, scam, abuse, off_platform, prohibited_item or other",
+            ));
+        }
+        let thread = self.readable_thread(caller, thread_id).await?;
+        if !thread.is_participant(&caller.sub) {
+            return Err(ServiceError::Forbidden);
+        }
+        let reported = thread.other_participant(&caller.sub).to_owned();
+        let original = match message_id {
+            Some(id) => {
+                // Reports are about recent messages; look among the latest.
+                let recent = self
+                    .store
+                    .messages(thread_id, &MessageRange::default(), 200)
+                    .await?;
+                let message = recent
+                    .into_iter()
+                    .find(|m| m.id == id)
+                    .ok_or(ServiceError::NotFound("message"))?;
+                message.content
+            }
+            None => String::new(),
+        };
+        let record = ModerationRecord {
+            id: crate::new_id(),
+            thread_id: thread_id.to_owned(),
+            user_id: reported.clone(),
+            message_id: message_id.map(str::to_owned),
+            kind: "report".into(),
+            categories: vec![reason.to_owned()],
+            original,
+            keywords: Vec::new(),
+            reported_by: Some(caller.sub.clone()),
+            needs_review: true,
+            resolution: None,
+            resolved_by: None,
+            resolved_at: None,
+            created_at: crate::now_millis(),
+        };
+        self.store.record_moderation(&record).await?;
+        self.audit(AuditEntry::new(
+            &caller.sub,
+            "report",
+            &reported,
+            format!("{reason}: thread {thread_id}, record {}", record.id),
+        ))
+        .await;
+        Ok(record.id)
     }
 
     /// A thread the caller may read: a participant, or an admin.

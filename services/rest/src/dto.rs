@@ -149,6 +149,11 @@ pub enum CardView {
         order_id: String,
         summary: String,
     },
+    /// About the conversation itself: `blocked`, `unblocked`.
+    Notice {
+        code: String,
+        text: String,
+    },
 }
 
 impl From<Card> for CardView {
@@ -168,6 +173,7 @@ impl From<Card> for CardView {
                 image_url,
             },
             Card::Order { order_id, summary } => CardView::Order { order_id, summary },
+            Card::Notice { code, text } => CardView::Notice { code, text },
         }
     }
 }

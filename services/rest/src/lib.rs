@@ -39,7 +39,8 @@ pub struct AppState {
         healthz, list_threads, open_thread, list_messages, mark_read,
         put_user, put_product, put_order, put_device, list_devices, delete_device,
         notification_log, moderation::preview, moderation::queue, moderation::record,
-        moderation::resolve, moderation::keywords, moderation::change_keyword
+        moderation::resolve, moderation::keywords, moderation::change_keyword,
+        moderation::block, moderation::unblock, moderation::report, moderation::audit
     ),
     components(schemas(
         ThreadView, ThreadPage, MessageView, MessagePage, OpenThreadRequest, MarkReadRequest,
@@ -47,7 +48,8 @@ pub struct AppState {
         DeviceBody, DeviceView, DeviceList, NotificationView, NotificationLog,
         moderation::PreviewRequest, moderation::FindingView, moderation::ModerationPreview,
         moderation::RecordView, moderation::QueuePage, moderation::ResolveRequest,
-        moderation::KeywordLists, moderation::KeywordChange
+        moderation::KeywordLists, moderation::KeywordChange, moderation::ReportRequest,
+        moderation::ReportCreated, moderation::AuditView, moderation::AuditPage
     )),
     modifiers(&BearerAuth)
 )]
@@ -84,6 +86,12 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(delete_device),
         )
         .route("/admin/notifications", get(notification_log))
+        .route(
+            "/chat/threads/{id}/block",
+            post(moderation::block).delete(moderation::unblock),
+        )
+        .route("/chat/threads/{id}/reports", post(moderation::report))
+        .route("/admin/audit", get(moderation::audit))
         .route("/admin/moderation/preview", post(moderation::preview))
         .route("/admin/moderation/queue", get(moderation::queue))
         .route("/admin/moderation/records/{id}", get(moderation::record))

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chat_core::auth::Role;
-use chat_core::model::ModerationRecord;
+use chat_core::model::{AuditEntry, ModerationRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -228,12 +228,15 @@ pub async fn resolve(
         .await
         .map_err(|e| unavailable(&caller, e))?;
     if resolved {
-        tracing::info!(
-            record = id,
-            by = caller.claims.sub,
-            resolution,
-            "moderation resolved"
-        );
+        state
+            .service
+            .audit(AuditEntry::new(
+                &caller.claims.sub,
+                "moderation_resolved",
+                &id,
+                resolution,
+            ))
+            .await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         // Unknown, or not waiting for review (already resolved).
@@ -319,12 +322,153 @@ pub async fn change_keyword(
         .reload()
         .await
         .map_err(|e| unavailable(&caller, e))?;
-    tracing::info!(
-        by = caller.claims.sub,
-        list = body.list,
-        keyword,
-        present = body.present,
-        "keyword list changed"
-    );
+    state
+        .service
+        .audit(AuditEntry::new(
+            &caller.claims.sub,
+            if body.present {
+                "keyword_added"
+            } else {
+                "keyword_removed"
+            },
+            &format!("keywords/{}", body.list),
+            keyword,
+        ))
+        .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    post, path = "/chat/threads/{id}/block", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = crate::dto::ErrorEnvelope)),
+    security(("bearer" = []))
+)]
+pub async fn block(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .service
+        .set_block(&caller.claims, &id, true)
+        .await
+        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    delete, path = "/chat/threads/{id}/block", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = crate::dto::ErrorEnvelope)),
+    security(("bearer" = []))
+)]
+pub async fn unblock(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .service
+        .set_block(&caller.claims, &id, false)
+        .await
+        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportRequest {
+    /// The message reported; the whole thread when absent.
+    pub message_id: Option<String>,
+    /// `spam`, `scam`, `abuse`, `off_platform`, `prohibited_item`, `other`.
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReportCreated {
+    pub id: String,
+}
+
+#[utoipa::path(
+    post, path = "/chat/threads/{id}/reports", params(("id" = String, Path)),
+    request_body = ReportRequest,
+    responses((status = 201, body = ReportCreated), (status = 400, body = crate::dto::ErrorEnvelope)),
+    security(("bearer" = []))
+)]
+pub async fn report(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ReportRequest>,
+) -> Result<(StatusCode, Json<ReportCreated>), ApiError> {
+    let record = state
+        .service
+        .report(
+            &caller.claims,
+            &id,
+            body.message_id.as_deref(),
+            &body.reason,
+        )
+        .await
+        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+    Ok((StatusCode::CREATED, Json(ReportCreated { id: record })))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditView {
+    pub id: String,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    /// Newest first; page on with `before` = the last id.
+    pub entries: Vec<AuditView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AuditQuery {
+    pub actor: Option<String>,
+    pub before: Option<String>,
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(
+    get, path = "/admin/audit", params(AuditQuery),
+    responses((status = 200, body = AuditPage), (status = 403, body = crate::dto::ErrorEnvelope)),
+    security(("bearer" = []))
+)]
+pub async fn audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    admin(&caller)?;
+    let entries = state
+        .service
+        .store()
+        .audit_log(
+            query.actor.as_deref(),
+            query.before.as_deref(),
+            page_size(query.limit),
+        )
+        .await
+        .map_err(|e| unavailable(&caller, e))?;
+    Ok(Json(AuditPage {
+        entries: entries
+            .into_iter()
+            .map(|e| AuditView {
+                id: e.id,
+                at: e.at,
+                actor: e.actor,
+                action: e.action,
+                target: e.target,
+                detail: e.detail,
+            })
+            .collect(),
+    }))
 }
