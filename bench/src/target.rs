@@ -146,6 +146,11 @@ impl Target {
                 // of the way (moderation stays on).
                 .env("CHAT_RATE_LIMITS__MESSAGES_PER_MINUTE", "100000000")
                 .env("CHAT_RATE_LIMITS__MESSAGES_BURST", "10000000")
+                .env(
+                    "CHAT_RATE_LIMITS__CONNECTION_MESSAGES_PER_MINUTE",
+                    "100000000",
+                )
+                .env("CHAT_RATE_LIMITS__CONNECTION_MESSAGES_BURST", "10000000")
                 .env("CHAT_RATE_LIMITS__DUPLICATE_THREADS", "100000000")
                 .env("CHAT_RATE_LIMITS__NEW_THREADS_PER_HOUR", "100000000")
                 .env("CHAT_RATE_LIMITS__REST_PER_MINUTE", "100000000")

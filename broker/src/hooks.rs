@@ -298,6 +298,33 @@ impl Handler for ChatHooks {
                     };
                     return (false, Some(HookResult::PublishAclResult(result)));
                 }
+                if matches!(topics::parse(&topic), Topic::ThreadInbound(_))
+                    && let Err(limited) = self
+                        .service
+                        .rate_limiter()
+                        .check_connection(&user_id, &session.id.client_id)
+                {
+                    let code = match limited {
+                        chat_core::ratelimit::Limited::RateLimited(_) => ErrorCode::RateLimited,
+                        chat_core::ratelimit::Limited::Muted(_) => ErrorCode::Muted,
+                    };
+                    tracing::info!(user_id, client_id = %session.id.client_id, ?limited, "publish limited");
+                    self.service
+                        .send_error_retry(
+                            &user_id,
+                            code,
+                            Some(topic),
+                            None,
+                            Some(limited.retry_after().as_millis() as u64),
+                        )
+                        .await;
+                    return (
+                        false,
+                        Some(HookResult::PublishAclResult(PublishAclResult::rejected(
+                            false, None,
+                        ))),
+                    );
+                }
                 let verdict = match topics::parse(&topic) {
                     Topic::ThreadInbound(thread_id) => {
                         match self.is_member(thread_id, &user_id).await {

@@ -170,3 +170,61 @@ async fn floods_are_limited_then_muted_and_others_are_unaffected() {
         .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_runaway_device_is_limited_not_the_users_other_devices() {
+    let server = Server::start_with(
+        CHATD,
+        &[
+            ("CHAT_RATE_LIMITS__CONNECTION_MESSAGES_PER_MINUTE", "60"),
+            ("CHAT_RATE_LIMITS__CONNECTION_MESSAGES_BURST", "3"),
+            ("CHAT_RATE_LIMITS__MESSAGES_BURST", "10"),
+        ],
+    )
+    .await;
+    let thread = server.thread_between("twodev", "dseller").await;
+    let token = server.token("twodev", "buyer");
+    let connect = |device: &str| {
+        chat_e2e::options(
+            &server,
+            &format!("twodev:{device}"),
+            "twodev",
+            &token,
+            Via::Tcp,
+        )
+    };
+    let mut phone = match Client::try_connect(connect("phone"), "twodev").await {
+        chat_e2e::Connect::Accepted(c) => c,
+        chat_e2e::Connect::Refused(why) => panic!("{why}"),
+    };
+    assert!(phone.subscribe(&topics::user("twodev")).await);
+    for i in 0..3 {
+        send(&mut phone, &thread, &format!("p{i}"), "tin")
+            .await
+            .unwrap();
+    }
+    phone
+        .publish(&topics::thread_inbound(&thread), send_message("p3", "tin"))
+        .await;
+    let retry = phone
+        .expect("the error event", |_, e| match e {
+            ServerEvent::Error { error, topic, .. } => {
+                assert_eq!(error.code, ErrorCode::RateLimited);
+                assert_eq!(
+                    topic.as_deref(),
+                    Some(topics::thread_inbound(&thread).as_str())
+                );
+                error.retry_after_ms
+            }
+            _ => None,
+        })
+        .await;
+    assert!((1..=1000).contains(&retry), "{retry}");
+    // The same user's laptop is a connection of its own.
+    let mut laptop = match Client::try_connect(connect("laptop"), "twodev").await {
+        chat_e2e::Connect::Accepted(c) => c,
+        chat_e2e::Connect::Refused(why) => panic!("{why}"),
+    };
+    assert!(laptop.subscribe(&topics::user("twodev")).await);
+    send(&mut laptop, &thread, "l0", "từ laptop").await.unwrap();
+}

@@ -21,9 +21,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RateLimitConfig {
-    /// Messages per user: sustained rate and burst.
+    /// Messages per user (all devices): sustained rate and burst.
     pub messages_per_minute: u32,
     pub messages_burst: u32,
+    /// Messages per MQTT connection (one device).
+    pub connection_messages_per_minute: u32,
+    pub connection_messages_burst: u32,
     /// Typing events per user (each is also throttled per thread).
     pub typing_per_minute: u32,
     pub typing_burst: u32,
@@ -48,8 +51,10 @@ pub struct RateLimitConfig {
 impl Default for RateLimitConfig {
     fn default() -> Self {
         RateLimitConfig {
-            messages_per_minute: 60,
-            messages_burst: 20,
+            messages_per_minute: 120,
+            messages_burst: 30,
+            connection_messages_per_minute: 60,
+            connection_messages_burst: 20,
             typing_per_minute: 120,
             typing_burst: 20,
             new_threads_per_hour: 30,
@@ -100,6 +105,7 @@ pub struct RateLimiter {
     config: RateLimitConfig,
     clock: DefaultClock,
     messages: DefaultKeyedRateLimiter<String>,
+    connections: DefaultKeyedRateLimiter<String>,
     typing: DefaultKeyedRateLimiter<String>,
     threads: DefaultKeyedRateLimiter<String>,
     connects: DefaultKeyedRateLimiter<IpAddr>,
@@ -119,6 +125,11 @@ impl RateLimiter {
             messages: DefaultKeyedRateLimiter::keyed(quota(
                 config.messages_per_minute,
                 config.messages_burst,
+                minute,
+            )),
+            connections: DefaultKeyedRateLimiter::keyed(quota(
+                config.connection_messages_per_minute,
+                config.connection_messages_burst,
                 minute,
             )),
             typing: DefaultKeyedRateLimiter::keyed(quota(
@@ -159,7 +170,13 @@ impl RateLimiter {
         if !n.is_multiple_of(50_000) || n == 0 {
             return;
         }
-        for limiter in [&self.messages, &self.typing, &self.threads, &self.rest] {
+        for limiter in [
+            &self.messages,
+            &self.connections,
+            &self.typing,
+            &self.threads,
+            &self.rest,
+        ] {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -255,6 +272,13 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// A publish into a thread on connection `client_id` of `user_id`.
+    /// (A mute is the send path's business: its refusal is the ack.)
+    pub fn check_connection(&self, user_id: &str, client_id: &str) -> Result<(), Limited> {
+        self.check(&self.connections, client_id)
+            .map_err(|wait| self.strike(user_id, wait))
+    }
+
     /// Users muted since the last call.
     pub fn take_new_mutes(&self) -> Vec<String> {
         std::mem::take(&mut *self.newly_muted.lock())
@@ -320,6 +344,24 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(l.check_message("someone-else", "t2", "hello").is_ok());
+    }
+
+    #[test]
+    fn one_connection_is_limited_before_the_user() {
+        let l = limiter(RateLimitConfig {
+            connection_messages_burst: 2,
+            ..RateLimitConfig::default()
+        });
+        assert!(l.check_connection("u", "u:phone").is_ok());
+        assert!(l.check_connection("u", "u:phone").is_ok());
+        assert!(matches!(
+            l.check_connection("u", "u:phone"),
+            Err(Limited::RateLimited(_))
+        ));
+        assert!(
+            l.check_connection("u", "u:web").is_ok(),
+            "another device of the same user"
+        );
     }
 
     #[test]

@@ -314,12 +314,25 @@ impl ChatService {
         topic: Option<String>,
         reference: Option<String>,
     ) {
+        self.send_error_retry(user_id, code, topic, reference, None)
+            .await
+    }
+
+    /// [`ChatService::send_error`] with when to try again.
+    pub async fn send_error_retry(
+        &self,
+        user_id: &str,
+        code: ErrorCode,
+        topic: Option<String>,
+        reference: Option<String>,
+        retry_after_ms: Option<u64>,
+    ) {
         let lang = self.lang_of(user_id).await;
         let event = ServerEvent::Error {
             error: ErrorBody {
                 code,
                 message: error_text(code, lang).to_owned(),
-                retry_after_ms: None,
+                retry_after_ms,
             },
             topic,
             reference,
