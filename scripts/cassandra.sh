@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # A real single-node Apache Cassandra 5.0.x for tests, without Docker:
 # the jars come from Maven Central (cassandra-all + deps), run on JDK 17.
-#   scripts/cassandra.sh start|stop|kill9|status
+#   scripts/cassandra.sh start|stop|kill9|status|reset
+# `reset` (only while stopped) empties the data directory: every test run
+# creates keyspaces, and a data directory kept across runs grows until the
+# small test heap runs out.
 # Env: CASSANDRA_PORT (native CQL, 9042), CASSANDRA_STORAGE_PORT (7000),
-#      CASSANDRA_HOME (~/.cache/chat-cassandra), CASSANDRA_HEAP (512m),
+#      CASSANDRA_HOME (~/.cache/chat-cassandra), CASSANDRA_HEAP (768m),
 #      CASSANDRA_START_TIMEOUT (seconds, 180), CASSANDRA_JAVA (a JDK 17 java),
 #      CASSANDRA_JIT (fast-start: C1 only, for tests; full: C2 too, for
 #      benchmarks, where C1-only code costs throughput).
@@ -14,7 +17,7 @@ set -euo pipefail
 PORT="${CASSANDRA_PORT:-9042}"
 STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-7000}"
 CHOME="${CASSANDRA_HOME:-$HOME/.cache/chat-cassandra}"
-HEAP="${CASSANDRA_HEAP:-512m}"
+HEAP="${CASSANDRA_HEAP:-768m}"
 TIMEOUT="${CASSANDRA_START_TIMEOUT:-180}"
 VERSIONS=(5.0.8 5.0.7 5.0.6 5.0.5 5.0.4 5.0.3 5.0.2)  # newest first
 JAVA="${CASSANDRA_JAVA:-}"
@@ -230,8 +233,17 @@ kill9() {
   rm -f "$PIDFILE"; echo "cassandra: killed pid $pid (SIGKILL)"
 }
 
+reset() {
+  if cql_ping || live_pid >/dev/null; then
+    echo "cassandra: running; stop it before a reset" >&2
+    exit 1
+  fi
+  rm -rf "${CHOME:?}/data"
+  echo "cassandra: data directory emptied"
+}
+
 case "${1:-}" in
-  start|stop|kill9) "$1" ;;
+  start|stop|kill9|reset) "$1" ;;
   status) if cql_ping; then echo "cassandra: up on 127.0.0.1:$PORT"; else echo "cassandra: down"; exit 1; fi ;;
-  *) echo "usage: $0 start|stop|kill9|status" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|kill9|status|reset" >&2; exit 2 ;;
 esac

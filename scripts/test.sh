@@ -25,6 +25,8 @@ fi
 # start it themselves, one at a time), stopped at the end if we started it.
 if ! scripts/cassandra.sh status >/dev/null 2>&1; then
   trap 'scripts/cassandra.sh stop' EXIT
+  # Started by us: from an empty data directory (test keyspaces pile up).
+  scripts/cassandra.sh reset
 fi
 scripts/cassandra.sh start
 
