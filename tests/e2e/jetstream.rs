@@ -2,25 +2,14 @@
 //! jobs in NATS JetStream; two `chatd push` workers share them. Each worker
 //! talks to its own FCM stand-in, so the test sees which worker did what.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chat_e2e::nats::NatsServer;
-use chat_e2e::{Client, Server, Via, fake_fcm, send_message};
+use chat_e2e::{Client, Server, Via, fake_fcm, send_message, wait_for};
 use chat_protocol::{ServerEvent, topics};
 use serde_json::{Value, json};
 
 use crate::CHATD;
-
-async fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Pushes accepted for `token`, by either stand-in.
 fn pushes(fakes: &[&fake_fcm::Shared], token: &str) -> Vec<Value> {
@@ -65,8 +54,7 @@ async fn two_push_workers_share_jetstream_and_each_notification_goes_out_once() 
     let mut workers = Vec::new();
     for name in ["wa", "wb"] {
         let (base, fake) = fake_fcm::start().await;
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), fake_fcm::service_account_json(&base)).unwrap();
+        let file = fake_fcm::credentials_file(&base);
         let env = [
             (
                 "CHAT_PUSH__FCM__SERVICE_ACCOUNT_FILE",

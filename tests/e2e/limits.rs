@@ -18,21 +18,10 @@ async fn send(
     text: &str,
 ) -> Result<(), (ErrorCode, Option<u64>)> {
     client
-        .publish(&topics::thread_inbound(thread), send_message(cmid, text))
-        .await;
-    client
-        .expect("ack", |_, e| match e {
-            ServerEvent::MessageSentAck {
-                client_msg_id,
-                error,
-                ..
-            } if client_msg_id == cmid => Some(match error {
-                None => Ok(()),
-                Some(e) => Err((e.code, e.retry_after_ms)),
-            }),
-            _ => None,
-        })
+        .send_text(thread, cmid, text)
         .await
+        .map(|_| ())
+        .map_err(|e| (e.code, e.retry_after_ms))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

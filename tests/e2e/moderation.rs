@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use chat_e2e::{Client, Server, Via, send_message};
+use chat_e2e::{Client, Server, Via};
 use chat_protocol::{ErrorCode, ServerEvent, topics};
 use serde_json::json;
 
@@ -20,23 +20,9 @@ async fn send(
     text: &str,
 ) -> Result<String, ErrorCode> {
     client
-        .publish(&topics::thread_inbound(thread), send_message(cmid, text))
-        .await;
-    client
-        .expect("ack", |_, e| match e {
-            ServerEvent::MessageSentAck {
-                client_msg_id,
-                message_id,
-                error,
-                ..
-            } if client_msg_id == cmid => Some(match (message_id, error) {
-                (Some(id), _) => Ok(id.clone()),
-                (None, Some(error)) => Err(error.code),
-                (None, None) => panic!("an ack with neither id nor error"),
-            }),
-            _ => None,
-        })
+        .send_text(thread, cmid, text)
         .await
+        .map_err(|e| e.code)
 }
 
 /// The text of the next `message_new` from the other participant.

@@ -3,41 +3,18 @@
 //! stay unread are e-mailed once, in the reader's language, through a real
 //! SMTP server; read ones are not.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chat_e2e::smtp::SmtpServer;
-use chat_e2e::{Client, Server, Via, fake_fcm, send_message};
-use chat_protocol::{ServerEvent, topics};
+use chat_e2e::{Client, Server, Via, fake_fcm, wait_for};
+use chat_protocol::topics;
 use serde_json::{Value, json};
 
 use crate::CHATD;
 
-async fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Sends `text` into `thread` and returns the stored message id.
 async fn send(seller: &mut Client, thread: &str, cmid: &str, text: &str) -> String {
-    seller
-        .publish(&topics::thread_inbound(thread), send_message(cmid, text))
-        .await;
-    seller
-        .expect("ack", |_, e| match e {
-            ServerEvent::MessageSentAck {
-                client_msg_id,
-                message_id: Some(id),
-                ..
-            } if client_msg_id == cmid => Some(id.clone()),
-            _ => None,
-        })
-        .await
+    seller.send_text(thread, cmid, text).await.expect("stored")
 }
 
 /// The pushes the FCM stand-in accepted for `token` about `thread`.
@@ -54,12 +31,7 @@ fn pushes(fake: &fake_fcm::Shared, token: &str, thread: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owed_pushes_survive_an_fcm_outage_and_a_kill_9_and_go_out_once() {
     let (fcm_base, fake) = fake_fcm::start().await;
-    let credentials = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        credentials.path(),
-        fake_fcm::service_account_json(&fcm_base),
-    )
-    .unwrap();
+    let credentials = fake_fcm::credentials_file(&fcm_base);
     let mut server = Server::start_with(
         CHATD,
         &[

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use chat_e2e::{Client, Server, Via, fake_fcm, send_message};
+use chat_e2e::{Client, Server, Via, fake_fcm, send_message, wait_for};
 use chat_protocol::{ServerEvent, topics};
 use serde_json::{Value, json};
 
@@ -21,26 +21,10 @@ fn pushes_to(fake: &fake_fcm::Shared, token: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_buyers_get_one_collapsed_push_and_online_ones_none() {
     let (fcm_base, fake) = fake_fcm::start().await;
-    let credentials = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        credentials.path(),
-        fake_fcm::service_account_json(&fcm_base),
-    )
-    .unwrap();
+    let credentials = fake_fcm::credentials_file(&fcm_base);
     let server = Server::start_with(
         CHATD,
         &[

@@ -201,3 +201,11 @@ pub fn service_account_json(base: &str) -> String {
     })
     .to_string()
 }
+
+/// A service-account file for chatd pointing at the stand-in at `base`
+/// (kept as long as the returned handle lives).
+pub fn credentials_file(base: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), service_account_json(base)).expect("credentials");
+    file
+}

@@ -20,6 +20,36 @@ use tokio::sync::mpsc;
 
 pub const PLATFORM: &str = "platform-bot";
 
+/// Polls `check` every 50 ms until it returns a value, for at most
+/// `within`; panics naming `what` otherwise.
+pub async fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until a server accepts TCP connections on a loopback port.
+pub(crate) async fn wait_for_port(port: u16, what: &str) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not start on port {port}");
+}
+
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -576,6 +606,35 @@ impl Client {
                 None => panic!("{}: no {what} within 10 s", self.user),
             }
         }
+    }
+
+    /// Sends a text into `thread` and waits for its ack: the stored
+    /// message id, or the error the server answered with.
+    pub async fn send_text(
+        &mut self,
+        thread: &str,
+        client_msg_id: &str,
+        text: &str,
+    ) -> Result<String, chat_protocol::ErrorBody> {
+        self.publish(
+            &chat_protocol::topics::thread_inbound(thread),
+            send_message(client_msg_id, text),
+        )
+        .await;
+        self.expect("ack", |_, e| match e {
+            ServerEvent::MessageSentAck {
+                client_msg_id: acked,
+                message_id,
+                error,
+                ..
+            } if acked == client_msg_id => Some(match (message_id, error) {
+                (Some(id), _) => Ok(id.clone()),
+                (None, Some(error)) => Err(error.clone()),
+                (None, None) => panic!("an ack with neither a message id nor an error"),
+            }),
+            _ => None,
+        })
+        .await
     }
 
     /// Collects every event arriving within `within`.

@@ -3,7 +3,6 @@
 //! directory.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 pub struct NatsServer {
     child: Child,
@@ -38,16 +37,8 @@ impl NatsServer {
             port,
             _dir: dir,
         };
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("nats-server did not start on port {port}");
+        crate::wait_for_port(port, "nats-server").await;
+        server
     }
 
     pub fn url(&self) -> String {

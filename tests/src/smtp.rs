@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 pub struct SmtpServer {
     child: Child,
@@ -41,16 +40,8 @@ impl SmtpServer {
             maildir,
             _dir: dir,
         };
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("aiosmtpd did not start on port {port}");
+        crate::wait_for_port(port, "aiosmtpd").await;
+        server
     }
 
     pub fn url(&self) -> String {
