@@ -23,12 +23,20 @@ fi
 # A real CQL server (Apache Cassandra 5.0 from Maven Central on JDK 17) for
 # the ScyllaDB store's tests: started once for the run (the tests would
 # start it themselves, one at a time), stopped at the end if we started it.
+cleanup=()
 if ! scripts/cassandra.sh status >/dev/null 2>&1; then
-  trap 'scripts/cassandra.sh stop' EXIT
+  cleanup+=("scripts/cassandra.sh stop")
   # Started by us: from an empty data directory (test keyspaces pile up).
   scripts/cassandra.sh reset
 fi
+# A real S3-compatible server (S3Proxy from Maven Central, SigV4 checked)
+# for the attachment tests, on 127.0.0.1:9400.
+if ! scripts/s3.sh status >/dev/null 2>&1; then
+  cleanup+=("scripts/s3.sh stop")
+fi
+trap 'for c in "${cleanup[@]}"; do $c || true; done' EXIT
 scripts/cassandra.sh start
+S3_BUCKETS="chat-test" scripts/s3.sh start
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
