@@ -150,18 +150,26 @@ fn sign(
     (signature(creds, stamp, &to_sign), signed_headers)
 }
 
+/// Where a request goes: `endpoint` (`http://127.0.0.1:9400`), its
+/// `host` header (`127.0.0.1:9400`) and the path (`/bucket/key`).
+#[derive(Debug, Clone)]
+pub struct Target<'a> {
+    pub endpoint: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+}
+
 /// A presigned URL: `{endpoint}{path}?X-Amz-…`. `headers` (besides
 /// `host`) must be sent exactly so by the client.
 pub fn presign(
     creds: &Credentials,
     stamp: &Stamp,
     method: &str,
-    endpoint: &str,
-    host: &str,
-    path: &str,
+    target: &Target<'_>,
     expires_secs: u64,
     headers: &[(String, String)],
 ) -> String {
+    let (endpoint, host, path) = (target.endpoint, target.host, target.path);
     let mut all_headers = vec![("host".to_owned(), host.to_owned())];
     all_headers.extend(headers.iter().cloned());
     let mut names: Vec<String> = all_headers
@@ -253,9 +261,11 @@ mod tests {
             &creds,
             &stamp,
             "GET",
-            "https://examplebucket.s3.amazonaws.com",
-            "examplebucket.s3.amazonaws.com",
-            "/test.txt",
+            &Target {
+                endpoint: "https://examplebucket.s3.amazonaws.com",
+                host: "examplebucket.s3.amazonaws.com",
+                path: "/test.txt",
+            },
             86400,
             &[],
         );
