@@ -685,6 +685,26 @@ pub async fn ensure_cql_server() -> String {
     "127.0.0.1:9042".into()
 }
 
+/// The S3-compatible server of the test run (S3Proxy from
+/// `scripts/s3.sh`, or `CHAT_TEST_S3_ENDPOINT`), with bucket `chat-test`
+/// and the test credentials: `(endpoint, access key, secret key)`.
+pub async fn ensure_s3() -> (String, String, String) {
+    let endpoint = match std::env::var("CHAT_TEST_S3_ENDPOINT") {
+        Ok(endpoint) => endpoint,
+        Err(_) => {
+            let status = tokio::process::Command::new(repo_root().join("scripts/s3.sh"))
+                .arg("start")
+                .env("S3_BUCKETS", "chat-test")
+                .status()
+                .await
+                .expect("running scripts/s3.sh");
+            assert!(status.success(), "scripts/s3.sh start failed");
+            "http://127.0.0.1:9400".into()
+        }
+    };
+    (endpoint, "chat-test".into(), "chat-test-secret".into())
+}
+
 /// Runs `scripts/cassandra.sh <action>` and insists that it succeeds.
 pub async fn cassandra(action: &str) {
     let status = tokio::process::Command::new(repo_root().join("scripts/cassandra.sh"))

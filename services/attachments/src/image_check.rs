@@ -111,7 +111,11 @@ pub struct Processed {
 }
 
 /// Checks and cleans an upload declared as `declared_mime`.
-pub fn process(bytes: &[u8], declared_mime: &str, limits: &ImageLimits) -> Result<Processed, ImageError> {
+pub fn process(
+    bytes: &[u8],
+    declared_mime: &str,
+    limits: &ImageLimits,
+) -> Result<Processed, ImageError> {
     if bytes.len() as u64 > limits.max_bytes {
         return Err(ImageError::TooLarge(bytes.len() as u64));
     }

@@ -5,3 +5,4 @@
 
 pub mod image_check;
 pub mod sigv4;
+pub mod storage;

@@ -91,10 +91,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 fn signature(creds: &Credentials, stamp: &Stamp, string_to_sign: &str) -> String {
-    let k_date = hmac(
-        format!("AWS4{}", creds.secret_key).as_bytes(),
-        &stamp.date,
-    );
+    let k_date = hmac(format!("AWS4{}", creds.secret_key).as_bytes(), &stamp.date);
     let k_region = hmac(&k_date, &creds.region);
     let k_service = hmac(&k_region, "s3");
     let k_signing = hmac(&k_service, "aws4_request");

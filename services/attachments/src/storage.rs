@@ -1,0 +1,499 @@
+//! Where attachment bytes live: a directory under the data dir (the
+//! default; uploads and downloads go through the REST facade with signed,
+//! expiring URLs) or any S3-compatible store (uploads go straight to it
+//! with presigned URLs; path-style addressing, SigV4).
+//!
+//! Either way a client gets a URL that is valid for minutes, for one key,
+//! and — for uploads — for one declared size and content type.
+
+use std::path::{Path, PathBuf};
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::sigv4::{self, Credentials, Stamp, Target};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Local,
+    S3,
+}
+
+/// Section `[attachments.s3]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct S3Config {
+    /// `https://s3.ap-southeast-1.amazonaws.com`, `http://minio:9000`…
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: "http://127.0.0.1:9000".into(),
+            bucket: "chat-attachments".into(),
+            region: "us-east-1".into(),
+            access_key: String::new(),
+            secret_key: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("invalid object key {0:?}")]
+    InvalidKey(String),
+    #[error("object storage: {0}")]
+    Backend(String),
+    #[error("object larger than {0} bytes")]
+    TooLarge(u64),
+}
+
+/// Keys are ours (`uploads/<id>`, `images/<thread>/<id>.jpg`), but checked
+/// anyway: no way out of the directory or the bucket.
+pub fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 300
+        && !key.starts_with('/')
+        && key
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'))
+}
+
+/// Where and how a client uploads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadTarget {
+    pub method: &'static str,
+    pub url: String,
+    /// Headers the upload must carry exactly (they are signed).
+    pub headers: Vec<(String, String)>,
+    /// Unix seconds after which the URL is refused.
+    pub expires_at: i64,
+}
+
+pub enum Storage {
+    Local(LocalStore),
+    S3(S3Store),
+}
+
+/// Files under a directory; URLs point at the REST facade and carry an
+/// HMAC of what they allow.
+pub struct LocalStore {
+    dir: PathBuf,
+    secret: Vec<u8>,
+    /// Where clients reach the REST facade: `https://chat.example.vn`.
+    public_base_url: String,
+}
+
+pub struct S3Store {
+    config: S3Config,
+    host: String,
+    http: reqwest::Client,
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Storage {
+    pub fn local(dir: &Path, secret: &[u8], public_base_url: &str) -> Storage {
+        Storage::Local(LocalStore {
+            dir: dir.to_owned(),
+            secret: secret.to_vec(),
+            public_base_url: public_base_url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    pub fn s3(config: &S3Config) -> Result<Storage, StorageError> {
+        let url = reqwest::Url::parse(&config.endpoint)
+            .map_err(|e| StorageError::Backend(format!("endpoint {}: {e}", config.endpoint)))?;
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            _ => return Err(StorageError::Backend("endpoint without a host".into())),
+        };
+        Ok(Storage::S3(S3Store {
+            config: config.clone(),
+            host,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .map_err(|e| StorageError::Backend(e.to_string()))?,
+        }))
+    }
+
+    pub async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(), StorageError> {
+        check(key)?;
+        match self {
+            Storage::Local(local) => local.put(key, &bytes).await,
+            Storage::S3(s3) => s3.put(key, bytes, content_type).await,
+        }
+    }
+
+    /// The object, if it exists; refused past `max_bytes`.
+    pub async fn get(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        check(key)?;
+        match self {
+            Storage::Local(local) => local.get(key, max_bytes).await,
+            Storage::S3(s3) => s3.get(key, max_bytes).await,
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        check(key)?;
+        match self {
+            Storage::Local(local) => local.delete(key).await,
+            Storage::S3(s3) => s3.delete(key).await,
+        }
+    }
+
+    /// A URL to upload exactly `size` bytes of `content_type` to `key`.
+    pub fn upload_target(
+        &self,
+        key: &str,
+        content_type: &str,
+        size: u64,
+        ttl_secs: u64,
+    ) -> Result<UploadTarget, StorageError> {
+        check(key)?;
+        let now = now_secs();
+        let expires_at = now + ttl_secs as i64;
+        let headers = vec![
+            ("content-length".to_owned(), size.to_string()),
+            ("content-type".to_owned(), content_type.to_owned()),
+        ];
+        let url = match self {
+            Storage::Local(local) => {
+                let sig = local.sign(&[
+                    "PUT",
+                    key,
+                    &expires_at.to_string(),
+                    content_type,
+                    &size.to_string(),
+                ]);
+                format!(
+                    "{}/files/{key}?exp={expires_at}&sig={sig}",
+                    local.public_base_url
+                )
+            }
+            Storage::S3(s3) => s3.presign("PUT", key, now, ttl_secs, &headers),
+        };
+        Ok(UploadTarget {
+            method: "PUT",
+            url,
+            headers,
+            expires_at,
+        })
+    }
+
+    /// A URL to read `key`, valid `ttl_secs`.
+    pub fn download_url(&self, key: &str, ttl_secs: u64) -> Result<String, StorageError> {
+        check(key)?;
+        let now = now_secs();
+        let expires_at = now + ttl_secs as i64;
+        Ok(match self {
+            Storage::Local(local) => {
+                let sig = local.sign(&["GET", key, &expires_at.to_string()]);
+                format!(
+                    "{}/files/{key}?exp={expires_at}&sig={sig}",
+                    local.public_base_url
+                )
+            }
+            Storage::S3(s3) => s3.presign("GET", key, now, ttl_secs, &[]),
+        })
+    }
+
+    /// The local store, for the REST facade that serves its URLs.
+    pub fn as_local(&self) -> Option<&LocalStore> {
+        match self {
+            Storage::Local(local) => Some(local),
+            Storage::S3(_) => None,
+        }
+    }
+}
+
+fn check(key: &str) -> Result<(), StorageError> {
+    if valid_key(key) {
+        Ok(())
+    } else {
+        Err(StorageError::InvalidKey(key.to_owned()))
+    }
+}
+
+fn io(e: std::io::Error) -> StorageError {
+    StorageError::Backend(e.to_string())
+}
+
+impl LocalStore {
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(key)
+    }
+
+    fn sign(&self, parts: &[&str]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");
+        mac.update(parts.join("\n").as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether a facade URL's signature allows this request now.
+    pub fn verify(&self, parts: &[&str], expires_at: i64, sig: &str) -> bool {
+        if now_secs() > expires_at {
+            return false;
+        }
+        let Ok(given) = hex::decode(sig) else {
+            return false;
+        };
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");
+        mac.update(parts.join("\n").as_bytes());
+        mac.verify_slice(&given).is_ok()
+    }
+
+    async fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        let path = self.path(key);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(io)?;
+        }
+        // Written aside, then renamed: readers never see half a file.
+        let tmp = path.with_extension(format!("part-{}", std::process::id()));
+        tokio::fs::write(&tmp, bytes).await.map_err(io)?;
+        tokio::fs::rename(&tmp, &path).await.map_err(io)
+    }
+
+    async fn get(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        let path = self.path(key);
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.len() > max_bytes => Err(StorageError::TooLarge(max_bytes)),
+            Ok(_) => Ok(Some(tokio::fs::read(&path).await.map_err(io)?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        match tokio::fs::remove_file(self.path(key)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl S3Store {
+    fn credentials(&self) -> Credentials {
+        Credentials {
+            access_key: self.config.access_key.clone(),
+            secret_key: self.config.secret_key.clone(),
+            region: self.config.region.clone(),
+        }
+    }
+
+    fn path(&self, key: &str) -> String {
+        format!("/{}/{key}", self.config.bucket)
+    }
+
+    fn presign(
+        &self,
+        method: &str,
+        key: &str,
+        now: i64,
+        ttl_secs: u64,
+        headers: &[(String, String)],
+    ) -> String {
+        let path = self.path(key);
+        let target = Target {
+            endpoint: &self.config.endpoint,
+            host: &self.host,
+            path: &path,
+        };
+        sigv4::presign(
+            &self.credentials(),
+            &Stamp::at_unix(now),
+            method,
+            &target,
+            ttl_secs,
+            headers,
+        )
+    }
+
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        key: &str,
+        body: Vec<u8>,
+        content_type: Option<&str>,
+    ) -> Result<reqwest::Response, StorageError> {
+        let path = self.path(key);
+        let headers = sigv4::authorization_headers(
+            &self.credentials(),
+            &Stamp::now(),
+            method.as_str(),
+            &self.host,
+            &path,
+            &body,
+        );
+        let url = format!(
+            "{}{}",
+            self.config.endpoint.trim_end_matches('/'),
+            sigv4::uri_encode(&path, true)
+        );
+        let mut request = self.http.request(method, url).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| StorageError::Backend(e.to_string()))
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> Result<(), StorageError> {
+        let response = self
+            .request(reqwest::Method::PUT, key, bytes, Some(content_type))
+            .await?;
+        ok_or_error(response).await.map(|_| ())
+    }
+
+    async fn get(&self, key: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        let response = self
+            .request(reqwest::Method::GET, key, Vec::new(), None)
+            .await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = ok_or_error(response).await?;
+        if response.content_length().is_some_and(|n| n > max_bytes) {
+            return Err(StorageError::TooLarge(max_bytes));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| StorageError::Backend(e.to_string()))?;
+        if bytes.len() as u64 > max_bytes {
+            return Err(StorageError::TooLarge(max_bytes));
+        }
+        Ok(Some(bytes.to_vec()))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let response = self
+            .request(reqwest::Method::DELETE, key, Vec::new(), None)
+            .await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        ok_or_error(response).await.map(|_| ())
+    }
+}
+
+async fn ok_or_error(response: reqwest::Response) -> Result<reqwest::Response, StorageError> {
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    Err(StorageError::Backend(format!(
+        "{status}: {}",
+        body.chars().take(300).collect::<String>()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_cannot_escape() {
+        assert!(valid_key("uploads/01a2-b3"));
+        assert!(valid_key("images/t1/m1.jpg"));
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "a b",
+            "a?b",
+            "ả",
+        ] {
+            assert!(!valid_key(bad), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn local_urls_are_signed_for_one_key_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::local(dir.path(), b"secret", "http://chat.test/");
+        let target = storage
+            .upload_target("uploads/u1", "image/png", 1234, 60)
+            .unwrap();
+        assert!(
+            target
+                .url
+                .starts_with("http://chat.test/files/uploads/u1?exp=")
+        );
+        let local = storage.as_local().unwrap();
+        let query: std::collections::HashMap<&str, &str> = target
+            .url
+            .split_once('?')
+            .unwrap()
+            .1
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        let exp: i64 = query["exp"].parse().unwrap();
+        let sig = query["sig"];
+        assert!(local.verify(
+            &["PUT", "uploads/u1", query["exp"], "image/png", "1234"],
+            exp,
+            sig
+        ));
+        assert!(!local.verify(
+            &["PUT", "uploads/u2", query["exp"], "image/png", "1234"],
+            exp,
+            sig
+        ));
+        assert!(!local.verify(
+            &["PUT", "uploads/u1", query["exp"], "image/png", "99999"],
+            exp,
+            sig
+        ));
+        assert!(
+            !local.verify(&["PUT", "uploads/u1", "1", "image/png", "1234"], 1, sig),
+            "expired"
+        );
+        storage
+            .put("uploads/u1", b"abc".to_vec(), "image/png")
+            .await
+            .unwrap();
+        assert_eq!(
+            storage.get("uploads/u1", 10).await.unwrap().unwrap(),
+            b"abc"
+        );
+        assert!(matches!(
+            storage.get("uploads/u1", 2).await,
+            Err(StorageError::TooLarge(2))
+        ));
+        storage.delete("uploads/u1").await.unwrap();
+        assert_eq!(storage.get("uploads/u1", 10).await.unwrap(), None);
+    }
+}
