@@ -69,6 +69,25 @@ pub enum Card {
         code: String,
         text: String,
     },
+    /// The picture of an `image` message, checked and cleaned by the
+    /// server. The URLs are signed and short-lived: filled in each time
+    /// the message is sent to a client (live or from history), never
+    /// stored.
+    Image {
+        width: u32,
+        height: u32,
+        /// `image/jpeg` or `image/png`.
+        mime: String,
+        thumb_width: u32,
+        thumb_height: u32,
+        /// Storage keys (opaque to clients).
+        image_key: String,
+        thumb_key: String,
+        #[serde(default)]
+        url: Option<String>,
+        #[serde(default)]
+        thumb_url: Option<String>,
+    },
 }
 
 /// A stored chat message as clients see it.
@@ -153,6 +172,9 @@ pub enum ErrorCode {
     /// One participant blocked the other: nothing can be sent in their
     /// threads until it is lifted.
     ThreadBlocked,
+    /// The upload of an `image` message is missing, not an accepted image
+    /// (by its bytes), too large, or cannot be decoded; nothing stored.
+    InvalidAttachment,
 }
 
 impl ErrorCode {
@@ -171,6 +193,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Muted => "muted",
             ErrorCode::ThreadBlocked => "thread_blocked",
+            ErrorCode::InvalidAttachment => "invalid_attachment",
         }
     }
 }

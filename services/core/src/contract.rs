@@ -273,6 +273,65 @@ pub async fn moderation_records_queue_and_resolve(store: &dyn ChatStore) {
     assert!(mine(store.keywords().await.unwrap()).is_empty());
 }
 
+pub async fn uploads_are_used_once_and_stale_ones_found(store: &dyn ChatStore) {
+    let ns = namespace("uploads");
+    let upload = |created_at: i64| crate::attachments::Upload {
+        id: crate::new_id(),
+        thread_id: format!("{ns}-t"),
+        user_id: format!("{ns}-u"),
+        content_type: "image/jpeg".into(),
+        size: 12345,
+        status: "pending".into(),
+        message_id: None,
+        created_at,
+    };
+    let now = crate::now_millis();
+    let old = upload(now - 3_600_000);
+    let fresh = upload(now);
+    store.create_upload(&old).await.unwrap();
+    store.create_upload(&fresh).await.unwrap();
+    assert_eq!(
+        store.upload(&fresh.id).await.unwrap().as_ref(),
+        Some(&fresh)
+    );
+    assert!(
+        store
+            .finish_upload(&fresh.id, "used", Some("m1"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_upload(&fresh.id, "used", Some("m2"))
+            .await
+            .unwrap(),
+        "used once"
+    );
+    let used = store.upload(&fresh.id).await.unwrap().unwrap();
+    assert_eq!(
+        (used.status.as_str(), used.message_id.as_deref()),
+        ("used", Some("m1"))
+    );
+    let stale: Vec<String> = store
+        .stale_uploads(now - 60_000, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|u| u.thread_id == format!("{ns}-t"))
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(stale, std::slice::from_ref(&old.id));
+    assert!(store.finish_upload(&old.id, "expired", None).await.unwrap());
+    assert!(
+        store
+            .stale_uploads(now, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .all(|u| u.thread_id != format!("{ns}-t"))
+    );
+}
+
 pub async fn blocks_and_the_audit_log(store: &dyn ChatStore) {
     let ns = namespace("blocks");
     let (a, b) = (format!("{ns}-a"), format!("{ns}-b"));
@@ -861,6 +920,7 @@ macro_rules! contract_tests {
         $crate::contract_tests!(@one $make, notified_marks_only_move_forward);
         $crate::contract_tests!(@one $make, moderation_records_queue_and_resolve);
         $crate::contract_tests!(@one $make, blocks_and_the_audit_log);
+        $crate::contract_tests!(@one $make, uploads_are_used_once_and_stale_ones_found);
         $crate::contract_tests!(@one $make, open_thread_is_idempotent_per_pair_and_per_order);
         $crate::contract_tests!(@one $make, append_is_idempotent_and_counts_unread);
         $crate::contract_tests!(@one $make, sending_marks_the_thread_read_for_the_sender);

@@ -50,6 +50,12 @@ pub fn error_text(code: ErrorCode, lang: Lang) -> &'static str {
         (Muted, Lang::En) => "You are temporarily muted for sending too much too fast.",
         (ThreadBlocked, Lang::Vi) => "Cuộc trò chuyện đã bị chặn, không thể gửi tin nhắn.",
         (ThreadBlocked, Lang::En) => "This conversation is blocked; messages cannot be sent.",
+        (InvalidAttachment, Lang::Vi) => {
+            "Ảnh không hợp lệ (chỉ nhận JPEG, PNG, WebP đúng định dạng và kích thước cho phép)."
+        }
+        (InvalidAttachment, Lang::En) => {
+            "The image was refused (only genuine JPEG, PNG or WebP within the size limits)."
+        }
         (ContentBlocked, Lang::Vi) => "Tin nhắn vi phạm quy định của sàn nên không được gửi.",
         (ContentBlocked, Lang::En) => {
             "This message breaks the marketplace's rules and was not sent."

@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 use chat_protocol::Message;
 
+use crate::attachments::Upload;
 use crate::model::{
     AuditEntry, Device, InboxCursor, MessageRange, ModerationRecord, NewMessage,
     NotificationAttempt, OpenThread, Order, Product, Thread, ThreadKey, User,
@@ -96,6 +97,20 @@ pub trait ChatStore: Send + Sync + 'static {
         by: &str,
         at: i64,
     ) -> StoreResult<bool>;
+    /// Records an upload slot.
+    async fn create_upload(&self, upload: &Upload) -> StoreResult<()>;
+    async fn upload(&self, id: &str) -> StoreResult<Option<Upload>>;
+    /// Moves a `pending` upload to `status` (`used` with its message,
+    /// `rejected`, `expired`); false if it was not pending.
+    async fn finish_upload(
+        &self,
+        id: &str,
+        status: &str,
+        message_id: Option<&str>,
+    ) -> StoreResult<bool>;
+    /// Uploads still pending that were created before `before` (ms).
+    async fn stale_uploads(&self, before: i64, limit: usize) -> StoreResult<Vec<Upload>>;
+
     /// Appends to the audit log.
     async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
     /// The audit log, newest first, of one actor or of everyone (the last

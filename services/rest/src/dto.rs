@@ -154,6 +154,16 @@ pub enum CardView {
         code: String,
         text: String,
     },
+    /// An image message's picture; URLs signed, valid for a while.
+    Image {
+        width: u32,
+        height: u32,
+        mime: String,
+        thumb_width: u32,
+        thumb_height: u32,
+        url: Option<String>,
+        thumb_url: Option<String>,
+    },
 }
 
 impl From<Card> for CardView {
@@ -174,6 +184,24 @@ impl From<Card> for CardView {
             },
             Card::Order { order_id, summary } => CardView::Order { order_id, summary },
             Card::Notice { code, text } => CardView::Notice { code, text },
+            Card::Image {
+                width,
+                height,
+                mime,
+                thumb_width,
+                thumb_height,
+                url,
+                thumb_url,
+                ..
+            } => CardView::Image {
+                width,
+                height,
+                mime,
+                thumb_width,
+                thumb_height,
+                url,
+                thumb_url,
+            },
         }
     }
 }

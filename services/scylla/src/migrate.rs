@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_blocks_and_audit.cql",
         cql: include_str!("../../../cql/migrations/0006_blocks_and_audit.cql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_uploads.cql",
+        cql: include_str!("../../../cql/migrations/0007_uploads.cql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]

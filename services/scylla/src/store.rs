@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chat_core::attachments::Upload;
 use chat_core::model::{
     AuditEntry, Device, DevicePlatform, InboxCursor, MessageRange, ModerationRecord, NewMessage,
     NotificationAttempt, OpenThread, Order, Product, Thread, ThreadKey, UNREAD_CAP, User,
@@ -110,6 +111,36 @@ fn moderation_from_columns(c: ModerationColumns) -> ModerationRecord {
         created_at: c.13.unwrap_or_default(),
     }
 }
+
+const UPLOAD_COLUMNS: &str =
+    "id, thread_id, user_id, content_type, size, status, message_id, created_at";
+
+type UploadColumns = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
+
+fn upload_from_columns(c: UploadColumns) -> Upload {
+    Upload {
+        id: c.0,
+        thread_id: c.1.unwrap_or_default(),
+        user_id: c.2.unwrap_or_default(),
+        content_type: c.3.unwrap_or_default(),
+        size: c.4.unwrap_or_default().max(0) as u64,
+        status: c.5.unwrap_or_default(),
+        message_id: c.6,
+        created_at: c.7.unwrap_or_default(),
+    }
+}
+
+/// How far back the upload sweeper looks for pending uploads.
+const UPLOAD_LOOKBACK_DAYS: i64 = 14;
 
 /// How far back the audit log is listed when no actor is given.
 const AUDIT_LOOKBACK_DAYS: i64 = 90;
@@ -246,6 +277,12 @@ pub async fn connect(config: &ScyllaConfig) -> StoreResult<Session> {
 }
 
 struct Statements {
+    create_upload: PreparedStatement,
+    upload_pending: PreparedStatement,
+    get_upload: PreparedStatement,
+    finish_upload: PreparedStatement,
+    upload_done: PreparedStatement,
+    pending_of_day: PreparedStatement,
     add_block: PreparedStatement,
     remove_block: PreparedStatement,
     get_block: PreparedStatement,
@@ -336,6 +373,12 @@ impl Statements {
             move_inbox,
             log_notification: prepare(format!("INSERT INTO {ks}.notification_log (user_id, id, thread_id, message_id, channel, device, outcome, error, latency_ms, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), true).await?,
             notifications_of: prepare(format!("SELECT id, thread_id, message_id, channel, device, outcome, error, latency_ms, at FROM {ks}.notification_log WHERE user_id = ? LIMIT ?"), true).await?,
+            create_upload: prepare(format!("INSERT INTO {ks}.uploads ({UPLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"), true).await?,
+            upload_pending: prepare(format!("INSERT INTO {ks}.uploads_pending (day, id) VALUES (?, ?)"), true).await?,
+            get_upload: prepare(format!("SELECT {UPLOAD_COLUMNS} FROM {ks}.uploads WHERE id = ?"), true).await?,
+            finish_upload: prepare(format!("UPDATE {ks}.uploads SET status = ?, message_id = ? WHERE id = ? IF status = 'pending'"), false).await?,
+            upload_done: prepare(format!("DELETE FROM {ks}.uploads_pending WHERE day = ? AND id = ?"), true).await?,
+            pending_of_day: prepare(format!("SELECT id FROM {ks}.uploads_pending WHERE day = ? LIMIT ?"), true).await?,
             add_block: prepare(format!("INSERT INTO {ks}.blocks (blocker, blocked) VALUES (?, ?)"), true).await?,
             remove_block: prepare(format!("DELETE FROM {ks}.blocks WHERE blocker = ? AND blocked = ?"), true).await?,
             get_block: prepare(format!("SELECT blocker FROM {ks}.blocks WHERE blocker = ? AND blocked = ?"), true).await?,
@@ -964,6 +1007,80 @@ impl ChatStore for ScyllaStore {
         )
         .await?;
         Ok(())
+    }
+
+    async fn create_upload(&self, u: &Upload) -> StoreResult<()> {
+        let s = &self.statements;
+        self.exec(
+            &s.create_upload,
+            (
+                &u.id,
+                &u.thread_id,
+                &u.user_id,
+                &u.content_type,
+                u.size as i64,
+                &u.status,
+                &u.message_id,
+                u.created_at,
+            ),
+        )
+        .await?;
+        if u.status == "pending" {
+            self.exec(&s.upload_pending, (day_bucket(u.created_at), &u.id))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn upload(&self, id: &str) -> StoreResult<Option<Upload>> {
+        let row: Option<UploadColumns> = self.first(&self.statements.get_upload, (id,)).await?;
+        Ok(row.map(upload_from_columns))
+    }
+
+    async fn finish_upload(
+        &self,
+        id: &str,
+        status: &str,
+        message_id: Option<&str>,
+    ) -> StoreResult<bool> {
+        let Some(upload) = self.upload(id).await? else {
+            return Ok(false);
+        };
+        let applied = self
+            .claim(&self.statements.finish_upload, (status, message_id, id))
+            .await?;
+        if applied {
+            self.exec(
+                &self.statements.upload_done,
+                (day_bucket(upload.created_at), id),
+            )
+            .await?;
+        }
+        Ok(applied)
+    }
+
+    async fn stale_uploads(&self, before: i64, limit: usize) -> StoreResult<Vec<Upload>> {
+        // The pending lists of the last weeks, oldest first.
+        let mut out = Vec::new();
+        for back in (0..UPLOAD_LOOKBACK_DAYS).rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let day = day_bucket(before - back * 86_400_000);
+            let ids: Vec<(String,)> = self
+                .rows(&self.statements.pending_of_day, (&day, limit as i32))
+                .await?;
+            for (id,) in ids {
+                if let Some(upload) = self.upload(&id).await?
+                    && upload.status == "pending"
+                    && upload.created_at < before
+                    && out.len() < limit
+                {
+                    out.push(upload);
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn append_audit(&self, e: &AuditEntry) -> StoreResult<()> {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
+use chat_core::attachments::Upload;
 use chat_core::bus::MessageSent;
 use chat_core::model::{
     AuditEntry, Device, DevicePlatform, InboxCursor, MessageRange, ModerationRecord, NewMessage,
@@ -192,7 +193,37 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_by_actor ON audit_log (actor, id DESC);
 "#,
+    // Image upload slots.
+    r#"
+CREATE TABLE uploads (
+    id TEXT PRIMARY KEY,
+    thread_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    message_id TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX uploads_pending ON uploads (created_at) WHERE status = 'pending';
+"#,
 ];
+
+const UPLOAD_COLUMNS: &str =
+    "id, thread_id, user_id, content_type, size, status, message_id, created_at";
+
+fn upload_from_row(row: &Row<'_>) -> rusqlite::Result<Upload> {
+    Ok(Upload {
+        id: row.get(0)?,
+        thread_id: row.get(1)?,
+        user_id: row.get(2)?,
+        content_type: row.get(3)?,
+        size: row.get::<_, i64>(4)? as u64,
+        status: row.get(5)?,
+        message_id: row.get(6)?,
+        created_at: row.get(7)?,
+    })
+}
 
 const MODERATION_COLUMNS: &str = "id, thread_id, user_id, message_id, kind, categories, original, \
      keywords, reported_by, needs_review, resolution, resolved_by, resolved_at, created_at";
@@ -1067,6 +1098,80 @@ impl ChatStore for SqliteStore {
             )
             .and_then(|mut stmt| stmt.execute(params![args[0], args[1], args[2], at]))
             .map(|changed| changed == 1)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn create_upload(&self, u: &Upload) -> StoreResult<()> {
+        let u = u.clone();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO uploads (id, thread_id, user_id, content_type, size, status, \
+                 message_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    u.id,
+                    u.thread_id,
+                    u.user_id,
+                    u.content_type,
+                    u.size as i64,
+                    u.status,
+                    u.message_id,
+                    u.created_at
+                ])
+            })
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn upload(&self, id: &str) -> StoreResult<Option<Upload>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = ?1"
+            ))
+            .and_then(|mut stmt| stmt.query_row([id], upload_from_row).optional())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn finish_upload(
+        &self,
+        id: &str,
+        status: &str,
+        message_id: Option<&str>,
+    ) -> StoreResult<bool> {
+        let (id, status, message_id) = (
+            id.to_owned(),
+            status.to_owned(),
+            message_id.map(str::to_owned),
+        );
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE uploads SET status = ?2, message_id = ?3 WHERE id = ?1 AND status = 'pending'",
+            )
+            .and_then(|mut stmt| stmt.execute(params![id, status, message_id]))
+            .map(|n| n == 1)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn stale_uploads(&self, before: i64, limit: usize) -> StoreResult<Vec<Upload>> {
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE status = 'pending' AND created_at < ?1 \
+                 ORDER BY created_at LIMIT ?2"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_map(params![before, limit as i64], upload_from_row)?
+                    .collect()
+            })
             .map_err(backend)
         })
         .await
