@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use chat_attachments::service::AttachmentsConfig;
 use chat_broker::BrokerConfig;
 use chat_core::auth::AuthConfig;
 use chat_core::moderation::ModerationConfig;
@@ -37,6 +38,7 @@ pub struct Config {
     pub nats: NatsConfig,
     pub moderation: ModerationConfig,
     pub rate_limits: RateLimitConfig,
+    pub attachments: AttachmentsConfig,
     pub mqtt: BrokerConfig,
     pub auth: AuthConfig,
     pub limits: Limits,
@@ -117,6 +119,7 @@ impl Default for Config {
             nats: NatsConfig::default(),
             moderation: ModerationConfig::default(),
             rate_limits: RateLimitConfig::default(),
+            attachments: AttachmentsConfig::default(),
             mqtt: BrokerConfig::default(),
             auth: AuthConfig::default(),
             limits: Limits::default(),
@@ -141,6 +144,25 @@ impl Config {
 
     /// The HS256 secret: configured, or the development secret kept in the
     /// data directory (created on first use).
+    /// The key of the local attachment URLs' signatures: random, kept in
+    /// the data directory (local files live on this one machine anyway).
+    pub fn attachment_url_secret(&self) -> std::io::Result<String> {
+        let path = self.data_dir.join("attachments-url-secret");
+        match std::fs::read_to_string(&path) {
+            Ok(secret) if !secret.trim().is_empty() => Ok(secret.trim().to_owned()),
+            _ => {
+                std::fs::create_dir_all(&self.data_dir)?;
+                let secret = format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                );
+                write_private(&path, &secret)?;
+                Ok(secret)
+            }
+        }
+    }
+
     pub fn hs256_secret(&self) -> std::io::Result<Option<String>> {
         if let Some(secret) = &self.auth.hs256_secret {
             return Ok(Some(secret.clone()));

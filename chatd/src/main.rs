@@ -199,6 +199,23 @@ pub(crate) async fn load_moderation(
     Ok(moderation)
 }
 
+/// Object storage for image messages: a directory under the data dir, or S3.
+pub(crate) fn open_attachments(
+    config: &Config,
+) -> anyhow::Result<Arc<chat_attachments::service::ImageAttachments>> {
+    let secret = config
+        .attachment_url_secret()
+        .context("reading the attachment URL secret")?;
+    Ok(Arc::new(
+        chat_attachments::service::ImageAttachments::from_config(
+            &config.attachments,
+            &config.data_dir,
+            secret.as_bytes(),
+        )
+        .context("setting up attachment storage")?,
+    ))
+}
+
 /// The JetStream notification queue, when NATS is configured.
 async fn connect_nats(config: &Config) -> anyhow::Result<Option<Arc<chat_nats::JetStreamQueue>>> {
     match &config.nats.url {
@@ -423,7 +440,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.limits.clone(),
     );
     let moderation = load_moderation(&config, store.clone()).await?;
+    let attachments = open_attachments(&config)?;
     service = service
+        .with_attachments(attachments.clone())
         .with_moderation(moderation)
         .with_rate_limiter(Arc::new(chat_core::ratelimit::RateLimiter::new(
             config.rate_limits.clone(),
@@ -480,7 +499,32 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .start(verifier.clone(), service.clone(), inbound)
         .await
         .context("starting the MQTT broker")?;
-    let app = chat_rest::router(AppState { service, verifier });
+    {
+        // Uploads never used by a message are deleted after a while.
+        let service = Arc::downgrade(&service);
+        let ttl_ms = (config.attachments.unused_upload_ttl_secs * 1000) as i64;
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+            loop {
+                every.tick().await;
+                let Some(service) = service.upgrade() else {
+                    return;
+                };
+                match service.sweep_uploads(ttl_ms).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(n, "unused uploads deleted"),
+                    Err(e) => tracing::warn!(error = %e, "sweeping unused uploads failed"),
+                }
+            }
+        });
+    }
+    let local_files = (config.attachments.backend == chat_attachments::storage::Backend::Local)
+        .then(|| attachments.storage.clone());
+    let app = chat_rest::router(AppState {
+        service,
+        verifier,
+        local_files,
+    });
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP {}", config.http_addr))?;

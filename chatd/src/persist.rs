@@ -120,6 +120,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let service = Arc::new(
         service
+            .with_attachments(crate::open_attachments(&config)?)
             .with_moderation(moderation)
             .with_rate_limiter(Arc::new(chat_core::ratelimit::RateLimiter::new(
                 config.rate_limits.clone(),

@@ -180,6 +180,11 @@ impl Server {
         }
     }
 
+    /// The server's own data directory (`CHAT_DATA_DIR`).
+    pub fn chat_data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.dir
     }
@@ -200,6 +205,10 @@ impl Server {
                 format!("127.0.0.1:{}", self.tcp_port),
             )
             .env("CHAT_MQTT__WS_ADDR", format!("127.0.0.1:{}", self.ws_port))
+            .env(
+                "CHAT_ATTACHMENTS__PUBLIC_BASE_URL",
+                format!("http://127.0.0.1:{}", self.http_port),
+            )
             .env("CHAT_AUTH__HS256_SECRET", &self.secret)
             .env("CHAT_LOG", "info,rmqtt=warn,rmqtt_net=warn")
             .env("NO_COLOR", "1")
@@ -616,11 +625,33 @@ impl Client {
         client_msg_id: &str,
         text: &str,
     ) -> Result<String, chat_protocol::ErrorBody> {
-        self.publish(
-            &chat_protocol::topics::thread_inbound(thread),
-            send_message(client_msg_id, text),
-        )
-        .await;
+        let payload = send_message(client_msg_id, text);
+        self.send_and_wait(thread, client_msg_id, payload).await
+    }
+
+    /// Sends an image message (the id of a filled upload slot).
+    pub async fn send_image(
+        &mut self,
+        thread: &str,
+        client_msg_id: &str,
+        upload_id: &str,
+    ) -> Result<String, chat_protocol::ErrorBody> {
+        let payload = chat_protocol::encode(&chat_protocol::ClientEvent::SendMessage {
+            client_msg_id: client_msg_id.to_owned(),
+            kind: chat_protocol::MessageType::Image,
+            content: upload_id.to_owned(),
+        });
+        self.send_and_wait(thread, client_msg_id, payload).await
+    }
+
+    async fn send_and_wait(
+        &mut self,
+        thread: &str,
+        client_msg_id: &str,
+        payload: Vec<u8>,
+    ) -> Result<String, chat_protocol::ErrorBody> {
+        self.publish(&chat_protocol::topics::thread_inbound(thread), payload)
+            .await;
         self.expect("ack", |_, e| match e {
             ServerEvent::MessageSentAck {
                 client_msg_id: acked,

@@ -8,7 +8,9 @@
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageFormat, ImageReader, Limits};
+use image::{DynamicImage, ImageReader, Limits};
+
+pub use image::ImageFormat;
 
 /// Formats accepted, by magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

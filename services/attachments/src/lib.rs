@@ -4,5 +4,6 @@
 //! (`image_check`).
 
 pub mod image_check;
+pub mod service;
 pub mod sigv4;
 pub mod storage;

@@ -15,9 +15,11 @@ pub struct Upload {
     pub user_id: String,
     pub content_type: String,
     pub size: u64,
-    /// `pending` (waiting for its message), `used`, `rejected`.
+    /// `pending` (waiting for its message), `used`, `rejected`, `expired`.
     pub status: String,
-    pub message_id: Option<String>,
+    /// Once used: the image card (JSON) its message carries, so that a
+    /// retried send finds the processed image again.
+    pub card: Option<String>,
     pub created_at: i64,
 }
 

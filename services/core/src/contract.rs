@@ -282,7 +282,7 @@ pub async fn uploads_are_used_once_and_stale_ones_found(store: &dyn ChatStore) {
         content_type: "image/jpeg".into(),
         size: 12345,
         status: "pending".into(),
-        message_id: None,
+        card: None,
         created_at,
     };
     let now = crate::now_millis();
@@ -309,7 +309,7 @@ pub async fn uploads_are_used_once_and_stale_ones_found(store: &dyn ChatStore) {
     );
     let used = store.upload(&fresh.id).await.unwrap().unwrap();
     assert_eq!(
-        (used.status.as_str(), used.message_id.as_deref()),
+        (used.status.as_str(), used.card.as_deref()),
         ("used", Some("m1"))
     );
     let stale: Vec<String> = store

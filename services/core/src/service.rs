@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_protocol::{
-    Card, ClientEvent, DecodeError, ErrorBody, ErrorCode, MAX_CLIENT_MSG_ID_LEN, MessageType,
-    ServerEvent, topics,
+    Card, ClientEvent, DecodeError, ErrorBody, ErrorCode, MAX_CLIENT_MSG_ID_LEN, Message,
+    MessageType, ServerEvent, topics,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::attachments::{AttachmentError, Attachments, Upload, UploadTarget};
 use crate::auth::{Claims, Role};
 use crate::bus::{DomainEvent, EventBus, MessageSent};
 use crate::i18n::{Lang, error_text};
@@ -135,6 +136,8 @@ pub struct ChatService {
     jobs: Option<Arc<dyn JobSink>>,
     moderation: Arc<Moderation>,
     limiter: Arc<RateLimiter>,
+    /// Object storage for image messages; `None`: images are refused.
+    attachments: Option<Arc<dyn Attachments>>,
     /// Whether a pair of users is blocked, cached briefly: every send asks.
     blocks: Mutex<HashMap<(String, String), (bool, Instant)>>,
 }
@@ -179,6 +182,7 @@ impl ChatService {
             jobs: None,
             limiter: Arc::new(RateLimiter::new(RateLimitConfig::default())),
             blocks: Mutex::new(HashMap::new()),
+            attachments: None,
             moderation: Arc::new(Moderation::without_keywords(
                 ModerationConfig::default(),
                 store.clone(),
@@ -195,6 +199,105 @@ impl ChatService {
 
     pub fn moderation(&self) -> &Arc<Moderation> {
         &self.moderation
+    }
+
+    /// Object storage for image messages.
+    pub fn with_attachments(mut self, attachments: Arc<dyn Attachments>) -> Self {
+        self.attachments = Some(attachments);
+        self
+    }
+
+    pub fn attachments(&self) -> Option<&Arc<dyn Attachments>> {
+        self.attachments.as_ref()
+    }
+
+    /// A message as a client gets it: image cards carry signed URLs.
+    pub fn present(&self, mut message: Message) -> Message {
+        if let (
+            Some(attachments),
+            Some(Card::Image {
+                image_key,
+                thumb_key,
+                url,
+                thumb_url,
+                ..
+            }),
+        ) = (&self.attachments, message.card.as_mut())
+        {
+            *url = attachments.download_url(image_key).ok();
+            *thumb_url = attachments.download_url(thumb_key).ok();
+        }
+        message
+    }
+
+    /// An upload slot for one image in a thread the caller belongs to, and
+    /// where to upload it.
+    pub async fn create_upload(
+        &self,
+        caller: &Claims,
+        thread_id: &str,
+        content_type: &str,
+        size: u64,
+    ) -> Result<(Upload, UploadTarget), ServiceError> {
+        let attachments = self.attachments.as_ref().ok_or_else(|| {
+            ServiceError::invalid(ErrorCode::UnsupportedType, "attachments are off")
+        })?;
+        if !self.membership.is_member(thread_id, &caller.sub).await? {
+            return Err(ServiceError::NotFound("thread"));
+        }
+        if !matches!(content_type, "image/jpeg" | "image/png" | "image/webp") {
+            return Err(ServiceError::invalid(
+                ErrorCode::InvalidAttachment,
+                "contentType: image/jpeg, image/png or image/webp",
+            ));
+        }
+        if size == 0 || size > attachments.max_bytes() {
+            return Err(ServiceError::invalid(
+                ErrorCode::InvalidAttachment,
+                format!("size: 1 to {} bytes", attachments.max_bytes()),
+            ));
+        }
+        let upload = Upload {
+            id: crate::new_id(),
+            thread_id: thread_id.to_owned(),
+            user_id: caller.sub.clone(),
+            content_type: content_type.to_owned(),
+            size,
+            status: "pending".into(),
+            card: None,
+            created_at: crate::now_millis(),
+        };
+        let target = attachments
+            .upload_target(&upload)
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.store.create_upload(&upload).await?;
+        Ok((upload, target))
+    }
+
+    /// Deletes uploads never used by a message within `older_than_ms`.
+    pub async fn sweep_uploads(&self, older_than_ms: i64) -> Result<usize, ServiceError> {
+        let Some(attachments) = &self.attachments else {
+            return Ok(0);
+        };
+        let stale = self
+            .store
+            .stale_uploads(crate::now_millis() - older_than_ms, 500)
+            .await?;
+        let mut swept = 0;
+        for upload in stale {
+            if let Err(e) = attachments.delete(&upload.key()).await {
+                tracing::warn!(upload = upload.id, error = %e, "unused upload not deleted");
+                continue;
+            }
+            if self
+                .store
+                .finish_upload(&upload.id, "expired", None)
+                .await?
+            {
+                swept += 1;
+            }
+        }
+        Ok(swept)
     }
 
     /// The deployment's rate limits (shared with the broker and REST).
@@ -357,14 +460,15 @@ impl ChatService {
         }
         match kind {
             MessageType::Text => {}
-            // Image messages need the attachment pipeline (upload, check,
-            // re-encode); until it exists they are refused, never stored raw.
-            MessageType::Image => {
+            // Without object storage there is nowhere to check and keep a
+            // picture: refused, never stored raw.
+            MessageType::Image if self.attachments.is_none() => {
                 return Err(ServiceError::invalid(
                     ErrorCode::UnsupportedType,
                     "image messages are not enabled",
                 ));
             }
+            MessageType::Image => {}
             MessageType::System => {
                 return Err(ServiceError::invalid(
                     ErrorCode::InvalidField,
@@ -406,6 +510,20 @@ impl ChatService {
                 "the conversation is blocked",
             ));
         }
+        if kind == MessageType::Image {
+            let card = self.image_card(thread_id, user_id, content.trim()).await?;
+            return self
+                .store_and_deliver(
+                    user_id,
+                    thread_id,
+                    client_msg_id,
+                    kind,
+                    String::new(),
+                    Some(card),
+                    None,
+                )
+                .await;
+        }
         // Before storage and delivery: what the other side may see.
         let outcome = self.moderation.check(thread_id, user_id, &content).await?;
         if outcome.blocked() {
@@ -432,8 +550,94 @@ impl ChatService {
                 "blocked by moderation",
             ));
         }
-        let original = content;
-        let content = outcome.text.clone();
+        let text = outcome.text.clone();
+        self.store_and_deliver(
+            user_id,
+            thread_id,
+            client_msg_id,
+            kind,
+            text,
+            None,
+            Some((&outcome, &content)),
+        )
+        .await
+    }
+
+    /// The image card of an `image` message: its upload checked, cleaned
+    /// and stored (or, for a retried send, as processed the first time).
+    async fn image_card(
+        &self,
+        thread_id: &str,
+        user_id: &str,
+        upload_id: &str,
+    ) -> Result<Card, ServiceError> {
+        let attachments = self
+            .attachments
+            .as_ref()
+            .ok_or_else(|| ServiceError::invalid(ErrorCode::UnsupportedType, "no attachments"))?;
+        let invalid = |why: &str| ServiceError::invalid(ErrorCode::InvalidAttachment, why);
+        let upload = self
+            .store
+            .upload(upload_id)
+            .await?
+            .filter(|u| u.thread_id == thread_id && u.user_id == user_id)
+            .ok_or_else(|| invalid("unknown upload"))?;
+        if upload.status == "used"
+            && let Some(card) = upload
+                .card
+                .as_deref()
+                .and_then(|c| serde_json::from_str(c).ok())
+        {
+            return Ok(card);
+        }
+        if upload.status != "pending" {
+            return Err(invalid("upload no longer usable"));
+        }
+        let prefix = format!("images/{thread_id}/{}", upload.id);
+        match attachments.finalize(&upload, &prefix).await {
+            Ok(stored) => {
+                let card = Card::Image {
+                    width: stored.width,
+                    height: stored.height,
+                    mime: stored.mime,
+                    thumb_width: stored.thumb_width,
+                    thumb_height: stored.thumb_height,
+                    image_key: stored.image_key,
+                    thumb_key: stored.thumb_key,
+                    url: None,
+                    thumb_url: None,
+                };
+                let json =
+                    serde_json::to_string(&card).map_err(|e| StoreError::Backend(e.to_string()))?;
+                self.store
+                    .finish_upload(&upload.id, "used", Some(&json))
+                    .await?;
+                Ok(card)
+            }
+            Err(AttachmentError::Rejected(reason)) => {
+                tracing::info!(user_id, thread_id, upload_id, reason, "image refused");
+                self.store
+                    .finish_upload(&upload.id, "rejected", None)
+                    .await?;
+                Err(invalid(&reason))
+            }
+            Err(AttachmentError::Unavailable(e)) => Err(StoreError::Backend(e).into()),
+        }
+    }
+
+    /// Stores a checked message, acks it, tells the sender what moderation
+    /// did, delivers it and enqueues its push.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_and_deliver(
+        &self,
+        user_id: &str,
+        thread_id: &str,
+        client_msg_id: &str,
+        kind: MessageType,
+        content: String,
+        card: Option<Card>,
+        moderated: Option<(&chat_moderation::Outcome, &str)>,
+    ) -> Result<Appended, ServiceError> {
         let (id, created_at) = crate::new_timed_id();
         let new = NewMessage {
             id,
@@ -441,7 +645,7 @@ impl ChatService {
             from: user_id.to_owned(),
             kind,
             content,
-            card: None,
+            card,
             client_msg_id: Some(client_msg_id.to_owned()),
             created_at,
             sets_product: None,
@@ -482,9 +686,11 @@ impl ChatService {
             error: None,
         };
         self.emit_to_user(user_id, &ack).await;
-        if !appended.duplicate {
+        if !appended.duplicate
+            && let Some((outcome, original)) = moderated
+        {
             if let Some(record) =
-                Moderation::record_of(&outcome, thread_id, user_id, &original, Some(&message.id))
+                Moderation::record_of(outcome, thread_id, user_id, original, Some(&message.id))
                 && let Err(e) = self.store.record_moderation(&record).await
             {
                 tracing::warn!(thread_id, error = %e, "moderation record not kept");
@@ -526,7 +732,7 @@ impl ChatService {
     async fn deliver_stored(&self, appended: &Appended) {
         let thread = &appended.thread;
         let new = ServerEvent::MessageNew {
-            message: appended.message.clone(),
+            message: self.present(appended.message.clone()),
         };
         self.outbound
             .publish(

@@ -4,6 +4,7 @@
 
 mod dto;
 mod error;
+mod files;
 mod moderation;
 
 use std::sync::Arc;
@@ -30,6 +31,9 @@ const DEFAULT_PAGE: usize = 30;
 pub struct AppState {
     pub service: Arc<ChatService>,
     pub verifier: Arc<TokenVerifier>,
+    /// The local attachment directory, when it is the storage backend:
+    /// this facade then serves its signed upload and download URLs.
+    pub local_files: Option<Arc<chat_attachments::storage::Storage>>,
 }
 
 #[derive(OpenApi)]
@@ -40,7 +44,8 @@ pub struct AppState {
         put_user, put_product, put_order, put_device, list_devices, delete_device,
         notification_log, moderation::preview, moderation::queue, moderation::record,
         moderation::resolve, moderation::keywords, moderation::change_keyword,
-        moderation::block, moderation::unblock, moderation::report, moderation::audit
+        moderation::block, moderation::unblock, moderation::report, moderation::audit,
+        files::create_upload
     ),
     components(schemas(
         ThreadView, ThreadPage, MessageView, MessagePage, OpenThreadRequest, MarkReadRequest,
@@ -49,7 +54,8 @@ pub struct AppState {
         moderation::PreviewRequest, moderation::FindingView, moderation::ModerationPreview,
         moderation::RecordView, moderation::QueuePage, moderation::ResolveRequest,
         moderation::KeywordLists, moderation::KeywordChange, moderation::ReportRequest,
-        moderation::ReportCreated, moderation::AuditView, moderation::AuditPage
+        moderation::ReportCreated, moderation::AuditView, moderation::AuditPage,
+        files::UploadRequest, files::UploadCreated
     )),
     modifiers(&BearerAuth)
 )]
@@ -92,6 +98,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/chat/threads/{id}/reports", post(moderation::report))
         .route("/admin/audit", get(moderation::audit))
+        .route("/chat/threads/{id}/uploads", post(files::create_upload))
+        .route(
+            "/files/{*key}",
+            get(files::download)
+                .put(files::upload)
+                // Uploads up to the configured image size (checked again
+                // against the signed content-length).
+                .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024)),
+        )
         .route("/admin/moderation/preview", post(moderation::preview))
         .route("/admin/moderation/queue", get(moderation::queue))
         .route("/admin/moderation/records/{id}", get(moderation::record))
@@ -350,7 +365,10 @@ async fn list_messages(
         }
     }
     Ok(Json(MessagePage {
-        messages: messages.into_iter().map(MessageView::from).collect(),
+        messages: messages
+            .into_iter()
+            .map(|m| MessageView::from(state.service.present(m)))
+            .collect(),
         has_more,
     }))
 }

@@ -112,8 +112,7 @@ fn moderation_from_columns(c: ModerationColumns) -> ModerationRecord {
     }
 }
 
-const UPLOAD_COLUMNS: &str =
-    "id, thread_id, user_id, content_type, size, status, message_id, created_at";
+const UPLOAD_COLUMNS: &str = "id, thread_id, user_id, content_type, size, status, card, created_at";
 
 type UploadColumns = (
     String,
@@ -134,7 +133,7 @@ fn upload_from_columns(c: UploadColumns) -> Upload {
         content_type: c.3.unwrap_or_default(),
         size: c.4.unwrap_or_default().max(0) as u64,
         status: c.5.unwrap_or_default(),
-        message_id: c.6,
+        card: c.6,
         created_at: c.7.unwrap_or_default(),
     }
 }
@@ -376,7 +375,7 @@ impl Statements {
             create_upload: prepare(format!("INSERT INTO {ks}.uploads ({UPLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"), true).await?,
             upload_pending: prepare(format!("INSERT INTO {ks}.uploads_pending (day, id) VALUES (?, ?)"), true).await?,
             get_upload: prepare(format!("SELECT {UPLOAD_COLUMNS} FROM {ks}.uploads WHERE id = ?"), true).await?,
-            finish_upload: prepare(format!("UPDATE {ks}.uploads SET status = ?, message_id = ? WHERE id = ? IF status = 'pending'"), false).await?,
+            finish_upload: prepare(format!("UPDATE {ks}.uploads SET status = ?, card = ? WHERE id = ? IF status = 'pending'"), false).await?,
             upload_done: prepare(format!("DELETE FROM {ks}.uploads_pending WHERE day = ? AND id = ?"), true).await?,
             pending_of_day: prepare(format!("SELECT id FROM {ks}.uploads_pending WHERE day = ? LIMIT ?"), true).await?,
             add_block: prepare(format!("INSERT INTO {ks}.blocks (blocker, blocked) VALUES (?, ?)"), true).await?,
@@ -1020,7 +1019,7 @@ impl ChatStore for ScyllaStore {
                 &u.content_type,
                 u.size as i64,
                 &u.status,
-                &u.message_id,
+                &u.card,
                 u.created_at,
             ),
         )
@@ -1037,17 +1036,12 @@ impl ChatStore for ScyllaStore {
         Ok(row.map(upload_from_columns))
     }
 
-    async fn finish_upload(
-        &self,
-        id: &str,
-        status: &str,
-        message_id: Option<&str>,
-    ) -> StoreResult<bool> {
+    async fn finish_upload(&self, id: &str, status: &str, card: Option<&str>) -> StoreResult<bool> {
         let Some(upload) = self.upload(id).await? else {
             return Ok(false);
         };
         let applied = self
-            .claim(&self.statements.finish_upload, (status, message_id, id))
+            .claim(&self.statements.finish_upload, (status, card, id))
             .await?;
         if applied {
             self.exec(

@@ -202,15 +202,14 @@ CREATE TABLE uploads (
     content_type TEXT NOT NULL,
     size INTEGER NOT NULL,
     status TEXT NOT NULL,
-    message_id TEXT,
+    card TEXT,
     created_at INTEGER NOT NULL
 );
 CREATE INDEX uploads_pending ON uploads (created_at) WHERE status = 'pending';
 "#,
 ];
 
-const UPLOAD_COLUMNS: &str =
-    "id, thread_id, user_id, content_type, size, status, message_id, created_at";
+const UPLOAD_COLUMNS: &str = "id, thread_id, user_id, content_type, size, status, card, created_at";
 
 fn upload_from_row(row: &Row<'_>) -> rusqlite::Result<Upload> {
     Ok(Upload {
@@ -220,7 +219,7 @@ fn upload_from_row(row: &Row<'_>) -> rusqlite::Result<Upload> {
         content_type: row.get(3)?,
         size: row.get::<_, i64>(4)? as u64,
         status: row.get(5)?,
-        message_id: row.get(6)?,
+        card: row.get(6)?,
         created_at: row.get(7)?,
     })
 }
@@ -1108,7 +1107,7 @@ impl ChatStore for SqliteStore {
         self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO uploads (id, thread_id, user_id, content_type, size, status, \
-                 message_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 card, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .and_then(|mut stmt| {
                 stmt.execute(params![
@@ -1118,7 +1117,7 @@ impl ChatStore for SqliteStore {
                     u.content_type,
                     u.size as i64,
                     u.status,
-                    u.message_id,
+                    u.card,
                     u.created_at
                 ])
             })
@@ -1140,22 +1139,13 @@ impl ChatStore for SqliteStore {
         .await
     }
 
-    async fn finish_upload(
-        &self,
-        id: &str,
-        status: &str,
-        message_id: Option<&str>,
-    ) -> StoreResult<bool> {
-        let (id, status, message_id) = (
-            id.to_owned(),
-            status.to_owned(),
-            message_id.map(str::to_owned),
-        );
+    async fn finish_upload(&self, id: &str, status: &str, card: Option<&str>) -> StoreResult<bool> {
+        let (id, status, card) = (id.to_owned(), status.to_owned(), card.map(str::to_owned));
         self.write(move |c| {
             c.prepare_cached(
-                "UPDATE uploads SET status = ?2, message_id = ?3 WHERE id = ?1 AND status = 'pending'",
+                "UPDATE uploads SET status = ?2, card = ?3 WHERE id = ?1 AND status = 'pending'",
             )
-            .and_then(|mut stmt| stmt.execute(params![id, status, message_id]))
+            .and_then(|mut stmt| stmt.execute(params![id, status, card]))
             .map(|n| n == 1)
             .map_err(backend)
         })
