@@ -503,8 +503,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         // Uploads never used by a message are deleted after a while.
         let service = Arc::downgrade(&service);
         let ttl_ms = (config.attachments.unused_upload_ttl_secs * 1000) as i64;
+        let sweep_every = config.attachments.sweep_interval_secs.max(1);
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(sweep_every));
             loop {
                 every.tick().await;
                 let Some(service) = service.upgrade() else {

@@ -306,3 +306,45 @@ async fn upload_urls_expire() {
         assert_eq!(put(&slot, photo).await, 403, "{backend}: expired");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_never_sent_are_deleted() {
+    let server = Server::start_with(
+        CHATD,
+        &[
+            ("CHAT_ATTACHMENTS__UNUSED_UPLOAD_TTL_SECS", "1"),
+            ("CHAT_ATTACHMENTS__SWEEP_INTERVAL_SECS", "1"),
+        ],
+    )
+    .await;
+    let thread = server.thread_between("sb", "ss").await;
+    let photo = samples::image(20, 20, ImageFormat::Png);
+    let (upload_id, status) = upload(
+        &server,
+        &server.token("sb", "buyer"),
+        &thread,
+        "image/png",
+        photo,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let file = server
+        .chat_data_dir()
+        .join("attachments/uploads")
+        .join(&upload_id);
+    assert!(file.exists(), "uploaded");
+    chat_e2e::wait_for(
+        "the unused upload to be swept",
+        std::time::Duration::from_secs(15),
+        || (!file.exists()).then_some(()),
+    )
+    .await;
+    // And it cannot be used any more.
+    let mut buyer = Client::connect(&server, "sb", "buyer", Via::Tcp).await;
+    assert!(buyer.subscribe(&topics::user("sb")).await);
+    let error = buyer
+        .send_image(&thread, "late", &upload_id)
+        .await
+        .expect_err("swept");
+    assert_eq!(error.code, ErrorCode::InvalidAttachment);
+}

@@ -25,8 +25,10 @@ pub struct AttachmentsConfig {
     pub upload_ttl_secs: u64,
     /// How long a download URL handed to a client is valid.
     pub download_ttl_secs: u64,
-    /// Uploads never used by a message are deleted after this.
+    /// Uploads never used by a message are deleted after this…
     pub unused_upload_ttl_secs: u64,
+    /// …by a sweep that runs this often.
+    pub sweep_interval_secs: u64,
     pub max_bytes: u64,
     pub max_side: u32,
     pub max_pixels: u64,
@@ -44,6 +46,7 @@ impl Default for AttachmentsConfig {
             upload_ttl_secs: 600,
             download_ttl_secs: 3600,
             unused_upload_ttl_secs: 24 * 3600,
+            sweep_interval_secs: 600,
             max_bytes: limits.max_bytes,
             max_side: limits.max_side,
             max_pixels: limits.max_pixels,

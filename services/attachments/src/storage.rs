@@ -27,6 +27,11 @@ pub enum Backend {
 pub struct S3Config {
     /// `https://s3.ap-southeast-1.amazonaws.com`, `http://minio:9000`…
     pub endpoint: String,
+    /// The endpoint as clients reach it, when it differs from the one this
+    /// server uses (`https://s3.chat.example.vn` in front of
+    /// `http://minio:9000`): presigned URLs are signed for its host, so
+    /// the proxy must pass the `Host` header through unchanged.
+    pub public_endpoint: Option<String>,
     pub bucket: String,
     pub region: String,
     pub access_key: String,
@@ -37,6 +42,7 @@ impl Default for S3Config {
     fn default() -> Self {
         S3Config {
             endpoint: "http://127.0.0.1:9000".into(),
+            public_endpoint: None,
             bucket: "chat-attachments".into(),
             region: "us-east-1".into(),
             access_key: String::new(),
@@ -98,7 +104,23 @@ pub struct LocalStore {
 pub struct S3Store {
     config: S3Config,
     host: String,
+    /// Endpoint and host of presigned URLs.
+    public_endpoint: String,
+    public_host: String,
     http: reqwest::Client,
+}
+
+/// `host[:port]` of an endpoint URL.
+fn host_of(endpoint: &str) -> Result<String, StorageError> {
+    let url = reqwest::Url::parse(endpoint)
+        .map_err(|e| StorageError::Backend(format!("endpoint {endpoint}: {e}")))?;
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => Ok(format!("{h}:{p}")),
+        (Some(h), None) => Ok(h.to_owned()),
+        _ => Err(StorageError::Backend(format!(
+            "endpoint {endpoint} has no host"
+        ))),
+    }
 }
 
 fn now_secs() -> i64 {
@@ -118,16 +140,17 @@ impl Storage {
     }
 
     pub fn s3(config: &S3Config) -> Result<Storage, StorageError> {
-        let url = reqwest::Url::parse(&config.endpoint)
-            .map_err(|e| StorageError::Backend(format!("endpoint {}: {e}", config.endpoint)))?;
-        let host = match (url.host_str(), url.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_owned(),
-            _ => return Err(StorageError::Backend("endpoint without a host".into())),
-        };
+        let host = host_of(&config.endpoint)?;
+        let public_endpoint = config
+            .public_endpoint
+            .clone()
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| config.endpoint.clone());
         Ok(Storage::S3(S3Store {
             config: config.clone(),
             host,
+            public_host: host_of(&public_endpoint)?,
+            public_endpoint,
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(30))
                 .build()
@@ -318,8 +341,8 @@ impl S3Store {
     ) -> String {
         let path = self.path(key);
         let target = Target {
-            endpoint: &self.config.endpoint,
-            host: &self.host,
+            endpoint: &self.public_endpoint,
+            host: &self.public_host,
             path: &path,
         };
         sigv4::presign(
@@ -437,6 +460,23 @@ mod tests {
         ] {
             assert!(!valid_key(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn presigned_urls_use_the_public_endpoint() {
+        let storage = Storage::s3(&S3Config {
+            endpoint: "http://minio:9000".into(),
+            public_endpoint: Some("https://s3.chat.example.vn".into()),
+            access_key: "a".into(),
+            secret_key: "s".into(),
+            ..S3Config::default()
+        })
+        .unwrap();
+        let url = storage.download_url("images/t/m.jpg", 60).unwrap();
+        assert!(
+            url.starts_with("https://s3.chat.example.vn/chat-attachments/images/t/m.jpg?X-Amz-"),
+            "{url}"
+        );
     }
 
     #[tokio::test]

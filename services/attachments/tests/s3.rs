@@ -8,6 +8,7 @@ async fn storage(secret: Option<&str>) -> Storage {
     let (endpoint, access_key, secret_key) = chat_e2e::ensure_s3().await;
     Storage::s3(&S3Config {
         endpoint,
+        public_endpoint: None,
         bucket: "chat-test".into(),
         region: "ap-southeast-1".into(),
         access_key,
