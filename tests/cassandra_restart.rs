@@ -69,7 +69,15 @@ async fn send(client: &mut Client, inbound: &str, cmid: &str, outcomes: &mut Out
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_fail_cleanly_while_cassandra_is_down_and_nothing_acked_is_lost() {
-    let server = Server::start_scylla(CHATD).await;
+    // Durability, not anti-spam: the retries below would hit the limits.
+    let server = Server::start_scylla_with(
+        CHATD,
+        &[
+            ("CHAT_RATE_LIMITS__MESSAGES_BURST", "1000"),
+            ("CHAT_RATE_LIMITS__CONNECTION_MESSAGES_BURST", "1000"),
+        ],
+    )
+    .await;
     let thread = server.thread_between("b1", "s1").await;
     let mut buyer = Client::connect(&server, "b1", "buyer", Via::Tcp).await;
     assert!(buyer.subscribe(&topics::user("b1")).await);
