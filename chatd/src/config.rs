@@ -147,7 +147,12 @@ impl Config {
     /// The key of the local attachment URLs' signatures: random, kept in
     /// the data directory (local files live on this one machine anyway).
     pub fn attachment_url_secret(&self) -> std::io::Result<String> {
-        let path = self.data_dir.join("attachments-url-secret");
+        self.secret_file("attachments-url-secret")
+    }
+
+    /// A random secret kept (created on first use) in the data directory.
+    fn secret_file(&self, name: &str) -> std::io::Result<String> {
+        let path = self.data_dir.join(name);
         match std::fs::read_to_string(&path) {
             Ok(secret) if !secret.trim().is_empty() => Ok(secret.trim().to_owned()),
             _ => {
@@ -170,20 +175,7 @@ impl Config {
         if !self.auth.algorithms.iter().any(|a| a == "HS256") {
             return Ok(None);
         }
-        let path = self.data_dir.join("dev-jwt-secret");
-        match std::fs::read_to_string(&path) {
-            Ok(secret) if !secret.trim().is_empty() => Ok(Some(secret.trim().to_owned())),
-            _ => {
-                std::fs::create_dir_all(&self.data_dir)?;
-                let secret = format!(
-                    "{}{}",
-                    uuid::Uuid::new_v4().simple(),
-                    uuid::Uuid::new_v4().simple()
-                );
-                write_private(&path, &secret)?;
-                Ok(Some(secret))
-            }
-        }
+        self.secret_file("dev-jwt-secret").map(Some)
     }
 }
 

@@ -72,9 +72,9 @@ async fn bad_payloads_get_error_events_and_change_nothing() {
         ("too many characters", too_long, ErrorCode::TooLarge),
         ("blank text", empty, ErrorCode::InvalidField),
         (
-            "image before attachments exist",
+            "an image whose upload does not exist",
             image,
-            ErrorCode::UnsupportedType,
+            ErrorCode::InvalidAttachment,
         ),
     ];
     for (what, payload, expected) in cases {
