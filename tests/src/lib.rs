@@ -112,7 +112,19 @@ impl Server {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
-        server.spawn().await;
+        // Free ports are picked before chatd binds them: another process
+        // can take one in between. Then new ports, and again.
+        for attempt in 0.. {
+            match server.try_spawn().await {
+                Ok(()) => break,
+                Err(log) if attempt < 3 && log.contains("Address already in use") => {
+                    server.http_port = free_port();
+                    server.tcp_port = free_port();
+                    server.ws_port = free_port();
+                }
+                Err(log) => panic!("chatd exited early:\n{log}"),
+            }
+        }
         server
     }
 
@@ -190,6 +202,13 @@ impl Server {
     }
 
     async fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn().await {
+            panic!("chatd exited early:\n{log}");
+        }
+    }
+
+    /// Starts chatd and waits until it is ready; its log if it exits first.
+    async fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -223,10 +242,11 @@ impl Server {
             if let Ok(r) = self.http.get(self.url("/healthz")).send().await
                 && r.status().is_success()
             {
-                return;
+                return Ok(());
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("chatd exited early ({status}):\n{}", self.log());
+                self.child = None;
+                return Err(format!("({status}) {}", self.log()));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
