@@ -35,9 +35,7 @@ fn client_fixtures() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "client/mark_read",
-            encode(&ClientEvent::MarkRead {
-                up_to: "m1".into(),
-            }),
+            encode(&ClientEvent::MarkRead { up_to: "m1".into() }),
         ),
         (
             "client/typing",

@@ -4,3 +4,5 @@ export * from "./backoff.js";
 export * from "./outbox.js";
 export * from "./timeline.js";
 export * from "./unread.js";
+export * from "./rest.js";
+export * from "./client.js";
