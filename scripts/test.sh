@@ -40,11 +40,13 @@ trap 'for c in "${cleanup[@]}"; do $c || true; done' EXIT
 scripts/cassandra.sh start
 S3_BUCKETS="chat-test" scripts/s3.sh start
 
+# The web SDK's dependencies, from the lock file (the Rust end-to-end
+# tests also run the SDK against the real server).
+npm ci --prefix web --no-audit --no-fund
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 
-# The web SDK: type check and unit tests (Vitest), dependencies from the
-# lock file.
-npm ci --prefix web --no-audit --no-fund
+# The web SDK: type check and unit tests (Vitest).
 npm test --prefix web

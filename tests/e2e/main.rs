@@ -15,5 +15,6 @@ mod push;
 mod scylla;
 mod security;
 mod stock_clients;
+mod web_sdk;
 
 const CHATD: &str = env!("CARGO_BIN_EXE_chatd");

@@ -226,6 +226,11 @@ export class ChatClient {
     return (await response.json()) as Record<string, unknown>;
   }
 
+  /** Cuts the socket as a network loss would (the client reconnects). */
+  dropConnectionForTests(): void {
+    this.mqtt?.stream?.destroy();
+  }
+
   close(): void {
     clearTimeout(this.refreshTimer);
     clearInterval(this.flushTimer);
