@@ -71,6 +71,16 @@ export class Outbox {
     }
   }
 
+  /** A thread's unacknowledged entries (pending and failed), oldest first. */
+  ofThread(threadId: string): OutboxEntry[] {
+    return [...this.entries.values()].filter((e) => e.threadId === threadId);
+  }
+
+  /** Forgets a failed entry (the user dismissed it). */
+  discard(clientMsgId: string): void {
+    this.entries.delete(clientMsgId);
+  }
+
   failed(): OutboxEntry[] {
     return [...this.entries.values()].filter((e) => e.state === "failed");
   }

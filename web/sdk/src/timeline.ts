@@ -19,6 +19,17 @@ export class Timeline {
     return newest;
   }
 
+  /** The oldest message id held, where loading older history starts (`before`). */
+  oldestId(): string | undefined {
+    let oldest: string | undefined;
+    for (const id of this.byId.keys()) if (oldest === undefined || id < oldest) oldest = id;
+    return oldest;
+  }
+
+  get size(): number {
+    return this.byId.size;
+  }
+
   messages(): Message[] {
     return [...this.byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
