@@ -221,6 +221,20 @@ pub async fn chat_flow_on(server: Server, via: Via) {
         })
         .await;
     assert_eq!(seen_by_seller, reply_id);
+    // After a reload, history says how far each side has read ("Đã xem").
+    let page = history(&server, &seller_token, &thread, "").await;
+    let marker_of = |user: &str| {
+        page["readMarkers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["userId"] == user)
+            .cloned()
+            .unwrap_or_else(|| panic!("no marker for {user}: {page}"))
+    };
+    assert_eq!(marker_of("buyer-a")["upTo"], reply_id.as_str());
+    assert!(marker_of("buyer-a")["readAt"].as_i64().unwrap() > 0);
+    assert_eq!(marker_of("seller-a")["upTo"], reply_id.as_str());
 
     // History, keyset pagination in both directions.
     for i in 0..5 {

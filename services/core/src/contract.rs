@@ -12,7 +12,8 @@ use chat_protocol::{Message, MessageType};
 
 use crate::model::{
     AuditEntry, Device, DevicePlatform, InboxCursor, MessageRange, ModerationRecord, NewMessage,
-    NotificationAttempt, OpenThread, Order, Product, Thread, ThreadKey, UNREAD_CAP, User,
+    NotificationAttempt, OpenThread, Order, Product, ReadMarker, Thread, ThreadKey, UNREAD_CAP,
+    User,
 };
 use crate::store::{ChatStore, StoreError};
 
@@ -614,6 +615,57 @@ pub async fn read_marker_recomputes_unread_and_never_moves_back(store: &dyn Chat
     ));
 }
 
+/// History pages carry the markers, so a client can show "seen" after a
+/// reload: one per participant who read or sent, never moving back.
+pub async fn read_markers_list_each_participant(store: &dyn ChatStore) {
+    let ns = namespace("markers");
+    let (b, s) = (format!("{ns}-b"), format!("{ns}-s"));
+    let thread = open_pair(store, &b, &s).await;
+    assert!(store.read_markers(&thread.id).await.unwrap().is_empty());
+    let mut sent = vec![];
+    for i in 0..3 {
+        let a = store
+            .append_message(&text(&thread.id, &b, &format!("c{i}")))
+            .await
+            .unwrap();
+        sent.push(a.message);
+    }
+    let marker_of = |markers: Vec<ReadMarker>, user: &str| -> Option<ReadMarker> {
+        assert!(markers.iter().all(|m| m.user_id == b || m.user_id == s));
+        markers.into_iter().find(|m| m.user_id == user)
+    };
+    // Sending marks the thread read for the sender.
+    let markers = store.read_markers(&thread.id).await.unwrap();
+    assert_eq!(markers.len(), 1, "{markers:?}");
+    let buyer = marker_of(markers, &b).unwrap();
+    assert_eq!(buyer.up_to, sent[2].id);
+    assert!(buyer.read_at >= sent[2].created_at);
+
+    store.mark_read(&thread.id, &s, &sent[1].id).await.unwrap();
+    let seller = marker_of(store.read_markers(&thread.id).await.unwrap(), &s).unwrap();
+    assert_eq!(seller.up_to, sent[1].id);
+    assert!(seller.read_at > 0);
+    store.mark_read(&thread.id, &s, &sent[0].id).await.unwrap();
+    let markers = store.read_markers(&thread.id).await.unwrap();
+    assert_eq!(markers.len(), 2, "{markers:?}");
+    assert_eq!(
+        marker_of(markers, &s).unwrap(),
+        seller,
+        "a marker never moves backwards"
+    );
+    store.mark_read(&thread.id, &s, &sent[2].id).await.unwrap();
+    let markers = store.read_markers(&thread.id).await.unwrap();
+    assert_eq!(marker_of(markers.clone(), &s).unwrap().up_to, sent[2].id);
+    assert_eq!(marker_of(markers, &b).unwrap().up_to, sent[2].id);
+    assert!(
+        store
+            .read_markers(&format!("{ns}-none"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Badges show "99+": counts stop at [`UNREAD_CAP`], so no backend has to
 /// count a huge backlog on every message.
 pub async fn unread_counts_stop_at_the_cap(store: &dyn ChatStore) {
@@ -925,6 +977,7 @@ macro_rules! contract_tests {
         $crate::contract_tests!(@one $make, append_is_idempotent_and_counts_unread);
         $crate::contract_tests!(@one $make, sending_marks_the_thread_read_for_the_sender);
         $crate::contract_tests!(@one $make, read_marker_recomputes_unread_and_never_moves_back);
+        $crate::contract_tests!(@one $make, read_markers_list_each_participant);
         $crate::contract_tests!(@one $make, unread_counts_stop_at_the_cap);
         $crate::contract_tests!(@one $make, history_pages_in_both_directions);
         $crate::contract_tests!(@one $make, imported_history_pages_like_sent_history);

@@ -315,6 +315,17 @@ pub fn preview_of(message: &Message) -> MessagePreview {
     }
 }
 
+/// How far a participant has read a thread: every message with an id up
+/// to and including `up_to`. Markers only move forward.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadMarker {
+    pub user_id: String,
+    /// Id of the newest message the user has read.
+    pub up_to: String,
+    /// When the marker last moved (milliseconds since the epoch).
+    pub read_at: i64,
+}
+
 /// Keyset bounds for a page of history. Both bounds are exclusive.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MessageRange {

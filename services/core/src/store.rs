@@ -9,7 +9,7 @@ use chat_protocol::Message;
 use crate::attachments::Upload;
 use crate::model::{
     AuditEntry, Device, InboxCursor, MessageRange, ModerationRecord, NewMessage,
-    NotificationAttempt, OpenThread, Order, Product, Thread, ThreadKey, User,
+    NotificationAttempt, OpenThread, Order, Product, ReadMarker, Thread, ThreadKey, User,
 };
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -181,6 +181,11 @@ pub trait ChatStore: Send + Sync + 'static {
         user_id: &str,
         up_to: &str,
     ) -> StoreResult<ReadMarked>;
+
+    /// The read markers of a thread (at most one per participant; none for
+    /// a participant who has neither read nor sent anything), in no
+    /// particular order. An unknown thread has none.
+    async fn read_markers(&self, thread_id: &str) -> StoreResult<Vec<ReadMarker>>;
 
     /// A user's threads, most recent activity first, after `cursor`.
     async fn threads_of(

@@ -1,6 +1,6 @@
 //! JSON shapes of the REST API (camelCase), with their OpenAPI schemas.
 
-use chat_core::model::{Thread, User};
+use chat_core::model::{ReadMarker, Thread, User};
 use chat_core::presence::PresenceStatus;
 use chat_protocol::{Card, Message, MessagePreview};
 use serde::{Deserialize, Serialize};
@@ -213,6 +213,32 @@ pub struct MessagePage {
     pub messages: Vec<MessageView>,
     /// More messages exist beyond this page, in the direction of travel.
     pub has_more: bool,
+    /// How far each participant has read the thread (whatever page this
+    /// is), so a client can mark its own messages as seen after a reload.
+    /// A participant who never read nor sent anything has no marker.
+    pub read_markers: Vec<ReadMarkerView>,
+}
+
+/// A participant's read marker: every message up to and including `upTo`
+/// has been read (message ids sort in history order).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadMarkerView {
+    pub user_id: String,
+    /// Id of the newest message this user has read.
+    pub up_to: String,
+    /// When the marker last moved, milliseconds since the epoch.
+    pub read_at: i64,
+}
+
+impl From<ReadMarker> for ReadMarkerView {
+    fn from(m: ReadMarker) -> Self {
+        ReadMarkerView {
+            user_id: m.user_id,
+            up_to: m.up_to,
+            read_at: m.read_at,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

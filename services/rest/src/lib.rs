@@ -48,7 +48,7 @@ pub struct AppState {
         files::create_upload
     ),
     components(schemas(
-        ThreadView, ThreadPage, MessageView, MessagePage, OpenThreadRequest, MarkReadRequest,
+        ThreadView, ThreadPage, MessageView, MessagePage, ReadMarkerView, OpenThreadRequest, MarkReadRequest,
         ReadView, UserBody, ProductBody, OrderBody, ErrorBodyJson, ErrorEnvelope, PreviewView,
         DeviceBody, DeviceView, DeviceList, NotificationView, NotificationLog,
         moderation::PreviewRequest, moderation::FindingView, moderation::ModerationPreview,
@@ -348,12 +348,13 @@ async fn list_messages(
         before: q.before,
         after: q.after,
     };
-    let mut messages = state
-        .service
-        .store()
-        .messages(&id, &range, limit + 1)
-        .await
-        .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+    let store = state.service.store();
+    let (messages, markers) = tokio::join!(
+        store.messages(&id, &range, limit + 1),
+        store.read_markers(&id)
+    );
+    let mut messages = messages.map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+    let markers = markers.map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
     let has_more = messages.len() > limit;
     if has_more {
         // The extra row is on the far side of the page from the cursor.
@@ -370,6 +371,7 @@ async fn list_messages(
             .map(|m| MessageView::from(state.service.present(m)))
             .collect(),
         has_more,
+        read_markers: markers.into_iter().map(ReadMarkerView::from).collect(),
     }))
 }
 

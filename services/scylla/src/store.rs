@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use chat_core::attachments::Upload;
 use chat_core::model::{
     AuditEntry, Device, DevicePlatform, InboxCursor, MessageRange, ModerationRecord, NewMessage,
-    NotificationAttempt, OpenThread, Order, Product, Thread, ThreadKey, UNREAD_CAP, User,
-    preview_of,
+    NotificationAttempt, OpenThread, Order, Product, ReadMarker, Thread, ThreadKey, UNREAD_CAP,
+    User, preview_of,
 };
 use chat_core::store::{Appended, ChatStore, Opened, ReadMarked, StoreError, StoreResult};
 use chat_protocol::{Message, MessagePreview};
@@ -330,6 +330,7 @@ struct Statements {
     move_inbox: Batch,
     set_marker: PreparedStatement,
     get_markers: PreparedStatement,
+    list_markers: PreparedStatement,
     message_exists: PreparedStatement,
     page_newest: PreparedStatement,
     page_before: PreparedStatement,
@@ -426,6 +427,7 @@ impl Statements {
             set_product: prepare(format!("UPDATE {ks}.threads USING TIMESTAMP ? SET product_id = ? WHERE id = ?"), true).await?,
             set_marker: prepare(format!("UPDATE {ks}.read_markers USING TIMESTAMP ? SET up_to = ?, read_at = ? WHERE thread_id = ? AND user_id = ?"), true).await?,
             get_markers: prepare(format!("SELECT user_id, up_to FROM {ks}.read_markers WHERE thread_id = ?"), true).await?,
+            list_markers: prepare(format!("SELECT user_id, up_to, read_at FROM {ks}.read_markers WHERE thread_id = ?"), true).await?,
             message_exists: prepare(format!("SELECT id FROM {ks}.messages WHERE thread_id = ? AND bucket = ? AND id = ?"), true).await?,
             page_newest: prepare(page("", "DESC"), true).await?,
             page_before: prepare(page("AND id < ?", "DESC"), true).await?,
@@ -1689,6 +1691,22 @@ impl ChatStore for ScyllaStore {
             },
             moved,
         })
+    }
+
+    async fn read_markers(&self, thread_id: &str) -> StoreResult<Vec<ReadMarker>> {
+        let rows: Vec<(String, Option<String>, Option<i64>)> = self
+            .rows(&self.statements.list_markers, (thread_id,))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(user_id, up_to, read_at)| {
+                Some(ReadMarker {
+                    user_id,
+                    up_to: up_to?,
+                    read_at: read_at.unwrap_or_default(),
+                })
+            })
+            .collect())
     }
 
     async fn threads_of(

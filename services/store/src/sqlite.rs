@@ -19,8 +19,8 @@ use chat_core::attachments::Upload;
 use chat_core::bus::MessageSent;
 use chat_core::model::{
     AuditEntry, Device, DevicePlatform, InboxCursor, MessageRange, ModerationRecord, NewMessage,
-    NotificationAttempt, OpenThread, Order, Product, Side, Thread, ThreadKey, UNREAD_CAP, User,
-    preview_of,
+    NotificationAttempt, OpenThread, Order, Product, ReadMarker, Side, Thread, ThreadKey,
+    UNREAD_CAP, User, preview_of,
 };
 use chat_core::notify::Job as NotifyJob;
 use chat_core::store::{Appended, ChatStore, Opened, ReadMarked, StoreError, StoreResult};
@@ -1430,6 +1430,28 @@ impl ChatStore for SqliteStore {
             (thread_id.to_owned(), user_id.to_owned(), up_to.to_owned());
         self.write(move |c| mark_read_in(c, &thread_id, &user_id, &up_to))
             .await
+    }
+
+    async fn read_markers(&self, thread_id: &str) -> StoreResult<Vec<ReadMarker>> {
+        let thread_id = thread_id.to_owned();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT user_id, up_to, read_at FROM read_markers WHERE thread_id = ?1",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![thread_id], |r| {
+                    Ok(ReadMarker {
+                        user_id: r.get(0)?,
+                        up_to: r.get(1)?,
+                        read_at: r.get(2)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
     }
 
     async fn threads_of(
