@@ -42,6 +42,21 @@ pub struct Config {
     pub mqtt: BrokerConfig,
     pub auth: AuthConfig,
     pub limits: Limits,
+    pub demo: DemoConfig,
+}
+
+/// The demo storefront at `/demo/` (section `[demo]`, `chatd/src/demo.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DemoConfig {
+    /// Serve the storefront, seed its users, products and orders, and hand
+    /// out tokens for those users. Unset: on exactly when the development
+    /// HS256 secret of the data directory is in use.
+    pub enabled: Option<bool>,
+    /// The MQTT-over-WebSocket URL the pages connect to. Unset: the host
+    /// name the browser used for the page, the port of `mqtt.ws_addr` and
+    /// path `/mqtt` (`ws://localhost:8083/mqtt`).
+    pub mqtt_ws_url: Option<String>,
 }
 
 /// Where inbound chat messages are processed (section `[persist]`).
@@ -123,6 +138,7 @@ impl Default for Config {
             mqtt: BrokerConfig::default(),
             auth: AuthConfig::default(),
             limits: Limits::default(),
+            demo: DemoConfig::default(),
         }
     }
 }
@@ -218,6 +234,23 @@ mod tests {
             assert_eq!(config.limits.max_text_chars, 10);
             assert_eq!(config.data_dir, PathBuf::from("./data"));
             assert_eq!(config.store, StoreKind::Sqlite);
+            assert_eq!(config.demo, DemoConfig::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API, not ours
+    fn demo_section_from_env() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CHAT_DEMO__ENABLED", "false");
+            jail.set_env("CHAT_DEMO__MQTT_WS_URL", "wss://chat.example.vn/mqtt");
+            let config = Config::load(None).expect("loads");
+            assert_eq!(config.demo.enabled, Some(false));
+            assert_eq!(
+                config.demo.mqtt_ws_url.as_deref(),
+                Some("wss://chat.example.vn/mqtt")
+            );
             Ok(())
         });
     }

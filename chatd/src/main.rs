@@ -1,6 +1,7 @@
 //! `chatd`: the chat server and its tools.
 
 mod config;
+mod demo;
 mod persist;
 
 use std::path::PathBuf;
@@ -428,7 +429,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let verifier = Arc::new(TokenVerifier::new(&config.auth, secret.as_deref())?);
+    let demo = demo::Demo::from_config(&config, secret.as_deref())?;
     let (store, sqlite) = open_stores(&config).await?;
+    if demo.is_some() {
+        demo::seed(&*store)
+            .await
+            .context("seeding the demo storefront")?;
+    }
     let broker = Broker::new(config.mqtt.clone()).await;
     let membership = Arc::new(MembershipCache::new(store.clone()));
     let bus = Arc::new(InProcessBus::new(4096));
@@ -521,11 +528,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let local_files = (config.attachments.backend == chat_attachments::storage::Backend::Local)
         .then(|| attachments.storage.clone());
-    let app = chat_rest::router(AppState {
+    let mut app = chat_rest::router(AppState {
         service,
         verifier,
         local_files,
     });
+    let demo_url = demo
+        .is_some()
+        .then(|| demo::storefront_url(config.http_addr));
+    if let Some(demo) = demo {
+        app = app.merge(demo::router(demo));
+    }
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP {}", config.http_addr))?;
@@ -536,6 +549,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         "chatd ready"
     );
+    if let Some(url) = demo_url {
+        tracing::info!("demo storefront: {url}");
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
