@@ -14,6 +14,11 @@ command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 # Node.js for the web SDK's tests (Debian's, if the machine has none).
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+# Debian's Chromium for the browser tests (playwright-core drives it; no
+# browser is ever downloaded), with fonts for Vietnamese and emoji.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -e /usr/share/fonts/truetype/noto/NotoSans-Regular.ttf ] || missing+=(fonts-noto-core)
+[ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || missing+=(fonts-noto-color-emoji)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -40,13 +45,17 @@ trap 'for c in "${cleanup[@]}"; do $c || true; done' EXIT
 scripts/cassandra.sh start
 S3_BUCKETS="chat-test" scripts/s3.sh start
 
-# The web SDK's dependencies, from the lock file (the Rust end-to-end
-# tests also run the SDK against the real server).
+# The web packages' dependencies, from the lock file (the Rust end-to-end
+# tests also run the SDK and the browser tests against the real server),
+# and the check that the committed demo bundle (web/dist, which chatd
+# embeds) is what the sources build.
 npm ci --prefix web --no-audit --no-fund
+npm run --prefix web/demo test
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 
-# The web SDK: type check and unit tests (Vitest).
+# The web packages: type checks and unit tests (Vitest); their live and
+# browser tests ran above, inside the end-to-end suite.
 npm test --prefix web

@@ -16,6 +16,7 @@ mod push;
 mod scylla;
 mod security;
 mod stock_clients;
+mod web_browser;
 mod web_sdk;
 
 const CHATD: &str = env!("CARGO_BIN_EXE_chatd");

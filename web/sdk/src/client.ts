@@ -96,6 +96,8 @@ export class ChatClient {
   readonly outbox = new Outbox();
   readonly unread: UnreadCounts;
   private readonly timelines = new Map<string, Timeline>();
+  /** Threads opened by the user: subscribed, and resynced after reconnects. */
+  private readonly followed = new Set<string>();
   /** Per thread: whether history older than the oldest held message exists. */
   private readonly older = new Map<string, boolean>();
   private readonly markers = new Map<string, Map<string, ReadMarker>>();
@@ -190,10 +192,10 @@ export class ChatClient {
     this.setState("online");
     this.backoff.reset();
     this.scheduleRefresh();
-    const subs = [topics.user(this.options.userId), ...[...this.timelines.keys()].map(topics.thread)];
+    const subs = [topics.user(this.options.userId), ...[...this.followed].map(topics.thread)];
     client.subscribe(subs, { qos: 1 });
     // Whatever happened while offline: fetched, merged, nothing twice.
-    for (const threadId of this.timelines.keys()) await this.resyncThread(threadId).catch(() => undefined);
+    for (const threadId of this.followed) await this.resyncThread(threadId).catch(() => undefined);
     this.outbox.reconnected();
     this.flush();
   }
@@ -286,9 +288,10 @@ export class ChatClient {
 
   /** Starts following a thread: live events plus its newest history. */
   async open(threadId: string): Promise<Message[]> {
-    const fresh = !this.timelines.has(threadId);
-    this.timeline(threadId);
-    if (fresh) this.mqtt?.subscribe(topics.thread(threadId), { qos: 1 });
+    if (!this.followed.has(threadId)) {
+      this.followed.add(threadId);
+      this.mqtt?.subscribe(topics.thread(threadId), { qos: 1 });
+    }
     await this.resyncThread(threadId);
     return this.timeline(threadId).messages();
   }

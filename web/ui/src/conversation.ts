@@ -253,8 +253,8 @@ export class ConversationView {
             h("img", {
               class: "chat-thumb",
               src: m.card.thumb_url ?? "",
-              width: m.card.thumb_width,
-              height: m.card.thumb_height,
+              // Sized before it loads, so the list does not jump.
+              style: thumbSize(m.card.thumb_width, m.card.thumb_height),
               alt: strings(this.lang).image,
               "data-testid": "image",
             }),
@@ -328,6 +328,13 @@ export class ConversationView {
     void this.options.client.sendImage(this.options.thread.id, file);
     this.render(true);
   }
+}
+
+const THUMB_BOX = 220;
+
+function thumbSize(width: number, height: number): string {
+  const scale = Math.min(1, THUMB_BOX / Math.max(1, width), THUMB_BOX / Math.max(1, height));
+  return `width:${Math.round(width * scale)}px;height:${Math.round(height * scale)}px`;
 }
 
 /** Product, order and notice cards, as the thread shows them. */

@@ -1,0 +1,56 @@
+//! The demo storefront in Debian's Chromium: `web/e2e/test/browser.test.ts`
+//! (playwright-core driving `/usr/bin/chromium`, two browser contexts: a
+//! buyer on the product and order pages, a seller in Seller Center) run by
+//! Vitest against a chatd started here with the demo on.
+//!
+//! Screenshots land in `target/screenshots/`; with
+//! `CHAT_UPDATE_SCREENSHOTS=1` in `docs/screenshots/` (committed, shown in
+//! the README).
+
+use std::process::Command;
+
+use chat_e2e::{Server, repo_root};
+
+use crate::CHATD;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buyer_and_seller_chat_in_chromium() {
+    let server = Server::start_with(CHATD, &[("CHAT_DEMO__ENABLED", "true")]).await;
+    let root = repo_root();
+    let shots = if std::env::var_os("CHAT_UPDATE_SCREENSHOTS").is_some() {
+        root.join("docs/screenshots")
+    } else {
+        root.join("target/screenshots")
+    };
+    // `--no`: the workspace's own vitest, never a download (`npm ci
+    // --prefix web` installed it; ./scripts/test.sh does that first).
+    let output = Command::new("npx")
+        .args(["--no", "vitest", "run", "test/browser.test.ts"])
+        .current_dir(root.join("web/e2e"))
+        .env("CHAT_E2E_URL", server.url(""))
+        .env("CHAT_E2E_SHOTS", &shots)
+        .output()
+        .expect("running vitest");
+    let log = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "browser test failed:\n{log}\nchatd log:\n{}",
+        server.log()
+    );
+    assert!(log.contains("2 passed"), "the browser tests ran:\n{log}");
+    for shot in [
+        "product-page-widget",
+        "order-page-widget",
+        "seller-center",
+        "seller-center-phone",
+    ] {
+        assert!(
+            shots.join(format!("{shot}.png")).is_file(),
+            "{shot}.png taken"
+        );
+    }
+}
