@@ -9,13 +9,49 @@
 
 use std::process::Command;
 
-use chat_e2e::{Server, repo_root};
+use chat_e2e::{Client, Server, Via, repo_root};
 
 use crate::CHATD;
 
+/// Messages in the seeded conversation (the first page holds 50).
+const HISTORY: u32 = 75;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buyer_and_seller_chat_in_chromium() {
-    let server = Server::start_with(CHATD, &[("CHAT_DEMO__ENABLED", "true")]).await;
+    let server = Server::start_with(
+        CHATD,
+        &[
+            ("CHAT_DEMO__ENABLED", "true"),
+            // Only the history seeded below is sent faster than a person types.
+            ("CHAT_RATE_LIMITS__MESSAGES_BURST", "1000"),
+            ("CHAT_RATE_LIMITS__CONNECTION_MESSAGES_BURST", "1000"),
+        ],
+    )
+    .await;
+    // A long conversation for Seller Center's infinite scroll: more than
+    // the first history page, sent over MQTT like any client would.
+    let buyer = server.token("demo-buyer-2", "buyer");
+    let (status, thread) = server
+        .request(
+            "POST",
+            "/chat/threads",
+            &buyer,
+            Some(serde_json::json!({"sellerId": "demo-shop-2", "productId": "demo-p-noicom"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{thread}");
+    let thread = thread["id"].as_str().expect("thread id").to_owned();
+    let mut client = Client::connect(&server, "demo-buyer-2", "buyer", Via::Tcp).await;
+    assert!(
+        client.subscribe("user/demo-buyer-2").await,
+        "acks come on the user topic"
+    );
+    for n in 1..=HISTORY {
+        client
+            .send_text(&thread, &format!("seed-{n}"), &format!("Tin cũ thứ {n}"))
+            .await
+            .expect("stored");
+    }
     let root = repo_root();
     let shots = if std::env::var_os("CHAT_UPDATE_SCREENSHOTS").is_some() {
         root.join("docs/screenshots")
@@ -29,6 +65,7 @@ async fn buyer_and_seller_chat_in_chromium() {
         .current_dir(root.join("web/e2e"))
         .env("CHAT_E2E_URL", server.url(""))
         .env("CHAT_E2E_SHOTS", &shots)
+        .env("CHAT_E2E_HISTORY", HISTORY.to_string())
         .output()
         .expect("running vitest");
     let log = format!(
@@ -41,7 +78,7 @@ async fn buyer_and_seller_chat_in_chromium() {
         "browser test failed:\n{log}\nchatd log:\n{}",
         server.log()
     );
-    assert!(log.contains("2 passed"), "the browser tests ran:\n{log}");
+    assert!(log.contains("3 passed"), "the browser tests ran:\n{log}");
     for shot in [
         "product-page-widget",
         "order-page-widget",

@@ -184,4 +184,28 @@ describe.skipIf(!base)("the demo storefront in Chromium", () => {
     await phone.close();
     await orderContext.close();
   }, 120_000);
+
+  it("Seller Center loads older history as the seller scrolls up: every message once, in order", async () => {
+    const count = Number(process.env.CHAT_E2E_HISTORY ?? "0");
+    expect(count).toBeGreaterThan(50);
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: "vi-VN" });
+    const page = await context.newPage();
+    await page.goto(`${base}/demo/seller.html?as=demo-shop-2`);
+    const row = page.getByTestId("thread").filter({ hasText: "Trần Thị Bình" });
+    expect(await row.getByTestId("unread-badge").textContent()).toBe(String(count));
+    await row.click();
+    const expected = Array.from({ length: count }, (_, i) => `Tin cũ thứ ${i + 1}`);
+    await page.getByTestId("messages").getByText(expected[count - 1]!, { exact: true }).waitFor();
+    // The first page is the newest: the oldest messages are not there yet.
+    expect((await texts(page)).length).toBeLessThan(count);
+    const all = await until("the whole history after scrolling up", async () => {
+      await page.getByTestId("messages").evaluate((list) => list.scrollTo(0, 0));
+      const t = await texts(page);
+      return t.length >= count && (await page.getByTestId("history-edge").textContent()) === "Bắt đầu cuộc trò chuyện" ? t : undefined;
+    });
+    expect(all).toEqual(expected);
+    // Read: the badge is gone.
+    await row.getByTestId("unread-badge").waitFor({ state: "detached" });
+    await context.close();
+  }, 60_000);
 });
