@@ -26,6 +26,14 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// REST facade.
     pub http_addr: SocketAddr,
+    /// Origins whose pages may call the REST facade from a browser (CORS),
+    /// e.g. `["https://shop.example.vn"]` for a chat widget embedded in the
+    /// marketplace: each an exact `scheme://host[:port]`, no path. Empty
+    /// (the default): no CORS headers, same-origin only. A single `"*"`
+    /// allows any origin — for development only: requests carry bearer
+    /// tokens, not cookies, so it leaks no credentials, but it lets any
+    /// page script against the API with a token it holds.
+    pub cors_allowed_origins: Vec<String>,
     /// `tracing` filter, e.g. `info` or `chatd=debug,rmqtt=warn`.
     pub log: String,
     /// Message store: `sqlite` (embedded, one machine; the default) or
@@ -125,6 +133,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./data"),
             http_addr: "0.0.0.0:8080".parse().expect("literal address"),
+            cors_allowed_origins: Vec::new(),
             log: "info,rmqtt=warn,rmqtt_net=warn".into(),
             store: StoreKind::Sqlite,
             scylla: ScyllaConfig::default(),
@@ -250,6 +259,31 @@ mod tests {
             assert_eq!(
                 config.demo.mqtt_ws_url.as_deref(),
                 Some("wss://chat.example.vn/mqtt")
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API, not ours
+    fn cors_origins_from_file_and_env() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None).expect("loads");
+            assert!(config.cors_allowed_origins.is_empty());
+            jail.create_file(
+                "chat.toml",
+                "cors_allowed_origins = [\"https://shop.example.vn\"]\n",
+            )?;
+            let config = Config::load(Some(Path::new("chat.toml"))).expect("loads");
+            assert_eq!(config.cors_allowed_origins, ["https://shop.example.vn"]);
+            jail.set_env(
+                "CHAT_CORS_ALLOWED_ORIGINS",
+                r#"["http://shop.test","http://localhost:5173"]"#,
+            );
+            let config = Config::load(Some(Path::new("chat.toml"))).expect("loads");
+            assert_eq!(
+                config.cors_allowed_origins,
+                ["http://shop.test", "http://localhost:5173"]
             );
             Ok(())
         });

@@ -1,6 +1,7 @@
 //! `chatd`: the chat server and its tools.
 
 mod config;
+mod cors;
 mod demo;
 mod persist;
 
@@ -419,6 +420,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    let cors = cors::layer(&config.cors_allowed_origins)?;
     let secret = config
         .hs256_secret()
         .context("reading the development secret")?;
@@ -533,6 +535,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         verifier,
         local_files,
     });
+    // CORS covers the REST facade and the local attachment URLs; the demo
+    // storefront is same-origin.
+    if let Some(cors) = cors {
+        app = app.layer(cors);
+    }
     let demo_url = demo
         .is_some()
         .then(|| demo::storefront_url(config.http_addr));
