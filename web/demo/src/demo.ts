@@ -89,9 +89,12 @@ const T = {
 
 const params = new URLSearchParams(location.search);
 
+/** The language chosen on this page or before; else the user's locale. */
+let userLocale: string | undefined;
+
 function lang(): Lang {
-  const chosen = params.get("lang") ?? localStorage.getItem("chat-demo-lang");
-  return chosen === "en" ? "en" : "vi";
+  const chosen = params.get("lang") ?? localStorage.getItem("chat-demo-lang") ?? userLocale;
+  return chosen?.startsWith("en") ? "en" : "vi";
 }
 
 function toggleLanguage(): void {
@@ -131,6 +134,8 @@ async function client(userId: string): Promise<InstanceType<typeof ChatUI.ChatCl
     restUrl: first.restUrl,
     userId,
     device: device(),
+    // Unsent messages survive a reload of this tab (same device id).
+    storage: sessionStorage,
     // The first token, then a fresh one at every refresh (before `exp`).
     getToken: async () => {
       const t = token ?? (await json<Session>("/demo/api/session", { userId })).token;
@@ -275,11 +280,12 @@ async function sellerPage(root: HTMLElement, catalog: Catalog, me: DemoUser): Pr
 
 async function main(): Promise<void> {
   const root = document.getElementById("app")!;
-  document.documentElement.lang = lang();
   const catalog = await json<Catalog>("/demo/api/catalog");
   const page = document.body.dataset.page;
-  if (page === "index") return indexPage(root, catalog);
   const me = catalog.users.find((u) => u.id === params.get("as"));
+  userLocale = me?.locale;
+  document.documentElement.lang = lang();
+  if (page === "index") return indexPage(root, catalog);
   if (!me) {
     location.href = "./";
     return;

@@ -25,6 +25,9 @@ export interface ChatClientOptions {
   getToken: () => Promise<string>;
   /** Seconds before `exp` at which a new token is fetched. */
   refreshBeforeSecs?: number;
+  /** Where unsent messages are kept across a page reload or app restart
+   * (e.g. `sessionStorage`, or AsyncStorage behind this interface). */
+  storage?: Pick<Storage, "getItem" | "setItem" | "removeItem">;
   /** Follow the browser's online/offline events (default: when in a browser). */
   watchNetwork?: boolean;
   fetch?: typeof fetch;
@@ -116,6 +119,32 @@ export class ChatClient {
 
   constructor(private readonly options: ChatClientOptions) {
     this.unread = new UnreadCounts(options.userId);
+    this.restoreOutbox();
+  }
+
+  private get outboxKey(): string {
+    return `chat-outbox:${this.options.userId}:${this.options.device}`;
+  }
+
+  private restoreOutbox(): void {
+    const saved = this.options.storage?.getItem(this.outboxKey);
+    if (!saved) return;
+    try {
+      this.outbox.restore(JSON.parse(saved) as OutboxEntry[]);
+    } catch {
+      this.options.storage?.removeItem(this.outboxKey);
+    }
+  }
+
+  private saveOutbox(): void {
+    const storage = this.options.storage;
+    if (!storage) return;
+    try {
+      if (this.outbox.size === 0) storage.removeItem(this.outboxKey);
+      else storage.setItem(this.outboxKey, JSON.stringify(this.outbox.snapshot()));
+    } catch {
+      // Storage full or forbidden: the outbox still lives in memory.
+    }
   }
 
   get userId(): string {
@@ -133,6 +162,7 @@ export class ChatClient {
   }
 
   private changed(change: Change): void {
+    if (change.kind === "pending") this.saveOutbox();
     for (const listener of this.changeListeners) listener(change);
   }
 

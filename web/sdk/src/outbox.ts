@@ -81,6 +81,19 @@ export class Outbox {
     this.entries.delete(clientMsgId);
   }
 
+  /** Everything not yet acknowledged, to keep across a page reload. */
+  snapshot(): OutboxEntry[] {
+    return [...this.entries.values()].map((e) => ({ ...e }));
+  }
+
+  /** Entries saved by `snapshot`: pending ones go again at once, same ids. */
+  restore(entries: OutboxEntry[]): void {
+    for (const e of entries) {
+      if (this.entries.has(e.clientMsgId)) continue;
+      this.entries.set(e.clientMsgId, { ...e, notBefore: 0 });
+    }
+  }
+
   failed(): OutboxEntry[] {
     return [...this.entries.values()].filter((e) => e.state === "failed");
   }
