@@ -17,6 +17,7 @@
 //! the raw publish reaches no one: only the service's processed events do.
 
 mod hooks;
+mod interest;
 mod outbound;
 mod shared;
 
@@ -89,9 +90,16 @@ impl Broker {
         Broker { scx, config }
     }
 
-    /// What the chat service publishes through.
+    /// What the chat service publishes through: this node's subscribers.
     pub fn outbound(&self) -> Arc<dyn Outbound> {
         Arc::new(BrokerOutbound::new(self.scx.clone()))
+    }
+
+    /// Reports this node's subscriptions to a cluster backbone (call
+    /// before `start`, before any client subscribes).
+    pub async fn report_interest(&self, interest: Arc<dyn chat_core::outbound::TopicInterest>) {
+        *self.scx.extends.router_mut().await =
+            Box::new(interest::InterestRouter::new(self.scx.clone(), interest));
     }
 
     /// Registers the hooks, binds both listeners and serves in the

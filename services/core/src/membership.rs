@@ -31,8 +31,15 @@ enum Entry {
     Missing { until: Instant },
 }
 
+/// Tells the other nodes that a thread's membership changed (a cluster
+/// backbone implements it); they drop what they cached.
+pub trait MembershipBroadcast: Send + Sync + 'static {
+    fn thread_changed(&self, thread_id: &str);
+}
+
 pub struct MembershipCache {
     store: Arc<dyn ChatStore>,
+    broadcast: RwLock<Option<Arc<dyn MembershipBroadcast>>>,
     entries: RwLock<HashMap<String, Entry>>,
     negative_ttl: Duration,
     capacity: usize,
@@ -42,6 +49,7 @@ impl MembershipCache {
     pub fn new(store: Arc<dyn ChatStore>) -> Self {
         MembershipCache {
             store,
+            broadcast: RwLock::new(None),
             entries: RwLock::new(HashMap::new()),
             negative_ttl: Duration::from_secs(2),
             capacity: 200_000,
@@ -87,9 +95,23 @@ impl MembershipCache {
             .is_some_and(|p| p.contains(user_id)))
     }
 
-    /// Forgets what is known about a thread; called when its membership
-    /// changes (creation today, group membership later).
+    /// Forgets what is known about a thread, on this node only (what the
+    /// backbone calls when another node says it changed).
     pub fn invalidate(&self, thread_id: &str) {
         self.entries.write().remove(thread_id);
+    }
+
+    /// A thread's membership changed here (creation today, group
+    /// membership later): forget it on this node and on every other.
+    pub fn changed(&self, thread_id: &str) {
+        self.invalidate(thread_id);
+        if let Some(broadcast) = self.broadcast.read().as_ref() {
+            broadcast.thread_changed(thread_id);
+        }
+    }
+
+    /// Where changes are announced to the other nodes.
+    pub fn set_broadcast(&self, broadcast: Arc<dyn MembershipBroadcast>) {
+        *self.broadcast.write() = Some(broadcast);
     }
 }

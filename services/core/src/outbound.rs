@@ -17,3 +17,11 @@ pub trait Outbound: Send + Sync + 'static {
     /// on the subscribers; errors are logged by the implementation.
     async fn publish(&self, topic: String, payload: Vec<u8>, qos: Qos);
 }
+
+/// Which topics this node's MQTT clients subscribe to. The broker reports
+/// the first subscription to a topic filter and the end of the last one;
+/// a cluster backbone uses it to receive only what its clients want.
+pub trait TopicInterest: Send + Sync + 'static {
+    fn subscribed(&self, topic_filter: &str);
+    fn unsubscribed(&self, topic_filter: &str);
+}

@@ -42,6 +42,24 @@ impl LocalPresence {
     pub fn new() -> Self {
         LocalPresence::default()
     }
+
+    /// Live sessions of a user on this node, and when they were last seen.
+    pub fn sessions(&self, user_id: &str) -> (usize, Option<i64>) {
+        self.users
+            .lock()
+            .get(user_id)
+            .map_or((0, None), |u| (u.sessions.len(), Some(u.last_seen)))
+    }
+
+    /// Users with at least one live session on this node.
+    pub fn online_users(&self) -> Vec<(String, usize)> {
+        self.users
+            .lock()
+            .iter()
+            .filter(|(_, u)| !u.sessions.is_empty())
+            .map(|(id, u)| (id.clone(), u.sessions.len()))
+            .collect()
+    }
 }
 
 impl Presence for LocalPresence {

@@ -191,6 +191,13 @@ impl ChatService {
         }
     }
 
+    /// Presence shared by every node (the in-process one knows only the
+    /// sessions of this node's broker).
+    pub fn with_presence(mut self, presence: Arc<dyn Presence>) -> Self {
+        self.presence = presence;
+        self
+    }
+
     /// Moderation with the deployment's policy and keyword lists.
     pub fn with_moderation(mut self, moderation: Arc<Moderation>) -> Self {
         self.moderation = moderation;
@@ -923,7 +930,7 @@ impl ChatService {
         }
         let opened = self.store.open_thread(&spec).await?;
         if opened.created {
-            self.membership.invalidate(&opened.thread.id);
+            self.membership.changed(&opened.thread.id);
             tracing::info!(thread_id = %opened.thread.id, buyer = %spec.buyer_id, seller = %spec.seller_id, "thread created");
         }
         let mut thread = opened.thread;

@@ -17,6 +17,8 @@
 //!   then; a job taken before its `Chat-Not-Before` time is put back the
 //!   same way.
 
+pub mod cluster;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
