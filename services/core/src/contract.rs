@@ -69,6 +69,10 @@ fn ids_of(messages: &[Message]) -> Vec<String> {
     messages.iter().map(|m| m.id.clone()).collect()
 }
 
+pub async fn ping_answers(store: &dyn ChatStore) {
+    store.ping().await.expect("a working store answers a ping");
+}
+
 pub async fn reference_data_round_trips(store: &dyn ChatStore) {
     let ns = namespace("ref");
     let user = User {
@@ -966,6 +970,7 @@ pub async fn concurrent_writes_all_land(store: Arc<dyn ChatStore>) {
 #[macro_export]
 macro_rules! contract_tests {
     ($make:expr, long_history = $long:expr) => {
+        $crate::contract_tests!(@one $make, ping_answers);
         $crate::contract_tests!(@one $make, reference_data_round_trips);
         $crate::contract_tests!(@one $make, devices_register_move_and_prune);
         $crate::contract_tests!(@one $make, notification_log_lists_newest_first);

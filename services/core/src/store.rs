@@ -52,6 +52,9 @@ pub struct ReadMarked {
 
 #[async_trait]
 pub trait ChatStore: Send + Sync + 'static {
+    /// A cheap round trip that proves the store answers (readiness).
+    async fn ping(&self) -> StoreResult<()>;
+
     async fn put_user(&self, user: &User) -> StoreResult<()>;
     async fn user(&self, id: &str) -> StoreResult<Option<User>>;
     async fn put_product(&self, product: &Product) -> StoreResult<()>;

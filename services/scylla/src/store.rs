@@ -912,6 +912,12 @@ impl ChatStore for ScyllaStore {
         Ok(())
     }
 
+    /// One single-partition read of our keyspace at the configured
+    /// consistency: the cluster answers for our data, not just a socket.
+    async fn ping(&self) -> StoreResult<()> {
+        self.user("readyz-probe").await.map(|_| ())
+    }
+
     async fn user(&self, id: &str) -> StoreResult<Option<User>> {
         type Columns = (
             String,

@@ -293,6 +293,8 @@ pub struct SqliteStore {
     /// Woken after a commit that enqueued jobs.
     pub(crate) outbox_wake: Arc<tokio::sync::Notify>,
     writer: std::sync::mpsc::Sender<Job>,
+    /// The writer thread, to tell that it is alive (readiness).
+    writer_thread: std::thread::JoinHandle<()>,
     readers: Vec<Arc<Mutex<Connection>>>,
     next_reader: AtomicUsize,
     /// Dropping it ends the checkpoint thread.
@@ -402,7 +404,7 @@ impl SqliteStore {
             readers.push(Arc::new(Mutex::new(reader)));
         }
         let (writer, jobs) = std::sync::mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || write_loop(conn, jobs))
             .map_err(backend)?;
@@ -410,6 +412,7 @@ impl SqliteStore {
             outbox: std::sync::atomic::AtomicBool::new(false),
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
             writer,
+            writer_thread,
             readers,
             next_reader: AtomicUsize::new(0),
             _stop_checkpoints: stop_checkpoints,
@@ -427,6 +430,11 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || f(&conn.lock()))
             .await
             .map_err(backend)?
+    }
+
+    /// True when the writer thread has ended (it panicked): writes fail.
+    fn writer_stopped(&self) -> bool {
+        self.writer_thread.is_finished()
     }
 
     /// Queues a write for the next group commit and returns its result
@@ -783,6 +791,20 @@ impl ChatStore for SqliteStore {
             )
             .map_err(backend)?;
             Ok(())
+        })
+        .await
+    }
+
+    /// A read on a reader connection, and the writer thread alive (a
+    /// write would cost a commit on every probe).
+    async fn ping(&self) -> StoreResult<()> {
+        if self.writer_stopped() {
+            return Err(StoreError::Backend("sqlite writer stopped".into()));
+        }
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map(|_| ())
+                .map_err(backend)
         })
         .await
     }
