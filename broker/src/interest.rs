@@ -54,7 +54,7 @@ impl Router for InterestRouter {
                 *n == 1
             };
             if first {
-                self.interest.subscribed(topic_filter);
+                self.interest.subscribed(topic_filter).await;
             }
         }
         Ok(())

@@ -44,6 +44,8 @@ pub struct Config {
     pub push: PushConfig,
     pub email: EmailConfig,
     pub nats: NatsConfig,
+    /// N nodes: the cross-node backbone (`[cluster]`).
+    pub cluster: chat_nats::cluster::ClusterConfig,
     pub moderation: ModerationConfig,
     pub rate_limits: RateLimitConfig,
     pub attachments: AttachmentsConfig,
@@ -141,6 +143,7 @@ impl Default for Config {
             push: PushConfig::default(),
             email: EmailConfig::default(),
             nats: NatsConfig::default(),
+            cluster: chat_nats::cluster::ClusterConfig::default(),
             moderation: ModerationConfig::default(),
             rate_limits: RateLimitConfig::default(),
             attachments: AttachmentsConfig::default(),

@@ -230,6 +230,72 @@ async fn connect_nats(config: &Config) -> anyhow::Result<Option<Arc<chat_nats::J
     }
 }
 
+/// This node's part in a cluster: the backbone it publishes through and
+/// the cluster-wide presence.
+struct ClusterNode {
+    backbone: Arc<chat_nats::cluster::NatsBackbone>,
+    presence: Arc<chat_nats::cluster::NatsPresence>,
+}
+
+fn node_id(config: &Config) -> String {
+    config.cluster.node_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        format!(
+            "{}-{}",
+            if host.is_empty() { "chatd" } else { &host },
+            std::process::id()
+        )
+    })
+}
+
+/// With `cluster.backbone = "nats"`: deliveries, presence and membership
+/// changes cross nodes through NATS. Needs the shared store.
+async fn join_cluster(
+    config: &Config,
+    broker: &Broker,
+    membership: &Arc<MembershipCache>,
+) -> anyhow::Result<Option<ClusterNode>> {
+    use chat_nats::cluster::{Backbone, NatsBackbone, NatsPresence};
+    if config.cluster.backbone == Backbone::None {
+        return Ok(None);
+    }
+    let url = config
+        .nats
+        .url
+        .as_deref()
+        .context("cluster.backbone = \"nats\" needs nats.url (CHAT_NATS__URL)")?;
+    if matches!(config.store, StoreKind::Sqlite) {
+        anyhow::bail!(
+            "cluster.backbone = \"nats\" needs a store every node shares: store = \"scylla\" (SQLite is one node's file)"
+        );
+    }
+    let node = node_id(config);
+    let backbone = NatsBackbone::connect(&config.nats, &node, broker.outbound())
+        .await
+        .with_context(|| format!("connecting to NATS at {url}"))?;
+    broker.report_interest(backbone.clone()).await;
+    backbone
+        .follow_membership(membership)
+        .await
+        .context("following membership changes")?;
+    let presence = NatsPresence::start(
+        backbone.client().clone(),
+        &node,
+        &config.cluster,
+        config.nats.replicas,
+    )
+    .await
+    .context("starting cluster presence")?;
+    tracing::info!(
+        node,
+        nats = url,
+        "cluster node: deliveries and presence over NATS"
+    );
+    Ok(Some(ClusterNode { backbone, presence }))
+}
+
 /// `chatd push`: a notification worker. Replicas share the JetStream
 /// consumer; each job goes to one of them. They cannot see sessions, so
 /// gateways enqueue jobs only for recipients offline at send time.
@@ -248,7 +314,27 @@ async fn push_worker(config: Config) -> anyhow::Result<()> {
         );
     }
     let store = open_store(&config).await?;
-    let dispatcher = Dispatcher::new(&config.push, &config.email, store, None, queue)
+    // In a cluster the worker sees who is online on any node (read-only).
+    let presence: Option<Arc<dyn chat_core::presence::Presence>> =
+        if config.cluster.backbone == chat_nats::cluster::Backbone::Nats {
+            let node = format!("push-{}", node_id(&config));
+            let client = chat_nats::cluster::connect_client(&config.nats, &node)
+                .await
+                .context("connecting to NATS for presence")?;
+            Some(
+                chat_nats::cluster::NatsPresence::start(
+                    client,
+                    &node,
+                    &config.cluster,
+                    config.nats.replicas,
+                )
+                .await
+                .context("following cluster presence")?,
+            )
+        } else {
+            None
+        };
+    let dispatcher = Dispatcher::new(&config.push, &config.email, store, presence, queue)
         .context("setting up notifications")?;
     tracing::info!(
         stream = config.nats.notify_stream,
@@ -441,13 +527,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let broker = Broker::new(config.mqtt.clone()).await;
     let membership = Arc::new(MembershipCache::new(store.clone()));
     let bus = Arc::new(InProcessBus::new(4096));
+    let cluster = join_cluster(&config, &broker, &membership).await?;
+    let outbound = match &cluster {
+        Some(cluster) => cluster.backbone.clone() as Arc<dyn chat_core::outbound::Outbound>,
+        None => broker.outbound(),
+    };
     let mut service = ChatService::new(
         store.clone(),
         membership,
-        broker.outbound(),
+        outbound,
         bus,
         config.limits.clone(),
     );
+    if let Some(cluster) = &cluster {
+        service = service.with_presence(cluster.presence.clone());
+    }
     let moderation = load_moderation(&config, store.clone()).await?;
     let attachments = open_attachments(&config)?;
     service = service

@@ -5,6 +5,7 @@
 mod attachments;
 mod bad_input;
 mod chat_flow;
+mod cluster;
 mod cors;
 mod demo;
 mod devices;

@@ -95,6 +95,13 @@ impl Server {
 
     /// Starts a server with extra `CHAT_*` settings.
     pub async fn start_with(binary: &str, env: &[(&str, &str)]) -> Server {
+        let secret = format!("test-secret-{}", uuid::Uuid::new_v4());
+        Server::start_with_secret(binary, &secret, env).await
+    }
+
+    /// Starts a server that signs and checks tokens with `secret`: nodes of
+    /// one cluster share it.
+    pub async fn start_with_secret(binary: &str, secret: &str, env: &[(&str, &str)]) -> Server {
         let tempdir = tempfile::tempdir().expect("temp dir");
         let dir = tempdir.path().to_owned();
         let mut server = Server {
@@ -105,7 +112,7 @@ impl Server {
             http_port: free_port(),
             tcp_port: free_port(),
             ws_port: free_port(),
-            secret: format!("test-secret-{}", uuid::Uuid::new_v4()),
+            secret: secret.to_owned(),
             http: reqwest::Client::new(),
             extra_env: env
                 .iter()
@@ -542,6 +549,16 @@ impl Client {
         })
     }
 
+    /// Sends DISCONNECT and waits until the connection is closed.
+    pub async fn disconnect(mut self) {
+        let _ = self.mqtt.disconnect().await;
+        while let Some(seen) = self.receive(Duration::from_secs(5)).await {
+            if matches!(seen, Seen::Closed(_)) {
+                return;
+            }
+        }
+    }
+
     async fn next(&mut self, within: Duration) -> Option<Seen> {
         if let Some(seen) = self.stash.pop_front() {
             return Some(seen);
@@ -647,6 +664,51 @@ impl Client {
     ) -> Result<String, chat_protocol::ErrorBody> {
         let payload = send_message(client_msg_id, text);
         self.send_and_wait(thread, client_msg_id, payload).await
+    }
+
+    /// Sends a text and waits up to `within` for its ack, like a mobile
+    /// client that may lose its server: `None` when no ack came (timeout
+    /// or connection closed), never a panic.
+    pub async fn try_send_text(
+        &mut self,
+        thread: &str,
+        client_msg_id: &str,
+        text: &str,
+        within: Duration,
+    ) -> Option<Result<String, chat_protocol::ErrorBody>> {
+        self.mqtt
+            .publish(
+                chat_protocol::topics::thread_inbound(thread),
+                QoS::AtLeastOnce,
+                false,
+                send_message(client_msg_id, text),
+            )
+            .await
+            .ok()?;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await? {
+                Seen::Closed(_) => return None,
+                Seen::Publish(_, payload) => {
+                    if let Ok(ServerEvent::MessageSentAck {
+                        client_msg_id: acked,
+                        message_id,
+                        error,
+                        ..
+                    }) = chat_protocol::decode_server(&payload)
+                        && acked == client_msg_id
+                    {
+                        return Some(match (message_id, error) {
+                            (Some(id), _) => Ok(id),
+                            (None, Some(error)) => Err(error),
+                            (None, None) => continue,
+                        });
+                    }
+                }
+                _ => continue,
+            }
+        }
     }
 
     /// Sends an image message (the id of a filled upload slot).

@@ -21,7 +21,10 @@ pub trait Outbound: Send + Sync + 'static {
 /// Which topics this node's MQTT clients subscribe to. The broker reports
 /// the first subscription to a topic filter and the end of the last one;
 /// a cluster backbone uses it to receive only what its clients want.
+/// `subscribed` returns once the backbone routes the topic here, before
+/// the client gets its SUBACK.
+#[async_trait]
 pub trait TopicInterest: Send + Sync + 'static {
-    fn subscribed(&self, topic_filter: &str);
+    async fn subscribed(&self, topic_filter: &str);
     fn unsubscribed(&self, topic_filter: &str);
 }

@@ -221,20 +221,23 @@ impl Outbound for NatsBackbone {
     }
 }
 
+#[async_trait]
 impl TopicInterest for NatsBackbone {
-    fn subscribed(&self, topic_filter: &str) {
+    async fn subscribed(&self, topic_filter: &str) {
         let subject = subject_for(topic_filter);
-        let client = self.client.clone();
+        let mut messages = match self.client.subscribe(subject).await {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::warn!(error = %e, topic = topic_filter, "NATS subscribe failed");
+                return;
+            }
+        };
+        // The SUB is on the wire before the client's SUBACK.
+        if let Err(e) = self.client.flush().await {
+            tracing::warn!(error = %e, "NATS flush failed");
+        }
         let local = self.local.clone();
-        let filter = topic_filter.to_owned();
         let task = tokio::spawn(async move {
-            let mut messages = match client.subscribe(subject).await {
-                Ok(messages) => messages,
-                Err(e) => {
-                    tracing::warn!(error = %e, topic = filter, "NATS subscribe failed");
-                    return;
-                }
-            };
             while let Some(message) = messages.next().await {
                 let Some(headers) = message.headers.as_ref() else {
                     continue;

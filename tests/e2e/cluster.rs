@@ -1,0 +1,346 @@
+//! Three `chatd` nodes on loopback (own ports and data directories) sharing
+//! one Cassandra keyspace and one NATS server (`cluster.backbone = "nats"`):
+//! a buyer on one node and a seller on another chat as if on one node;
+//! presence and idempotency hold across nodes; a node killed with
+//! `kill -9` while clients on every node keep sending loses nothing acked
+//! and stores nothing twice.
+
+use std::time::Duration;
+
+use chat_e2e::nats::NatsServer;
+use chat_e2e::{Client, Connect, Server, Via, ensure_cql_server, options};
+use chat_protocol::ServerEvent;
+use chat_protocol::topics;
+
+use crate::CHATD;
+
+pub struct Cluster {
+    pub nats: NatsServer,
+    pub nodes: Vec<Server>,
+}
+
+impl Cluster {
+    pub async fn start(n: usize, extra: &[(&str, &str)]) -> Cluster {
+        let cql = ensure_cql_server().await;
+        let nats = NatsServer::start().await;
+        let keyspace = format!(
+            "chat_cluster_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let secret = format!("cluster-secret-{}", uuid::Uuid::new_v4());
+        let cql_nodes = format!("[\"{cql}\"]");
+        let nats_url = nats.url();
+        let mut nodes = Vec::new();
+        // One at a time: the first creates the keyspace.
+        for i in 1..=n {
+            let node_id = format!("node-{i}");
+            let mut env = vec![
+                ("CHAT_STORE", "scylla"),
+                ("CHAT_SCYLLA__NODES", cql_nodes.as_str()),
+                ("CHAT_SCYLLA__KEYSPACE", keyspace.as_str()),
+                ("CHAT_SCYLLA__REQUEST_TIMEOUT_MS", "3000"),
+                ("CHAT_NATS__URL", nats_url.as_str()),
+                ("CHAT_CLUSTER__BACKBONE", "nats"),
+                ("CHAT_CLUSTER__NODE_ID", node_id.as_str()),
+                ("CHAT_CLUSTER__PRESENCE_TTL_SECS", "6"),
+            ];
+            env.extend_from_slice(extra);
+            nodes.push(Server::start_with_secret(CHATD, &secret, &env).await);
+        }
+        Cluster { nats, nodes }
+    }
+}
+
+async fn follow(client: &mut Client, user: &str, thread: &str) {
+    assert!(client.subscribe(&topics::user(user)).await);
+    assert!(client.subscribe(&topics::thread(thread)).await);
+}
+
+async fn other_online(node: &Server, user: &str, role: &str, thread: &str) -> bool {
+    let (status, body) = node
+        .request("GET", "/chat/threads", &node.token(user, role), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["threads"]
+        .as_array()
+        .and_then(|threads| threads.iter().find(|t| t["id"] == thread))
+        .and_then(|t| t["otherOnline"].as_bool())
+        .expect("the thread in the inbox")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buyer_and_seller_on_different_nodes_chat_as_on_one() {
+    let cluster = Cluster::start(3, &[]).await;
+    let [n1, n2, n3] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    let thread = n3.thread_between("xbuyer", "xseller").await;
+    let mut buyer = Client::connect(n1, "xbuyer", "buyer", Via::Tcp).await;
+    follow(&mut buyer, "xbuyer", &thread).await;
+    let mut seller = Client::connect(n2, "xseller", "seller", Via::WebSocket).await;
+    follow(&mut seller, "xseller", &thread).await;
+
+    // Node 1 → node 2.
+    let id = buyer
+        .send_text(&thread, "x-1", "Shop ơi còn hàng không?")
+        .await
+        .expect("stored");
+    let got = seller
+        .expect("message_new from node 1", |_, e| match e {
+            ServerEvent::MessageNew { message } if message.id == id => Some(message.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(got.content, "Shop ơi còn hàng không?");
+    seller
+        .expect("thread_updated with the unread count", |topic, e| match e {
+            ServerEvent::ThreadUpdated { thread: t }
+                if topic == "user/xseller" && t.unread_seller == 1 =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+
+    // Node 2 → node 1: a read receipt, typing, a reply.
+    seller
+        .publish(
+            &topics::thread_inbound(&thread),
+            chat_protocol::encode(&chat_protocol::ClientEvent::MarkRead { up_to: id.clone() }),
+        )
+        .await;
+    buyer
+        .expect("message_read from node 2", |_, e| match e {
+            ServerEvent::MessageRead { user_id, up_to, .. }
+                if user_id == "xseller" && *up_to == id =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+    seller
+        .publish(
+            &topics::thread_inbound(&thread),
+            chat_protocol::encode(&chat_protocol::ClientEvent::Typing { active: true }),
+        )
+        .await;
+    buyer
+        .expect("typing from node 2", |_, e| match e {
+            ServerEvent::Typing {
+                user_id,
+                active: true,
+                ..
+            } if user_id == "xseller" => Some(()),
+            _ => None,
+        })
+        .await;
+    let reply = seller
+        .send_text(&thread, "x-2", "Dạ còn ạ")
+        .await
+        .expect("stored");
+    buyer
+        .expect("the reply from node 2", |_, e| match e {
+            ServerEvent::MessageNew { message } if message.id == reply => Some(()),
+            _ => None,
+        })
+        .await;
+
+    // Presence: node 3 knows the seller is online on node 2, then not.
+    assert!(other_online(n3, "xbuyer", "buyer", &thread).await);
+    seller.disconnect().await;
+    let mut offline = false;
+    for _ in 0..100 {
+        if !other_online(n3, "xbuyer", "buyer", &thread).await {
+            offline = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(offline, "node 3 still shows the seller online");
+
+    // Idempotency across nodes: a retry landing on node 3 stores nothing new.
+    let opts = options(
+        n3,
+        "xbuyer:phone",
+        "xbuyer",
+        &n3.token("xbuyer", "buyer"),
+        Via::Tcp,
+    );
+    let Connect::Accepted(mut retry) = Client::try_connect(opts, "xbuyer").await else {
+        panic!("second device refused");
+    };
+    assert!(retry.subscribe(&topics::user("xbuyer")).await);
+    let again = retry
+        .send_text(&thread, "x-1", "Shop ơi còn hàng không?")
+        .await
+        .expect("acked");
+    assert_eq!(again, id, "the retry is the same message");
+    let history = history_texts(n2, "xseller", "seller", &thread).await;
+    assert_eq!(
+        history
+            .iter()
+            .filter(|t| *t == "Shop ơi còn hàng không?")
+            .count(),
+        1
+    );
+}
+
+async fn history_texts(node: &Server, user: &str, role: &str, thread: &str) -> Vec<String> {
+    let mut texts = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/chat/threads/{thread}/messages?limit=100&after={a}"),
+            None => format!("/chat/threads/{thread}/messages?limit=100&after=0"),
+        };
+        let (status, body) = node
+            .request("GET", &path, &node.token(user, role), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let page = body["messages"].as_array().cloned().unwrap_or_default();
+        for m in &page {
+            if m["type"] == "text" {
+                texts.push(m["content"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        after = page
+            .last()
+            .and_then(|m| m["id"].as_str())
+            .map(str::to_owned);
+        if !body["hasMore"].as_bool().unwrap_or(false) || after.is_none() {
+            return texts;
+        }
+    }
+}
+
+/// One buyer sending `count` messages through `node`; when its node dies
+/// it reconnects to `fallback` and retries the unacked message with the
+/// same client_msg_id. Returns how many sends needed a retry.
+async fn keep_sending(
+    mut client: Client,
+    buyer: String,
+    thread: String,
+    count: usize,
+    fallback: (u16, String),
+    after_each: Option<tokio::sync::mpsc::UnboundedSender<usize>>,
+) -> usize {
+    let mut retries = 0;
+    let mut n = 1;
+    while n <= count {
+        let cmid = format!("{buyer}-{n}");
+        let text = format!("{buyer} tin {n}");
+        match client
+            .try_send_text(&thread, &cmid, &text, Duration::from_secs(5))
+            .await
+        {
+            Some(Ok(_)) => {
+                if let Some(tx) = &after_each {
+                    let _ = tx.send(n);
+                }
+                n += 1;
+            }
+            Some(Err(e)) => panic!("{buyer}: refused: {e:?}"),
+            None => {
+                retries += 1;
+                assert!(retries < 20, "{buyer}: no node takes the message");
+                // The node is gone: connect to another one (a client with a
+                // list of nodes, or a load balancer, does this).
+                let (port, token) = &fallback;
+                let mut opts = rumqttc::MqttOptions::new(&buyer, "127.0.0.1", *port);
+                opts.set_credentials(&buyer, token);
+                opts.set_keep_alive(Duration::from_secs(30));
+                client = match Client::try_connect(opts, &buyer).await {
+                    Connect::Accepted(c) => c,
+                    Connect::Refused(why) => panic!("{buyer}: fallback refused: {why}"),
+                };
+                assert!(client.subscribe(&topics::user(&buyer)).await);
+            }
+        }
+    }
+    retries
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_traffic_loses_nothing_acked_and_duplicates_nothing() {
+    const COUNT: usize = 30;
+    let mut cluster = Cluster::start(
+        3,
+        &[
+            ("CHAT_RATE_LIMITS__MESSAGES_BURST", "1000"),
+            ("CHAT_RATE_LIMITS__CONNECTION_MESSAGES_BURST", "1000"),
+        ],
+    )
+    .await;
+    let seller = "kseller";
+    let buyers = ["kbuyer1", "kbuyer2", "kbuyer3"];
+    let mut threads = Vec::new();
+    for buyer in buyers {
+        threads.push(cluster.nodes[0].thread_between(buyer, seller).await);
+    }
+    // The seller watches every thread from node 1.
+    let mut watcher = Client::connect(&cluster.nodes[0], seller, "seller", Via::Tcp).await;
+    for t in &threads {
+        assert!(watcher.subscribe(&topics::thread(t)).await);
+    }
+    let mut senders = Vec::new();
+    let (progress_tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
+    for (i, buyer) in buyers.iter().enumerate() {
+        let node = &cluster.nodes[i];
+        let mut client = Client::connect(node, buyer, "buyer", Via::Tcp).await;
+        assert!(client.subscribe(&topics::user(buyer)).await);
+        // Node 3's clients fall back to node 1.
+        let fallback = (
+            cluster.nodes[0].tcp_port,
+            cluster.nodes[0].token(buyer, "buyer"),
+        );
+        let tx = (i == 2).then(|| progress_tx.clone());
+        senders.push(tokio::spawn(keep_sending(
+            client,
+            buyer.to_string(),
+            threads[i].clone(),
+            COUNT,
+            fallback,
+            tx,
+        )));
+    }
+    // A third of the way through, node 3 dies.
+    while let Some(n) = progress.recv().await {
+        if n == COUNT / 3 {
+            break;
+        }
+    }
+    cluster.nodes[2].kill9();
+    let mut retries = Vec::new();
+    for sender in senders {
+        retries.push(sender.await.expect("sender"));
+    }
+    assert_eq!(retries[0], 0, "clients of node 1 noticed the failure");
+    assert_eq!(retries[1], 0, "clients of node 2 noticed the failure");
+    assert!(
+        retries[2] >= 1,
+        "node 3's client never lost its node: {retries:?}"
+    );
+
+    // Every thread: each message once, in order (what was acked is there;
+    // the retried one was stored once).
+    for (i, buyer) in buyers.iter().enumerate() {
+        let texts = history_texts(&cluster.nodes[1], seller, "seller", &threads[i]).await;
+        let expected: Vec<String> = (1..=COUNT).map(|n| format!("{buyer} tin {n}")).collect();
+        assert_eq!(texts, expected, "{buyer}'s thread");
+    }
+    // The watcher on node 1 got the other nodes' messages live, once each.
+    let events = watcher.drain(Duration::from_secs(2)).await;
+    for (i, buyer) in buyers.iter().enumerate().take(2) {
+        let live: Vec<String> = events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                ServerEvent::MessageNew { message } if message.thread_id == threads[i] => {
+                    Some(message.content.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<String> = (1..=COUNT).map(|n| format!("{buyer} tin {n}")).collect();
+        assert_eq!(live, expected, "live deliveries of {buyer}'s thread");
+    }
+}
