@@ -11,13 +11,17 @@ use chat_protocol::ErrorCode;
 use chat_protocol::topics::{self, Topic};
 use parking_lot::Mutex;
 use rmqtt::acl::AuthInfo;
-use rmqtt::codec::v5::SubscribeAckReason;
+use rmqtt::codec::v3::ConnectAckReason as ConnectAckReasonV3;
+use rmqtt::codec::v5::{ConnectAckReason as ConnectAckReasonV5, SubscribeAckReason};
 use rmqtt::context::ServerContext;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
 use rmqtt::session::Session;
 use rmqtt::types::{
-    AuthResult, ConnectInfo, Message, PublishAclResult, Reason, SubscribeAclResult,
+    AuthResult, ConnectAckReason, ConnectInfo, Message, PublishAclResult, Reason,
+    SubscribeAclResult,
 };
+
+use crate::drain::DrainState;
 
 /// Topic prefix a `loadtest` session is confined to.
 const LOADTEST_PREFIX: &str = "bench/";
@@ -58,6 +62,8 @@ pub struct ChatHooks {
     loadtest_clients: Arc<Mutex<HashSet<String>>>,
     /// Client ids whose current session holds a `service` token.
     service_clients: Arc<Mutex<HashSet<String>>>,
+    /// Draining (refuse CONNECTs) and the publishes being processed.
+    drain: Arc<DrainState>,
 }
 
 impl ChatHooks {
@@ -67,8 +73,10 @@ impl ChatHooks {
         service: Arc<ChatService>,
         allow_loadtest: bool,
         inbound: Inbound,
+        drain: Arc<DrainState>,
     ) -> Self {
         ChatHooks {
+            drain,
             handover: Arc::new(crate::outbound::BrokerOutbound::new(scx.clone())),
             scx,
             verifier,
@@ -107,6 +115,13 @@ impl ChatHooks {
             .password()
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .unwrap_or_default();
+        let metrics = chat_ops::metrics();
+        if self.drain.is_draining() {
+            // The CONNACK code becomes "use another server" (ClientConnack).
+            tracing::info!(client_id, ?addr, "connect refused: draining");
+            metrics.connect_refused("draining");
+            return AuthResult::NotAuthorized;
+        }
         if let Some(addr) = addr
             && !self.service.rate_limiter().allow_connect(addr.ip())
         {
@@ -115,12 +130,14 @@ impl ChatHooks {
                 ?addr,
                 "connect refused: too many attempts from this address"
             );
+            metrics.connect_refused("rate_limited");
             return AuthResult::NotAuthorized;
         }
         let claims = match self.verifier.verify(&token) {
             Ok(claims) => claims,
             Err(e) => {
                 tracing::info!(client_id, ?addr, reason = %e, "connect refused: bad token");
+                metrics.connect_refused("bad_token");
                 let service = self.service.clone();
                 let actor = match addr {
                     Some(addr) => format!("ip:{}", addr.ip()),
@@ -145,10 +162,12 @@ impl ChatHooks {
         // connect/disconnect hooks instead; wills are refused outright.
         if info.last_will().is_some() {
             tracing::info!(client_id, user_id = %claims.sub, ?addr, "connect refused: will messages are not supported");
+            metrics.connect_refused("not_allowed");
             return AuthResult::NotAuthorized;
         }
         if !client_id_belongs_to(&client_id, &claims.sub) {
             tracing::info!(client_id, user_id = %claims.sub, ?addr, "connect refused: client id of another user");
+            metrics.connect_refused("not_allowed");
             return AuthResult::NotAuthorized;
         }
         if claims.role == Role::Loadtest {
@@ -158,6 +177,7 @@ impl ChatHooks {
                     ?addr,
                     "connect refused: loadtest role is disabled"
                 );
+                metrics.connect_refused("not_allowed");
                 return AuthResult::NotAuthorized;
             }
             self.loadtest_clients.lock().insert(client_id.clone());
@@ -237,6 +257,20 @@ impl Handler for ChatHooks {
             Parameter::ClientAuthenticate(info) => {
                 (false, Some(HookResult::AuthResult(self.authenticate(info))))
             }
+            // A CONNECT refused while draining: tell the client to go
+            // elsewhere rather than that it is not authorised (reaches here
+            // through the vendored rmqtt patch).
+            Parameter::ClientConnack(_, code) if !code.success() && self.drain.is_draining() => {
+                let code = match code {
+                    ConnectAckReason::V5(_) => {
+                        ConnectAckReason::V5(ConnectAckReasonV5::UseAnotherServer)
+                    }
+                    ConnectAckReason::V3(_) => {
+                        ConnectAckReason::V3(ConnectAckReasonV3::ServiceUnavailable)
+                    }
+                };
+                (false, Some(HookResult::ConnectAckReason(code)))
+            }
             Parameter::ClientConnected(session) => {
                 tracing::info!(client_id = %session.id.client_id, addr = ?session.id.remote_addr, "client connected");
                 self.schedule_expiry(session);
@@ -279,6 +313,8 @@ impl Handler for ChatHooks {
                 (false, Some(HookResult::SubscribeAclResult(result)))
             }
             Parameter::MessagePublishCheckAcl(session, publish) => {
+                // Counted until the PUBACK can go: a drain waits for it.
+                let _sending = self.drain.begin_send();
                 let user_id = user_of_client_id(&session.id.client_id).to_owned();
                 let topic = publish.topic.to_string();
                 if self.is_loadtest(&session.id.client_id) {

@@ -16,6 +16,7 @@
 //! Nobody may subscribe to `thread/<id>/in`, so the broker's own routing of
 //! the raw publish reaches no one: only the service's processed events do.
 
+mod drain;
 mod hooks;
 mod interest;
 mod outbound;
@@ -34,6 +35,7 @@ use rmqtt::net::Builder;
 use rmqtt::server::MqttServer;
 use serde::{Deserialize, Serialize};
 
+pub use drain::BrokerHandle;
 pub use hooks::{Inbound, PERSIST_FILTER, PERSIST_GROUP, PERSIST_PREFIX};
 pub use outbound::BrokerOutbound;
 
@@ -103,24 +105,28 @@ impl Broker {
     }
 
     /// Registers the hooks, binds both listeners and serves in the
-    /// background. Returns once the sockets are bound.
+    /// background. Returns once the sockets are bound, with the handle
+    /// that reports readiness and drains (`drain.rs`).
     pub async fn start(
         self,
         verifier: Arc<TokenVerifier>,
         service: Arc<ChatService>,
         inbound: Inbound,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<BrokerHandle> {
+        let drain = Arc::new(drain::DrainState::default());
         let handler = hooks::ChatHooks::new(
             self.scx.clone(),
             verifier,
             service,
             self.config.allow_loadtest,
             inbound,
+            drain.clone(),
         );
         *self.scx.extends.shared_subscription_mut().await = Box::new(shared::ThreadAffinity);
         let register = self.scx.extends.hook_mgr().register();
         for typ in [
             Type::ClientAuthenticate,
+            Type::ClientConnack,
             Type::ClientConnected,
             Type::ClientDisconnected,
             Type::ClientSubscribeCheckAcl,
@@ -147,11 +153,10 @@ impl Broker {
         let tcp = listener("tcp", self.config.tcp_addr)?.tcp()?;
         let ws = listener("ws", self.config.ws_addr)?.ws()?;
         tracing::info!(tcp = %self.config.tcp_addr, ws = %self.config.ws_addr, "mqtt listeners bound");
-        MqttServer::new(self.scx.clone())
+        let server = MqttServer::new(self.scx.clone())
             .listener(tcp)
             .listener(ws)
-            .build()
-            .start();
-        Ok(())
+            .build();
+        Ok(BrokerHandle::serve(self.scx.clone(), drain, server))
     }
 }

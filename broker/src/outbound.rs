@@ -24,6 +24,7 @@ impl BrokerOutbound {
 #[async_trait]
 impl Outbound for BrokerOutbound {
     async fn publish(&self, topic: String, payload: Vec<u8>, qos: Qos) {
+        chat_ops::metrics().message_out(&topic);
         let publish = CodecPublish {
             dup: false,
             retain: false,
