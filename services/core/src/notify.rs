@@ -98,6 +98,12 @@ pub trait NotificationQueue: Send + Sync + 'static {
 
     /// Hands the job out again, not before `not_before` (milliseconds).
     async fn retry(&self, taken: &Taken, not_before: i64) -> Result<(), QueueError>;
+
+    /// Jobs queued and not completed, when the queue can tell cheaply
+    /// (the `chat_queue_depth` metric).
+    async fn queued_jobs(&self) -> Result<Option<u64>, QueueError> {
+        Ok(None)
+    }
 }
 
 /// Where a process that stores messages enqueues the jobs they owe, when
@@ -189,5 +195,14 @@ impl NotificationQueue for MemoryQueue {
         again.attempts += 1;
         self.hand_out_at(again, not_before);
         Ok(())
+    }
+
+    /// Jobs waiting to be taken (not those waiting for their delay). A
+    /// taker holds the receiver only while the queue is empty.
+    async fn queued_jobs(&self) -> Result<Option<u64>, QueueError> {
+        Ok(Some(match self.receiver.try_lock() {
+            Ok(receiver) => receiver.len() as u64,
+            Err(_) => 0,
+        }))
     }
 }

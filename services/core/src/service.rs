@@ -382,13 +382,20 @@ impl ChatService {
                 kind,
                 content,
             } => {
+                let metrics = chat_ops::metrics();
+                let received = Instant::now();
                 match self
                     .send_message(user_id, thread_id, &client_msg_id, kind, content)
                     .await
                 {
-                    Ok(_) => {}
+                    Ok(appended) => {
+                        if !appended.duplicate {
+                            metrics.messages_in.inc();
+                        }
+                    }
                     Err(e) => {
                         tracing::info!(user_id, thread_id, client_msg_id, error = %e, "send refused");
+                        metrics.publish_refused(e.code().as_str());
                         let lang = self.lang_of(user_id).await;
                         let ack = ServerEvent::MessageSentAck {
                             client_msg_id,
@@ -404,6 +411,9 @@ impl ChatService {
                         self.emit_to_user(user_id, &ack).await;
                     }
                 }
+                metrics
+                    .ack_latency
+                    .observe(received.elapsed().as_secs_f64());
             }
             ClientEvent::MarkRead { up_to } => {
                 if let Err(e) = self.mark_read(user_id, thread_id, &up_to).await {
@@ -437,6 +447,7 @@ impl ChatService {
         reference: Option<String>,
         retry_after_ms: Option<u64>,
     ) {
+        chat_ops::metrics().publish_refused(code.as_str());
         let lang = self.lang_of(user_id).await;
         let event = ServerEvent::Error {
             error: ErrorBody {
@@ -657,7 +668,10 @@ impl ChatService {
             created_at,
             sets_product: None,
         };
-        let appended = self.store.append_message(&new).await?;
+        let appended = {
+            let _timer = chat_ops::metrics().store_timer("append");
+            self.store.append_message(&new).await?
+        };
         let message = &appended.message;
         let to_user_id = appended.thread.other_participant(user_id).to_owned();
         if let Some(jobs) = &self.jobs {
@@ -723,6 +737,10 @@ impl ChatService {
         // that missed the first delivery resync from history.
         if !appended.duplicate {
             self.deliver_stored(&appended).await;
+            let since_created = (crate::now_millis() - message.created_at).max(0);
+            chat_ops::metrics()
+                .delivery_latency
+                .observe(since_created as f64 / 1000.0);
             self.bus
                 .emit(DomainEvent::MessageSent(MessageSent {
                     thread_id: thread_id.to_owned(),
@@ -776,7 +794,10 @@ impl ChatService {
         if !self.membership.is_member(thread_id, user_id).await? {
             return Err(ServiceError::Forbidden);
         }
-        let marked = self.store.mark_read(thread_id, user_id, up_to).await?;
+        let marked = {
+            let _timer = chat_ops::metrics().store_timer("mark_read");
+            self.store.mark_read(thread_id, user_id, up_to).await?
+        };
         tracing::info!(user_id, thread_id, up_to = %marked.up_to, moved = marked.moved, "read marker");
         if marked.moved {
             let read = ServerEvent::MessageRead {

@@ -80,6 +80,8 @@ fn backend(e: impl std::fmt::Display) -> QueueError {
 }
 
 pub struct JetStreamQueue {
+    /// The connection, for readiness (`connection_state`).
+    client: async_nats::Client,
     context: jetstream::Context,
     consumer: consumer::Consumer<consumer::pull::Config>,
     /// Jobs handed out and not yet completed, by handle.
@@ -108,7 +110,7 @@ impl JetStreamQueue {
             .await
             .map_err(|_| NatsError::Connect(format!("{url}: timed out")))?
             .map_err(|e| NatsError::Connect(format!("{url}: {e}")))?;
-        let context = jetstream::new(client);
+        let context = jetstream::new(client.clone());
         let stream = context
             .get_or_create_stream(stream::Config {
                 name: config.notify_stream.clone(),
@@ -135,6 +137,7 @@ impl JetStreamQueue {
             .await
             .map_err(|e| NatsError::Setup(e.to_string()))?;
         Ok(JetStreamQueue {
+            client,
             context,
             consumer,
             pending: Mutex::new(HashMap::new()),
@@ -210,6 +213,15 @@ impl JetStreamQueue {
                 let _ = acker.ack_with(AckKind::Term).await;
                 Ok(None)
             }
+        }
+    }
+
+    /// Readiness: connected to a NATS server now (the client reconnects
+    /// by itself; until then publishes wait and sends are refused).
+    pub fn check_connected(&self) -> Result<(), String> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(format!("nats {state}")),
         }
     }
 
@@ -299,5 +311,13 @@ impl NotificationQueue for JetStreamQueue {
             .ack_with(AckKind::Nak(Some(Duration::from_millis(wait))))
             .await
             .map_err(backend)
+    }
+
+    /// Jobs in the shared consumer not yet delivered plus those delivered
+    /// and not yet acknowledged (one request to the server).
+    async fn queued_jobs(&self) -> Result<Option<u64>, QueueError> {
+        let mut consumer = self.consumer.clone();
+        let info = consumer.info().await.map_err(backend)?;
+        Ok(Some(info.num_pending + info.num_ack_pending as u64))
     }
 }

@@ -427,6 +427,9 @@ impl Dispatcher {
         error: Option<String>,
         latency_ms: u64,
     ) {
+        // channel: fcm, web, apns or email; outcome: sent, token_gone,
+        // retry, rejected or error. Both from fixed sets.
+        chat_ops::metrics().push_attempt(channel, outcome);
         let attempt = NotificationAttempt {
             id: chat_core::new_id(),
             user_id: user_id.to_owned(),

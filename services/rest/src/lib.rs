@@ -6,6 +6,7 @@ mod dto;
 mod error;
 mod files;
 mod moderation;
+pub mod ops;
 
 use std::sync::Arc;
 
@@ -40,7 +41,7 @@ pub struct AppState {
 #[openapi(
     info(title = "chatd REST facade", description = "Buyer–seller chat: inbox, history, threads, platform data."),
     paths(
-        healthz, list_threads, open_thread, list_messages, mark_read,
+        healthz, ops::readyz, ops::metrics, list_threads, open_thread, list_messages, mark_read,
         put_user, put_product, put_order, put_device, list_devices, delete_device,
         notification_log, moderation::preview, moderation::queue, moderation::record,
         moderation::resolve, moderation::keywords, moderation::change_keyword,
@@ -54,7 +55,7 @@ pub struct AppState {
         moderation::PreviewRequest, moderation::FindingView, moderation::ModerationPreview,
         moderation::RecordView, moderation::QueuePage, moderation::ResolveRequest,
         moderation::KeywordLists, moderation::KeywordChange, moderation::ReportRequest,
-        moderation::ReportCreated, moderation::AuditView, moderation::AuditPage,
+        moderation::ReportCreated, moderation::AuditView, moderation::AuditPage, ops::ReadyView,
         files::UploadRequest, files::UploadCreated
     )),
     modifiers(&BearerAuth)
@@ -350,7 +351,10 @@ async fn list_messages(
     };
     let store = state.service.store();
     let (messages, markers) = tokio::join!(
-        store.messages(&id, &range, limit + 1),
+        async {
+            let _timer = chat_ops::metrics().store_timer("history");
+            store.messages(&id, &range, limit + 1).await
+        },
         store.read_markers(&id)
     );
     let mut messages = messages.map_err(|e| ApiError::from_service(caller.lang, e.into()))?;

@@ -174,6 +174,10 @@ impl NotificationQueue for SqliteOutbox {
             .await
             .map_err(queue_error)
     }
+
+    async fn queued_jobs(&self) -> Result<Option<u64>, QueueError> {
+        SqliteOutbox::depth(self).await.map(Some)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,149 @@
+//! Operations endpoints, no authentication (for load balancers and
+//! Prometheus; keep them off the public route if that matters):
+//!
+//! - `GET /readyz`: 200 `{"ready":true,"checks":{..}}` when every check of
+//!   the [`Readiness`] registry passes, else 503 with the same shape; 503 at
+//!   once while the node drains.
+//! - `GET /metrics`: the process's metrics in the Prometheus text format.
+//!
+//! `/healthz` (alive while serving) stays in the main router.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use chat_ops::Readiness;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of `/readyz`.
+#[derive(Serialize, ToSchema)]
+pub struct ReadyView {
+    pub ready: bool,
+    /// Each check by name: `"ok"` or why not (`"draining"` for `drain`).
+    #[schema(example = json!({"drain": "ok", "mqtt": "ok", "store": "ok"}))]
+    pub checks: BTreeMap<String, String>,
+}
+
+/// `/readyz` and `/metrics`, to merge into the REST router.
+pub fn router(readiness: Readiness) -> Router {
+    Router::new()
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(readiness)
+}
+
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, body = ReadyView, description = "Ready for traffic"),
+    (status = 503, body = ReadyView, description = "Not ready, or draining")
+))]
+pub(crate) async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
+    let report = readiness.report().await;
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    if !report.ready {
+        tracing::debug!(checks = ?report.checks, "not ready");
+    }
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(ReadyView {
+            ready: report.ready,
+            checks: report.checks,
+        }),
+    )
+}
+
+#[utoipa::path(get, path = "/metrics", responses(
+    (status = 200, content_type = "text/plain", description = "Prometheus text exposition format 0.0.4")
+))]
+pub(crate) async fn metrics() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        chat_ops::metrics().render(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn get_readyz(app: Router) -> (StatusCode, serde_json::Value) {
+        let response = app
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn readyz_is_200_then_503_when_a_check_fails_or_the_node_drains() {
+        let readiness = Readiness::new();
+        readiness.register("store", Duration::from_secs(1), || async { Ok(()) });
+        let (status, body) = get_readyz(router(readiness.clone())).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            serde_json::json!({"ready": true, "checks": {"drain": "ok", "store": "ok"}})
+        );
+
+        readiness.register("nats", Duration::from_secs(1), || async {
+            Err("disconnected".to_owned())
+        });
+        let (status, body) = get_readyz(router(readiness.clone())).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["checks"]["nats"], "disconnected");
+
+        readiness.start_draining();
+        let (status, body) = get_readyz(router(readiness)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            serde_json::json!({"ready": false, "checks": {"drain": "draining"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_are_text() {
+        chat_ops::metrics().messages_in.inc_by(0);
+        let response = router(Readiness::new())
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4")
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(
+            text.contains("# TYPE chat_messages_in_total counter"),
+            "{text}"
+        );
+    }
+}
