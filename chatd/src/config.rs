@@ -53,6 +53,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub limits: Limits,
     pub demo: DemoConfig,
+    /// Graceful shutdown on SIGTERM (`[drain]`, `chatd/src/ops.rs`).
+    pub drain: crate::ops::DrainConfig,
 }
 
 /// The demo storefront at `/demo/` (section `[demo]`, `chatd/src/demo.rs`).
@@ -151,6 +153,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: Limits::default(),
             demo: DemoConfig::default(),
+            drain: crate::ops::DrainConfig::default(),
         }
     }
 }

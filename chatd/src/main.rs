@@ -3,6 +3,7 @@
 mod config;
 mod cors;
 mod demo;
+mod ops;
 mod persist;
 
 use std::path::PathBuf;
@@ -552,6 +553,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         )));
     let notifying = Dispatcher::has_channels(&config.push, &config.email);
     let nats = connect_nats(&config).await?;
+    let readiness = ops::readiness(store.clone(), nats.clone());
     let queue: Option<Arc<dyn NotificationQueue>> = match (nats, sqlite) {
         (Some(nats), _) => {
             service = service.with_job_sink(nats.clone());
@@ -578,6 +580,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let service = Arc::new(service);
+    if let Some(queue) = &queue {
+        ops::sample_queue_depth(queue.clone());
+    }
     match queue {
         Some(queue) if notifying && config.push.in_process => {
             let dispatcher = Dispatcher::new(
@@ -598,10 +603,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         PersistMode::InProcess => chat_broker::Inbound::InProcess,
         PersistMode::Workers => chat_broker::Inbound::Workers,
     };
-    broker
+    let mqtt = broker
         .start(verifier.clone(), service.clone(), inbound)
         .await
         .context("starting the MQTT broker")?;
+    ops::check_mqtt(&readiness, mqtt.clone());
     {
         // Uploads never used by a message are deleted after a while.
         let service = Arc::downgrade(&service);
@@ -640,6 +646,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(demo) = demo {
         app = app.merge(demo::router(demo));
     }
+    app = app.merge(chat_rest::ops::router(readiness.clone()));
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP {}", config.http_addr))?;
@@ -654,7 +661,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("demo storefront: {url}");
     }
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(ops::drain_after(
+            shutdown_signal(),
+            readiness,
+            mqtt,
+            config.drain.clone(),
+        ))
         .await?;
     tracing::info!("chatd stopped");
     Ok(())
