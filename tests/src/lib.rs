@@ -268,6 +268,40 @@ impl Server {
         }
     }
 
+    /// SIGTERM (chatd drains), then waits up to `within` for the process
+    /// to exit: its exit status, or `None` when it was still running then
+    /// (it is killed when the `Server` drops).
+    pub async fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        self.send_sigterm();
+        self.wait_exit(within).await
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn send_sigterm(&self) {
+        let pid = self.child.as_ref().expect("chatd is running").id();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits up to `within` for the process to exit on its own.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Starts the server again on the same ports and data directory.
     pub async fn restart(&mut self) {
         self.kill9();
