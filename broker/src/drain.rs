@@ -152,7 +152,10 @@ impl BrokerHandle {
             reason_code: DisconnectReasonCode::UseAnotherServer,
             session_expiry_interval_secs: None,
             server_reference: server_reference.map(ByteString::from),
-            reason_string: Some(ByteString::from_static("server draining")),
+            // Read by people in client logs: Vietnamese first.
+            reason_string: Some(ByteString::from_static(
+                "Máy chủ sắp dừng, hãy kết nối lại / server draining, please reconnect",
+            )),
             user_properties: Default::default(),
         };
         // Collected first: no map lock is held across the awaits below.
