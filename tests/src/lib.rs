@@ -497,6 +497,7 @@ pub enum Seen {
 
 /// A real MQTT 3.1.1 client (rumqttc) with its event loop on a task.
 pub struct Client {
+    task: tokio::task::JoinHandle<()>,
     pub mqtt: AsyncClient,
     rx: mpsc::UnboundedReceiver<Seen>,
     /// Publishes that arrived while waiting for a PUBACK or SUBACK, kept
@@ -551,7 +552,7 @@ impl Client {
             Err(_) => return Connect::Refused("timeout".into()),
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 let seen = match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -577,20 +578,21 @@ impl Client {
         });
         Connect::Accepted(Client {
             mqtt,
+            task,
             rx,
             stash: Default::default(),
             user: user.to_owned(),
         })
     }
 
-    /// Sends DISCONNECT and waits until the connection is closed.
-    pub async fn disconnect(mut self) {
+    /// Sends DISCONNECT and closes the connection (the event loop ends
+    /// when its client is dropped).
+    pub async fn disconnect(self) {
         let _ = self.mqtt.disconnect().await;
-        while let Some(seen) = self.receive(Duration::from_secs(5)).await {
-            if matches!(seen, Seen::Closed(_)) {
-                return;
-            }
-        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // rumqttc's event loop holds its own request sender: it ends only
+        // when aborted, and its socket with it.
+        self.task.abort();
     }
 
     async fn next(&mut self, within: Duration) -> Option<Seen> {

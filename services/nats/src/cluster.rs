@@ -339,6 +339,35 @@ pub fn untoken(token: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// A KV bucket, created as the stream KV buckets are (`KV_<name>` on
+/// `$KV.<name>.>`, one value per key) with `get_or_create_stream`: the
+/// client's `create_key_value` sends settings that nats-server 2.9 (Debian
+/// bookworm's) does not take.
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    max_age: Option<Duration>,
+    replicas: usize,
+) -> Result<kv::Store, NatsError> {
+    let setup = |e: &dyn std::fmt::Display| NatsError::Setup(format!("bucket {name}: {e}"));
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age: max_age.unwrap_or_default(),
+        discard: jetstream::stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: replicas,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| setup(&e))?;
+    js.get_key_value(name).await.map_err(|e| setup(&e))
+}
+
 impl NatsPresence {
     /// Creates the buckets if absent and starts mirroring them. A node
     /// without MQTT clients (a `chatd push` worker) uses it read-only.
@@ -351,25 +380,8 @@ impl NatsPresence {
         let js = jetstream::new(client);
         let ttl = Duration::from_secs(config.presence_ttl_secs.max(3));
         let setup = |e: &dyn std::fmt::Display| NatsError::Setup(e.to_string());
-        let sessions = js
-            .create_key_value(kv::Config {
-                bucket: PRESENCE_BUCKET.into(),
-                history: 1,
-                max_age: ttl,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| setup(&e))?;
-        let seen = js
-            .create_key_value(kv::Config {
-                bucket: LAST_SEEN_BUCKET.into(),
-                history: 1,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| setup(&e))?;
+        let sessions = bucket(&js, PRESENCE_BUCKET, Some(ttl), replicas).await?;
+        let seen = bucket(&js, LAST_SEEN_BUCKET, None, replicas).await?;
         let mirror = Arc::new(RwLock::new(Mirror::default()));
         let (writes, mut pending) = tokio::sync::mpsc::unbounded_channel::<String>();
         let presence = Arc::new(NatsPresence {
