@@ -357,3 +357,90 @@ async fn a_node_killed_mid_traffic_loses_nothing_acked_and_duplicates_nothing() 
         assert_eq!(live, expected, "live deliveries of {buyer}'s thread");
     }
 }
+
+/// The FCM messages the stand-in received for one device token.
+fn pushes_to(fake: &chat_e2e::fake_fcm::Shared, token: &str) -> usize {
+    fake.lock()
+        .unwrap()
+        .sent
+        .iter()
+        .filter(|m| m["message"]["token"] == token)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_user_gets_one_push_from_three_nodes_and_an_online_one_on_another_node_none() {
+    let (fcm_base, fake) = chat_e2e::fake_fcm::start().await;
+    let credentials = chat_e2e::fake_fcm::credentials_file(&fcm_base);
+    // Every node runs a notification dispatcher on the shared JetStream
+    // consumer: a job goes to one of them.
+    let cluster = Cluster::start(
+        3,
+        &[
+            (
+                "CHAT_PUSH__FCM__SERVICE_ACCOUNT_FILE",
+                credentials.path().to_str().unwrap(),
+            ),
+            ("CHAT_PUSH__FCM__BASE_URL", &fcm_base),
+        ],
+    )
+    .await;
+    let [n1, n2, n3] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    let thread = n1.thread_between("pbuyer", "pseller").await;
+    let (status, body) = n2
+        .request(
+            "PUT",
+            "/chat/devices",
+            &n2.token("pbuyer", "buyer"),
+            Some(serde_json::json!({"platform": "fcm", "token": "buyer-phone", "appId": "vn.example.shop"})),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let mut seller = Client::connect(n1, "pseller", "seller", Via::Tcp).await;
+    assert!(seller.subscribe(&topics::user("pseller")).await);
+
+    // The buyer is offline everywhere: exactly one push.
+    seller
+        .send_text(&thread, "p-1", "Shop gửi hàng rồi nhé")
+        .await
+        .expect("stored");
+    chat_e2e::wait_for("the push", Duration::from_secs(15), || {
+        (pushes_to(&fake, "buyer-phone") >= 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        pushes_to(&fake, "buyer-phone"),
+        1,
+        "one push, not one per node"
+    );
+
+    // Online on node 3: node 1 knows it, and nothing is pushed.
+    let mut buyer = Client::connect(n3, "pbuyer", "buyer", Via::Tcp).await;
+    follow(&mut buyer, "pbuyer", &thread).await;
+    let mut online = false;
+    for _ in 0..100 {
+        if other_online(n1, "pseller", "seller", &thread).await {
+            online = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(online, "node 1 sees the buyer online on node 3");
+    let id = seller
+        .send_text(&thread, "p-2", "Bạn nhận được chưa?")
+        .await
+        .expect("stored");
+    buyer
+        .expect("the message on node 3", |_, e| match e {
+            ServerEvent::MessageNew { message } if message.id == id => Some(()),
+            _ => None,
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        pushes_to(&fake, "buyer-phone"),
+        1,
+        "no push while online on another node"
+    );
+}
