@@ -38,7 +38,7 @@ struct Sent {
 
 /// What the event-loop task hands the sender.
 enum Seen {
-    Event(Event),
+    Event(Box<Event>),
     Ended(String),
 }
 
@@ -63,7 +63,7 @@ async fn send_until_disconnected(
         loop {
             match eventloop.poll().await {
                 Ok(event) => {
-                    if tx.send(Seen::Event(event)).is_err() {
+                    if tx.send(Seen::Event(Box::new(event))).is_err() {
                         return;
                     }
                 }
@@ -71,7 +71,7 @@ async fn send_until_disconnected(
                     // rumqttc queues what it read (the DISCONNECT among
                     // it) before it returns the error: hand it all over.
                     for event in eventloop.state.events.drain(..) {
-                        let _ = tx.send(Seen::Event(event));
+                        let _ = tx.send(Seen::Event(Box::new(event)));
                     }
                     let _ = tx.send(Seen::Ended(format!("{e:?}")));
                     return;
@@ -95,11 +95,14 @@ async fn send_until_disconnected(
     loop {
         tokio::select! {
             biased;
-            seen = rx.recv() => match seen {
-                Some(Seen::Event(Event::Incoming(Packet::PubAck(_)))) => {
+            seen = rx.recv() => match seen.map(|seen| match seen {
+                Seen::Event(event) => Ok(*event),
+                Seen::Ended(why) => Err(why),
+            }) {
+                Some(Ok(Event::Incoming(Packet::PubAck(_)))) => {
                     in_flight -= 1;
                 }
-                Some(Seen::Event(Event::Incoming(Packet::Publish(p)))) => {
+                Some(Ok(Event::Incoming(Packet::Publish(p)))) => {
                     if let Ok(ServerEvent::MessageSentAck { message_id: Some(id), .. }) =
                         chat_protocol::decode_server(&p.payload)
                     {
@@ -107,14 +110,14 @@ async fn send_until_disconnected(
                         acked_so_far.store(sent.acked.len(), Ordering::SeqCst);
                     }
                 }
-                Some(Seen::Event(Event::Incoming(Packet::Disconnect(d)))) => {
+                Some(Ok(Event::Incoming(Packet::Disconnect(d)))) => {
                     sent.disconnect = Some((
                         d.reason_code,
                         d.properties.and_then(|p| p.server_reference),
                     ));
                 }
-                Some(Seen::Event(_)) => {}
-                Some(Seen::Ended(why)) => {
+                Some(Ok(_)) => {}
+                Some(Err(why)) => {
                     sent.ended = why;
                     return sent;
                 }
