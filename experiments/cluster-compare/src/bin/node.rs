@@ -202,10 +202,13 @@ async fn serve_trigger(addr: SocketAddr, publisher: Arc<Publisher>) -> anyhow::R
                 return;
             }
             let parts: Vec<&str> = line.split_whitespace().collect();
-            if parts.len() != 3 {
-                let _ = w.write_all(b"error: want <count> <interval_us> <topic>\n").await;
+            if parts.len() < 3 {
+                let _ = w.write_all(b"error: want <count> <interval_us> <topic> [seq|spawn]\n").await;
                 return;
             }
+            // seq: each forwards call awaited before the next (one publishing task);
+            // spawn: each publish in its own task (many concurrent requests).
+            let spawn = parts.get(3) == Some(&"spawn");
             let count: u64 = parts[0].parse().unwrap_or(0);
             let interval = Duration::from_micros(parts[1].parse().unwrap_or(1000));
             let topic = parts[2].to_string();
@@ -213,19 +216,41 @@ async fn serve_trigger(addr: SocketAddr, publisher: Arc<Publisher>) -> anyhow::R
             let start_ns = now_ns();
             let mut calls = Vec::with_capacity(count as usize);
             let mut slow = Vec::new();
+            let mut tasks = Vec::new();
             for seq in 0..count {
                 let due = start + interval * seq as u32;
                 tokio::time::sleep_until(due.into()).await;
                 let intended = start_ns + (interval * seq as u32).as_nanos();
-                let t0 = Instant::now();
-                let payload = format!("{seq},{intended},{}", now_ns());
-                publisher.publish(&topic, bytes::Bytes::from(payload)).await;
-                let d = t0.elapsed().as_micros();
-                if d > 50_000 {
+                let publisher = publisher.clone();
+                let topic = topic.clone();
+                let one = async move {
+                    let t0 = Instant::now();
+                    let payload = format!("{seq},{intended},{}", now_ns());
+                    publisher.publish(&topic, bytes::Bytes::from(payload)).await;
+                    (seq, t0.elapsed().as_micros())
+                };
+                if spawn {
+                    tasks.push(tokio::spawn(one));
+                } else {
+                    calls.push(one.await);
+                }
+            }
+            for t in tasks {
+                if let Ok(c) = t.await {
+                    calls.push(c);
+                }
+            }
+            for (seq, d) in &calls {
+                if *d > 50_000 {
                     slow.push(format!("{seq}:{}ms", d / 1000));
                 }
-                calls.push(d);
             }
+            if slow.len() > 20 {
+                let n = slow.len();
+                slow.truncate(10);
+                slow.push(format!("... {n} in all"));
+            }
+            let mut calls: Vec<u128> = calls.into_iter().map(|(_, d)| d).collect();
             calls.sort_unstable();
             let reply = format!(
                 "done count={count} forwards_call_us p50={} p99={} max={} slow(>50ms)=[{}]\n",

@@ -59,7 +59,8 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let mut trig = TcpStream::connect(("127.0.0.1", trigger_port)).await?;
-    trig.write_all(format!("{count} {interval_us} {topic}\n").as_bytes()).await?;
+    let pmode = std::env::var("PUBLISH_MODE").unwrap_or_else(|_| "seq".into());
+    trig.write_all(format!("{count} {interval_us} {topic} {pmode}\n").as_bytes()).await?;
     let reply = tokio::spawn(async move {
         let mut line = String::new();
         let _ = BufReader::new(trig).read_line(&mut line).await;
@@ -69,11 +70,10 @@ async fn main() -> anyhow::Result<()> {
     // seq -> (intended, actual, received)
     let mut got: HashMap<u64, (u128, u128, u128)> = HashMap::new();
     let mut dups = 0u64;
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_micros(interval_us * count)
-        + Duration::from_secs(
-            std::env::var("PROBE_GRACE_S").ok().and_then(|s| s.parse().ok()).unwrap_or(15),
-        );
+    let grace = Duration::from_secs(
+        std::env::var("PROBE_GRACE_S").ok().and_then(|s| s.parse().ok()).unwrap_or(15),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_micros(interval_us * count) + grace;
     while (got.len() as u64) < count {
         match tokio::time::timeout_at(deadline, el.poll()).await {
             Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
@@ -94,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
             Err(_) => break,
         }
     }
-    let reply = tokio::time::timeout(Duration::from_secs(120), reply).await;
+    let reply = tokio::time::timeout(grace, reply).await;
 
     let mut actual: Vec<f64> = got.values().map(|(_, a, r)| (*r as f64 - *a as f64) / 1e6).collect();
     let mut intended: Vec<f64> = got.values().map(|(i, _, r)| (*r as f64 - *i as f64) / 1e6).collect();
