@@ -102,6 +102,52 @@ async fn healthz_and_readyz_answer_on_a_running_node() {
 }
 
 #[tokio::test]
+async fn readyz_follows_the_nats_connection() {
+    let nats = chat_e2e::nats::NatsServer::start().await;
+    let server = Server::start_with(CHATD, &[("CHAT_NATS__URL", &nats.url())]).await;
+    let ready = reqwest::get(server.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["nats"], "ok", "{body}");
+    // The notification queue's depth is sampled from JetStream.
+    let samples = scrape(&server).await;
+    assert_eq!(
+        value(&samples, "chat_queue_depth{queue=\"notifications\"}"),
+        0.0
+    );
+
+    drop(nats);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = reqwest::get(server.url("/readyz")).await.unwrap();
+        if response.status() == 503 {
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["ready"], false);
+            assert_ne!(body["checks"]["nats"], "ok", "{body}");
+            assert_eq!(body["checks"]["store"], "ok", "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz still 200 without NATS"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Alive all the same.
+    let health = reqwest::get(server.url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn readyz_pings_the_scylla_store() {
+    let server = Server::start_scylla(CHATD).await;
+    let ready = reqwest::get(server.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["store"], "ok", "{body}");
+}
+
+#[tokio::test]
 async fn metrics_move_with_a_short_chat_and_parse() {
     let server = Server::start(CHATD).await;
     let before = scrape(&server).await;
