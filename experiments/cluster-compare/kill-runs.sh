@@ -10,3 +10,4 @@ PUBLISH_MODE=spawn GRPC_TIMEOUT=2s  ./run.sh a a-kill-spawn-2s  3000 5000 KILL 5
 PUBLISH_MODE=seq   GRPC_TIMEOUT=5s  ./run.sh a a-stop-seq-5s    3000 5000 STOP 5 500
 PUBLISH_MODE=seq                    ./run.sh b b-kill-seq       3000 5000 KILL 5 500
 PUBLISH_MODE=seq                    ./run.sh b b-stop-seq       3000 5000 STOP 5 500
+PUBLISH_MODE=seq KILL_TARGET=nats PROBE_GRACE_S=15 ./run.sh b b-natsdown-seq 3000 5000 KILL 5 500

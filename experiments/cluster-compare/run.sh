@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Usage: ./run.sh <a|b|local> <label> <count> <interval_us> [kill: none|KILL|STOP] [kill_after_s] [timeline_ms]
-# Env: PUBLISH_MODE=seq|spawn, GRPC_TIMEOUT=60s (mode a), PROBE_GRACE_S=15
+# Env: KILL_TARGET=node3|nats, PUBLISH_MODE=seq|spawn, GRPC_TIMEOUT=60s (mode a), PROBE_GRACE_S=15
 # Starts 3 nodes (and nats-server for b) on loopback, subscribes on node 2,
 # publishes from node 1, optionally sends <kill> to node 3 after kill_after_s,
 # prints the probe's report, stops everything it started.
@@ -27,10 +27,12 @@ sleep 2
 SUB=21882; [ "$MODE" = local ] && SUB=21881
 $B/probe $SUB 29001 $COUNT $INTERVAL thread/x $TL > logs/$LABEL.out 2>&1 & PROBE=$!
 if [ "$KILL" != none ]; then
-  sleep "$AFTER"; kill -$KILL $NODE3; echo "sent SIG$KILL to node 3 at +${AFTER}s" >> logs/$LABEL.out
+  # KILL_TARGET=nats (mode b) kills the NATS server instead of node 3.
+  VICTIM=$NODE3; [ "${KILL_TARGET:-node3}" = nats ] && VICTIM=$NATS_PID
+  sleep "$AFTER"; kill -$KILL $VICTIM; echo "sent SIG$KILL to ${KILL_TARGET:-node3} at +${AFTER}s" >> logs/$LABEL.out
 fi
 wait $PROBE
-[ "$KILL" = STOP ] && kill -CONT $NODE3
+[ "$KILL" = STOP ] && kill -CONT $VICTIM
 for p in "${pids[@]}"; do kill $p 2>/dev/null; done
 sleep 0.5
 for p in "${pids[@]}"; do kill -9 $p 2>/dev/null; done
