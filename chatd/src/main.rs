@@ -554,6 +554,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let notifying = Dispatcher::has_channels(&config.push, &config.email);
     let nats = connect_nats(&config).await?;
     let readiness = ops::readiness(store.clone(), nats.clone());
+    if let Some(cluster) = &cluster {
+        // Without the backbone this node's clients would miss the others'.
+        let backbone = cluster.backbone.clone();
+        readiness.register("cluster", std::time::Duration::from_secs(1), move || {
+            let up = backbone.connected();
+            async move {
+                if up {
+                    Ok(())
+                } else {
+                    Err("no connection to the NATS backbone".to_owned())
+                }
+            }
+        });
+    }
     let queue: Option<Arc<dyn NotificationQueue>> = match (nats, sqlite) {
         (Some(nats), _) => {
             service = service.with_job_sink(nats.clone());

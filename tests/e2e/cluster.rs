@@ -72,6 +72,11 @@ async fn other_online(node: &Server, user: &str, role: &str, thread: &str) -> bo
 async fn buyer_and_seller_on_different_nodes_chat_as_on_one() {
     let cluster = Cluster::start(3, &[]).await;
     let [n1, n2, n3] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    for node in [n1, n2, n3] {
+        let (status, ready) = node.request("GET", "/readyz", "", None).await;
+        assert_eq!(status, 200, "{ready}");
+        assert_eq!(ready["checks"]["cluster"], "ok", "{ready}");
+    }
     let thread = n3.thread_between("xbuyer", "xseller").await;
     let mut buyer = Client::connect(n1, "xbuyer", "buyer", Via::Tcp).await;
     follow(&mut buyer, "xbuyer", &thread).await;
