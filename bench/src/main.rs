@@ -63,6 +63,14 @@ struct Args {
     /// Run against this target only (ignored with --compare).
     #[arg(long, value_enum, default_value = "chatd")]
     target: Kind,
+    /// chatd on the ScyllaDB store (--cql-node, a fresh keyspace per run)
+    /// as N nodes; N > 1 joins them with the NATS backbone (a nats-server
+    /// started here) and puts the buyer of pair i on node i mod N and its
+    /// seller on node (i + 1) mod N, so every message crosses nodes.
+    /// Repeat to compare side by side, alternating for --rounds rounds:
+    /// `--nodes 1 --nodes 3`.
+    #[arg(long, conflicts_with = "compare")]
+    nodes: Vec<usize>,
     /// Rounds per target when comparing.
     #[arg(long, default_value_t = 2)]
     rounds: u32,
@@ -112,7 +120,8 @@ struct Args {
     /// `store` preset: appends in flight.
     #[arg(long, default_value_t = 64)]
     store_concurrency: usize,
-    /// `store` preset: the CQL server (e.g. `scripts/cassandra.sh start`).
+    /// `store` preset and --nodes: the CQL server (e.g.
+    /// `scripts/cassandra.sh start`).
     #[arg(long, default_value = "127.0.0.1:9042")]
     cql_node: String,
     /// Internal: run as a worker of a split run.
@@ -204,7 +213,7 @@ fn progress_bar(label: &str) -> ProgressBar {
 }
 
 fn human(r: &RunResult) -> String {
-    format!(
+    let mut line = format!(
         "{:>9}: {} clients, connect {:.0}/s | ack p50 {:.2} p99 {:.2} ms | delivery p50 {:.2} p99 {:.2} ms | \
          {:.0} msg/s | sent {} delivered {} lost {} dup {} reordered {} errors {} | \
          server cpu {:.2}s, peak rss {} KiB, {:.1} KiB/conn | bench cpu {:.2}s",
@@ -226,7 +235,30 @@ fn human(r: &RunResult) -> String {
         r.server_peak_rss_kib,
         r.server_rss_per_connection_kib,
         r.bench_cpu_seconds,
-    )
+    );
+    if r.nodes.len() > 1 {
+        let nodes: Vec<String> = r
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                format!(
+                    "node-{} cpu {:.2}s rss {} KiB",
+                    i + 1,
+                    n.cpu_seconds,
+                    n.peak_rss_kib
+                )
+            })
+            .collect();
+        line.push_str(&format!(" | {}", nodes.join(", ")));
+    }
+    if let Some(cpu) = r.nats_cpu_seconds {
+        line.push_str(&format!(" | nats cpu {cpu:.2}s"));
+    }
+    if let Some(cpu) = r.cql_cpu_seconds {
+        line.push_str(&format!(" | cassandra cpu {cpu:.2}s"));
+    }
+    line
 }
 
 /// Mean of a figure over the runs of one target.
@@ -250,6 +282,104 @@ const FIGURES: &[Figure] = &[
     ("server peak RSS KiB", |r| r.server_peak_rss_kib as f64),
     ("KiB per connection", |r| r.server_rss_per_connection_kib),
 ];
+
+/// The figures of a 1-node-vs-N-nodes comparison, in table order.
+const NODE_FIGURES: &[Figure] = &[
+    ("delivered msg/s", |r| r.delivered_per_s),
+    ("ack p50 ms", |r| r.ack.p50_ms),
+    ("ack p99 ms", |r| r.ack.p99_ms),
+    ("delivery p50 ms", |r| r.delivery.p50_ms),
+    ("delivery p99 ms", |r| r.delivery.p99_ms),
+    ("sent", |r| r.sequence.sent as f64),
+    ("delivered", |r| r.sequence.delivered as f64),
+    ("lost", |r| r.sequence.lost as f64),
+    ("duplicated", |r| r.sequence.duplicated as f64),
+    ("reordered", |r| r.sequence.out_of_order as f64),
+    ("errors", |r| r.errors as f64),
+    ("connects/s", |r| r.connects_per_s),
+    ("chatd cpu s (all nodes)", |r| r.server_cpu_seconds),
+    ("nats cpu s", |r| r.nats_cpu_seconds.unwrap_or(0.0)),
+    ("cassandra cpu s", |r| r.cql_cpu_seconds.unwrap_or(f64::NAN)),
+    ("bench cpu s", |r| r.bench_cpu_seconds),
+];
+
+/// Prints the runs of each node count side by side (means over rounds,
+/// per-node CPU and peak RSS as `a / b / c`) and returns them as JSON.
+fn compare_nodes(counts: &[usize], results: &[RunResult]) -> serde_json::Value {
+    let mut labels: Vec<String> = Vec::new();
+    for r in results {
+        if !labels.contains(&r.target) {
+            labels.push(r.target.clone());
+        }
+    }
+    let groups: Vec<Vec<&RunResult>> = labels
+        .iter()
+        .map(|l| results.iter().filter(|r| &r.target == l).collect())
+        .collect();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let most = counts.iter().copied().max().unwrap_or(1);
+    eprintln!(
+        "\nchatd on the Scylla store, 1 node vs N nodes (NATS backbone; every message crosses \
+         nodes). {most} node{} share {cores} cores here with NATS, Cassandra and the bench: \
+         this measures the cost of the cluster path, not scale-out capacity.",
+        if most == 1 { "" } else { "s" }
+    );
+    let mut header = format!("{:<26}", "figure (mean)");
+    for l in &labels {
+        header.push_str(&format!("{l:>22}"));
+    }
+    eprintln!("{header}");
+    let mut json = serde_json::Map::new();
+    for l in &labels {
+        json.insert(l.clone(), serde_json::Map::new().into());
+    }
+    for (name, f) in NODE_FIGURES {
+        let mut line = format!("{name:<26}");
+        for (l, runs) in labels.iter().zip(&groups) {
+            let v = mean(runs, f);
+            line.push_str(&format!("{v:>22.2}"));
+            json[l][*name] = serde_json::json!(v);
+        }
+        eprintln!("{line}");
+    }
+    let per_node = |runs: &[&RunResult], f: fn(&run::NodeFigures) -> f64| -> Vec<f64> {
+        let n = runs.iter().map(|r| r.nodes.len()).max().unwrap_or(0);
+        (0..n)
+            .map(|i| {
+                runs.iter()
+                    .filter_map(|r| r.nodes.get(i).map(f))
+                    .sum::<f64>()
+                    / runs.len().max(1) as f64
+            })
+            .collect()
+    };
+    for (name, f, key) in [
+        (
+            "cpu s per node",
+            (|n: &run::NodeFigures| n.cpu_seconds) as fn(&run::NodeFigures) -> f64,
+            "cpu s per node",
+        ),
+        (
+            "peak RSS MiB per node",
+            |n: &run::NodeFigures| n.peak_rss_kib as f64 / 1024.0,
+            "peak RSS MiB per node",
+        ),
+    ] {
+        let mut line = format!("{name:<26}");
+        for (l, runs) in labels.iter().zip(&groups) {
+            let values = per_node(runs, f);
+            let text = values
+                .iter()
+                .map(|v| format!("{v:.2}"))
+                .collect::<Vec<_>>()
+                .join(" / ");
+            line.push_str(&format!("{text:>22}"));
+            json[l][key] = serde_json::json!(values);
+        }
+        eprintln!("{line}");
+    }
+    json.into()
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -349,11 +479,18 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let order: Vec<Kind> = if args.compare.is_empty() {
-        vec![args.target]
+    // A run is a kind of target, or chatd on the Scylla store as N nodes.
+    let order: Vec<(Kind, Option<usize>)> = if !args.nodes.is_empty() {
+        let rounds = if args.nodes.len() > 1 { args.rounds } else { 1 };
+        (0..rounds)
+            .flat_map(|_| args.nodes.iter().map(|&n| (Kind::Chatd, Some(n))))
+            .collect()
+    } else if args.compare.is_empty() {
+        vec![(args.target, None)]
     } else {
         (0..args.rounds)
             .flat_map(|_| args.compare.iter().copied().chain([Kind::Chatd]))
+            .map(|k| (k, None))
             .collect()
     };
     eprintln!(
@@ -368,18 +505,25 @@ async fn main() -> anyhow::Result<()> {
         plan.via
     );
     let mut results = Vec::new();
-    for kind in order {
-        let mut target = Target::start(kind, &chatd).await?;
-        let result = if processes > 1 {
-            workers::run_split(&target, &plan, processes, progress_bar(kind.name())).await
-        } else {
-            run::run(&target, &plan, progress_bar(kind.name())).await
+    for (kind, nodes) in order {
+        let mut target = match nodes {
+            Some(n) => Target::start_scylla_nodes(&chatd, n, &args.cql_node).await?,
+            None => Target::start(kind, &chatd).await?,
         };
-        target.ensure_alive()?;
+        let bar = progress_bar(&target.label);
+        let result = if processes > 1 {
+            workers::run_split(&target, &plan, processes, bar).await
+        } else {
+            run::run(&target, &plan, bar).await
+        };
+        let alive = target.ensure_alive();
+        target.stop().await;
+        alive?;
         let result = result?;
         eprintln!("{}", human(&result));
         results.push(result);
     }
+    let node_summary = (!args.nodes.is_empty()).then(|| compare_nodes(&args.nodes, &results));
 
     let mut summary = serde_json::Map::new();
     let ours: Vec<&RunResult> = results.iter().filter(|r| r.target == "chatd").collect();
@@ -410,6 +554,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.plot {
         plot::percentiles_svg(path, &results)?;
         eprintln!("plot written to {}", path.display());
+    }
+    if let Some(nodes) = node_summary {
+        summary.insert("nodes".into(), nodes);
     }
     println!(
         "{}",

@@ -21,7 +21,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, Transport}
 use serde_json::json;
 use tokio::sync::{Mutex, Semaphore};
 
-use crate::target::{Endpoint, Kind, ProcStats, Target};
+use crate::target::{Endpoint, Kind, ProcStats, Snapshot, Target};
 use crate::tracker::{
     Percentiles, SequenceReport, SequenceTracker, latency_histogram, percentiles,
 };
@@ -62,7 +62,8 @@ pub struct Plan {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunResult {
-    pub target: &'static str,
+    /// The kind of target, or e.g. `3 nodes` for a cluster run.
+    pub target: String,
     pub clients: u32,
     pub connect_seconds: f64,
     pub connects_per_s: f64,
@@ -77,6 +78,23 @@ pub struct RunResult {
     pub server_rss_per_connection_kib: f64,
     /// CPU the bench itself used while sending: it shares the machine.
     pub bench_cpu_seconds: f64,
+    /// Per chatd node (cluster runs; one entry for one node); the
+    /// `server_*` figures above are their sums.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeFigures>,
+    /// CPU seconds of the cluster's NATS server while sending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_cpu_seconds: Option<f64>,
+    /// CPU seconds of the local Cassandra while sending (Scylla store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cql_cpu_seconds: Option<f64>,
+}
+
+/// One chatd node's share of a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeFigures {
+    pub cpu_seconds: f64,
+    pub peak_rss_kib: u64,
 }
 
 struct Shared {
@@ -211,14 +229,12 @@ async fn connect(
     window: Option<Arc<Semaphore>>,
 ) -> anyhow::Result<AsyncClient> {
     let user = who.user();
+    let node = target.node_for(who.pair, who.buyer);
     let mut opts = match shared.plan.via {
-        Via::Tcp => MqttOptions::new(&user, "127.0.0.1", target.tcp_port),
+        Via::Tcp => MqttOptions::new(&user, "127.0.0.1", node.tcp),
         Via::Ws => {
-            let mut o = MqttOptions::new(
-                &user,
-                format!("ws://127.0.0.1:{}/mqtt", target.ws_port),
-                target.ws_port,
-            );
+            let mut o =
+                MqttOptions::new(&user, format!("ws://127.0.0.1:{}/mqtt", node.ws), node.ws);
             o.set_transport(Transport::Ws);
             o
         }
@@ -603,13 +619,13 @@ pub async fn send_share(mut share: Share) -> Partial {
 
 /// Server-side figures around the phases of a run.
 pub struct ServerSamples {
-    pub before: ProcStats,
-    pub connected: ProcStats,
-    pub after: ProcStats,
+    pub before: Snapshot,
+    pub connected: Snapshot,
+    pub after: Snapshot,
 }
 
 /// Folds the partials of all processes into one result.
-pub fn combine(kind: Kind, parts: &[Partial], server: &ServerSamples) -> RunResult {
+pub fn combine(label: &str, parts: &[Partial], server: &ServerSamples) -> RunResult {
     let clients: u32 = parts.iter().map(|p| p.clients).sum();
     // Processes connect side by side: the slowest one bounds the phase.
     let connect_seconds = parts.iter().map(|p| p.connect_seconds).fold(0.0, f64::max);
@@ -622,8 +638,28 @@ pub fn combine(kind: Kind, parts: &[Partial], server: &ServerSamples) -> RunResu
         sequence.duplicated += p.sequence.duplicated;
         sequence.out_of_order += p.sequence.out_of_order;
     }
+    let nodes: Vec<NodeFigures> = server
+        .after
+        .nodes
+        .iter()
+        .zip(&server.connected.nodes)
+        .map(|(after, connected)| NodeFigures {
+            cpu_seconds: after.cpu_seconds - connected.cpu_seconds,
+            peak_rss_kib: after.peak_rss_kib,
+        })
+        .collect();
+    let rss_growth: u64 = server
+        .connected
+        .nodes
+        .iter()
+        .zip(&server.before.nodes)
+        .map(|(connected, before)| connected.rss_kib.saturating_sub(before.rss_kib))
+        .sum();
+    let cpu_of = |pick: fn(&Snapshot) -> Option<ProcStats>| {
+        Some(pick(&server.after)?.cpu_seconds - pick(&server.connected)?.cpu_seconds)
+    };
     RunResult {
-        target: kind.name(),
+        target: label.to_owned(),
         clients,
         connect_seconds,
         connects_per_s: f64::from(clients) / connect_seconds.max(1e-9),
@@ -633,14 +669,13 @@ pub fn combine(kind: Kind, parts: &[Partial], server: &ServerSamples) -> RunResu
         send_seconds: span,
         delivered_per_s: parts.iter().map(|p| p.delivered).sum::<u64>() as f64 / span.max(1e-9),
         errors: parts.iter().map(|p| p.errors).sum(),
-        server_cpu_seconds: server.after.cpu_seconds - server.connected.cpu_seconds,
-        server_peak_rss_kib: server.after.peak_rss_kib,
-        server_rss_per_connection_kib: server
-            .connected
-            .rss_kib
-            .saturating_sub(server.before.rss_kib) as f64
-            / f64::from(clients.max(1)),
+        server_cpu_seconds: nodes.iter().map(|n| n.cpu_seconds).sum(),
+        server_peak_rss_kib: nodes.iter().map(|n| n.peak_rss_kib).sum(),
+        server_rss_per_connection_kib: rss_growth as f64 / f64::from(clients.max(1)),
         bench_cpu_seconds: parts.iter().map(|p| p.cpu_seconds).sum(),
+        nats_cpu_seconds: cpu_of(|s| s.nats),
+        cql_cpu_seconds: cpu_of(|s| s.cql),
+        nodes,
     }
 }
 
@@ -652,13 +687,13 @@ pub async fn run(target: &Target, plan: &Plan, progress: ProgressBar) -> anyhow:
         .enumerate()
         .map(|(i, t)| (i as u32, t))
         .collect();
-    let before = target.stats();
+    let before = target.snapshot();
     let share = connect_share(&target.endpoint(), target.kind, plan, &pairs, progress).await?;
-    let connected = target.stats();
+    let connected = target.snapshot();
     let partial = send_share(share).await;
-    let after = target.stats();
+    let after = target.snapshot();
     Ok(combine(
-        target.kind,
+        &target.label,
         &[partial],
         &ServerSamples {
             before,

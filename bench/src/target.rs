@@ -1,7 +1,9 @@
 //! The servers under test, started by the bench on spare loopback ports:
-//! our `chatd` (embedded defaults, fresh data directory) and a plain
-//! Debian Mosquitto (no auth, no persistence). Also reads their CPU time and
-//! memory from `/proc/<pid>`.
+//! our `chatd` (embedded defaults, fresh data directory), a plain Debian
+//! Mosquitto (no auth, no persistence), and chatd on the ScyllaDB store as
+//! one node or as N nodes joined by a NATS backbone (`nats-server` started
+//! here, in a temporary directory). Also reads their CPU time and memory
+//! from `/proc/<pid>`.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -48,6 +50,91 @@ pub struct Target {
     pub http_port: u16,
     /// HS256 secret the bench mints tokens with (chatd only).
     pub secret: String,
+    /// How reports name this target: the kind, or e.g. `3 nodes`.
+    pub label: String,
+    /// The other nodes of a cluster (this one is node 1).
+    peers: Vec<Target>,
+    /// The NATS server of a cluster.
+    nats: Option<Nats>,
+    /// The CQL keyspace of a Scylla-store target (dropped by `stop`), the
+    /// CQL node, and the pid of the local Cassandra when it can be found.
+    keyspace: Option<(String, String)>,
+    cql_pid: Option<u32>,
+}
+
+/// A `nats-server` with JetStream on a free loopback port, storing in a
+/// temporary directory; killed on drop.
+struct Nats {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nats {
+    async fn start() -> anyhow::Result<Nats> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let log = std::fs::File::create(dir.path().join("nats.log"))?;
+        let binary = if Path::new("/usr/sbin/nats-server").exists() {
+            "/usr/sbin/nats-server"
+        } else {
+            "nats-server"
+        };
+        let child = Command::new(binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.path().join("js"))
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting nats-server (Debian package `nats-server`)")?;
+        let mut nats = Nats { child, port, dir };
+        for _ in 0..200 {
+            if let Some(status) = nats.child.try_wait()? {
+                bail!("nats-server exited at start ({status}): {}", nats.log());
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Ok(nats);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("nats-server did not start: {}", nats.log())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The pid of the Cassandra that `scripts/cassandra.sh` runs, when the CQL
+/// node is that one (its pid file, and a live java process behind it).
+fn local_cassandra_pid(cql_node: &str) -> Option<u32> {
+    if !cql_node.starts_with("127.0.0.1:") && !cql_node.starts_with("localhost:") {
+        return None;
+    }
+    let home = std::env::var_os("CASSANDRA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/chat-cassandra"))
+        })?;
+    let pid: u32 = std::fs::read_to_string(home.join("cassandra.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    String::from_utf8_lossy(&cmdline)
+        .contains("cassandra")
+        .then_some(pid)
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -63,20 +150,131 @@ pub fn default_chatd() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("chatd"))
 }
 
+/// The MQTT ports of one node.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct Ports {
+    pub tcp: u16,
+    pub ws: u16,
+}
+
 /// What a client needs to reach a target; cheap to clone into tasks.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Endpoint {
-    pub tcp_port: u16,
-    pub ws_port: u16,
+    /// One entry per node (one for a single server).
+    pub nodes: Vec<Ports>,
     pub secret: String,
+}
+
+impl Endpoint {
+    /// The node a pair's client connects to: with N nodes the buyer of
+    /// pair i is on node i mod N and its seller on node (i + 1) mod N, so
+    /// every message of every pair crosses nodes.
+    pub fn node_for(&self, pair: u32, buyer: bool) -> Ports {
+        let n = self.nodes.len().max(1);
+        let index = (pair as usize + usize::from(!buyer && n > 1)) % n;
+        self.nodes[index]
+    }
+}
+
+/// CPU and memory of every process of a target at one instant.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// chatd (or the plain broker), one per node.
+    pub nodes: Vec<ProcStats>,
+    pub nats: Option<ProcStats>,
+    /// The local Cassandra behind a Scylla-store target, when found.
+    pub cql: Option<ProcStats>,
 }
 
 impl Target {
     pub fn endpoint(&self) -> Endpoint {
         Endpoint {
-            tcp_port: self.tcp_port,
-            ws_port: self.ws_port,
+            nodes: std::iter::once(self)
+                .chain(&self.peers)
+                .map(|t| Ports {
+                    tcp: t.tcp_port,
+                    ws: t.ws_port,
+                })
+                .collect(),
             secret: self.secret.clone(),
+        }
+    }
+
+    /// chatd on the ScyllaDB store at `cql_node` (a fresh keyspace), as one
+    /// node, or as `nodes` nodes with `cluster.backbone = "nats"` on a NATS
+    /// server started here: the same secret and keyspace, own ports and
+    /// data directories. `stop` drops the keyspace.
+    pub async fn start_scylla_nodes(
+        chatd: &Path,
+        nodes: usize,
+        cql_node: &str,
+    ) -> anyhow::Result<Target> {
+        anyhow::ensure!(nodes >= 1, "--nodes must be at least 1");
+        let keyspace = format!(
+            "chat_bench_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let secret = format!("bench-{}", uuid::Uuid::new_v4());
+        let nats = if nodes > 1 {
+            Some(Nats::start().await?)
+        } else {
+            None
+        };
+        let mut started: Vec<Target> = Vec::with_capacity(nodes);
+        // One at a time: the first creates the keyspace and migrates it.
+        for i in 1..=nodes {
+            let mut env: Vec<(String, String)> = [
+                ("CHAT_STORE", "scylla".to_owned()),
+                ("CHAT_SCYLLA__NODES", format!("[\"{cql_node}\"]")),
+                ("CHAT_SCYLLA__KEYSPACE", keyspace.clone()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            if let Some(nats) = &nats {
+                env.extend(
+                    [
+                        ("CHAT_CLUSTER__BACKBONE", "nats".to_owned()),
+                        ("CHAT_CLUSTER__NODE_ID", format!("node-{i}")),
+                        ("CHAT_NATS__URL", format!("nats://127.0.0.1:{}", nats.port)),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v)),
+                );
+            }
+            let node = Target::start_in_with(
+                Kind::Chatd,
+                chatd,
+                tempfile::tempdir()?,
+                &env,
+                Some(secret.clone()),
+            )
+            .await
+            .with_context(|| format!("starting chatd node {i} of {nodes}"))?;
+            started.push(node);
+        }
+        let mut first = started.remove(0);
+        first.peers = started;
+        first.nats = nats;
+        first.label = if nodes == 1 {
+            "1 node".into()
+        } else {
+            format!("{nodes} nodes")
+        };
+        first.keyspace = Some((keyspace, cql_node.to_owned()));
+        first.cql_pid = local_cassandra_pid(cql_node);
+        Ok(first)
+    }
+
+    /// Stops every process of the target, then drops the keyspace of a
+    /// Scylla-store target (best effort: a failure is only reported).
+    pub async fn stop(mut self) {
+        let keyspace = self.keyspace.take();
+        drop(self);
+        if let Some((keyspace, node)) = keyspace
+            && let Err(e) = drop_keyspace(&node, &keyspace).await
+        {
+            eprintln!("note: could not drop keyspace {keyspace}: {e:#}");
         }
     }
 
@@ -112,11 +310,11 @@ impl Target {
         chatd: &Path,
         env: &[(String, String)],
     ) -> anyhow::Result<Target> {
-        Target::start_in_with(Kind::Chatd, chatd, tempfile::tempdir()?, env).await
+        Target::start_in_with(Kind::Chatd, chatd, tempfile::tempdir()?, env, None).await
     }
 
     async fn start_in(kind: Kind, chatd: &Path, dir: tempfile::TempDir) -> anyhow::Result<Target> {
-        Target::start_in_with(kind, chatd, dir, &[]).await
+        Target::start_in_with(kind, chatd, dir, &[], None).await
     }
 
     async fn start_in_with(
@@ -124,9 +322,10 @@ impl Target {
         chatd: &Path,
         dir: tempfile::TempDir,
         env: &[(String, String)],
+        secret: Option<String>,
     ) -> anyhow::Result<Target> {
         let (tcp_port, ws_port, http_port) = (free_port()?, free_port()?, free_port()?);
-        let secret = format!("bench-{}", uuid::Uuid::new_v4());
+        let secret = secret.unwrap_or_else(|| format!("bench-{}", uuid::Uuid::new_v4()));
         let log = std::fs::File::create(dir.path().join("server.log"))?;
         let child = match kind {
             Kind::Chatd | Kind::ChatdRaw => Command::new(chatd)
@@ -188,13 +387,20 @@ impl Target {
             ws_port,
             http_port,
             secret,
+            label: kind.name().to_owned(),
+            peers: Vec::new(),
+            nats: None,
+            keyspace: None,
+            cql_pid: None,
         };
         target.wait_ready().await?;
         Ok(target)
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        for _ in 0..200 {
+        // Up to a minute: on the Scylla store the first node creates and
+        // migrates the keyspace before it listens.
+        for _ in 0..1200 {
             if let Some(status) = self.child.try_wait()? {
                 bail!(
                     "{} exited at start ({status}): {}",
@@ -227,6 +433,14 @@ impl Target {
     /// Fails with the server's log when it is no longer running: a run in
     /// which the server died must not report figures.
     pub fn ensure_alive(&mut self) -> anyhow::Result<()> {
+        for peer in &mut self.peers {
+            peer.ensure_alive()?;
+        }
+        if let Some(nats) = &mut self.nats
+            && let Some(status) = nats.child.try_wait()?
+        {
+            bail!("nats-server died during the run ({status}): {}", nats.log());
+        }
         if let Some(status) = self.child.try_wait()? {
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
@@ -244,9 +458,36 @@ impl Target {
         self.child.id()
     }
 
+    /// This process (node 1 of a cluster).
     pub fn stats(&self) -> ProcStats {
         ProcStats::read(self.pid())
     }
+
+    /// Every process of the target: each node, NATS, the local Cassandra.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            nodes: std::iter::once(self)
+                .chain(&self.peers)
+                .map(Target::stats)
+                .collect(),
+            nats: self.nats.as_ref().map(|n| ProcStats::read(n.child.id())),
+            cql: self.cql_pid.map(ProcStats::read),
+        }
+    }
+}
+
+async fn drop_keyspace(node: &str, keyspace: &str) -> anyhow::Result<()> {
+    let config = chat_scylla::ScyllaConfig {
+        nodes: vec![node.to_owned()],
+        keyspace: keyspace.to_owned(),
+        request_timeout_ms: 60_000,
+        ..Default::default()
+    };
+    let session = chat_scylla::connect(&config).await?;
+    session
+        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ())
+        .await?;
+    Ok(())
 }
 
 impl Drop for Target {
@@ -306,5 +547,40 @@ impl ProcStats {
             }
         }
         stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Endpoint, Ports};
+
+    fn endpoint(nodes: u16) -> Endpoint {
+        Endpoint {
+            nodes: (0..nodes)
+                .map(|i| Ports {
+                    tcp: 1000 + i,
+                    ws: 2000 + i,
+                })
+                .collect(),
+            secret: String::new(),
+        }
+    }
+
+    #[test]
+    fn with_three_nodes_every_pair_is_split_across_two_nodes() {
+        let e = endpoint(3);
+        for pair in 0..30 {
+            let (buyer, seller) = (e.node_for(pair, true), e.node_for(pair, false));
+            assert_eq!(buyer.tcp, 1000 + (pair % 3) as u16);
+            assert_eq!(seller.tcp, 1000 + ((pair + 1) % 3) as u16);
+            assert_ne!(buyer.tcp, seller.tcp);
+        }
+    }
+
+    #[test]
+    fn one_node_holds_both_sides() {
+        let e = endpoint(1);
+        assert_eq!(e.node_for(7, true).tcp, 1000);
+        assert_eq!(e.node_for(7, false).ws, 2000);
     }
 }

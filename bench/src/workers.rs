@@ -60,7 +60,7 @@ pub async fn run_split(
         .collect();
     let chunk = pairs.len().div_ceil(processes.max(1)).max(1);
     let dir = tempfile::tempdir()?;
-    let before = target.stats();
+    let before = target.snapshot();
     let mut workers = Vec::new();
     for (n, share) in pairs.chunks(chunk).enumerate() {
         let spec = WorkerSpec {
@@ -97,7 +97,7 @@ pub async fn run_split(
             }
         }
     }
-    let connected = target.stats();
+    let connected = target.snapshot();
     for (child, _) in workers.iter_mut() {
         child
             .stdin
@@ -122,9 +122,9 @@ pub async fn run_split(
         );
     }
     progress.finish_and_clear();
-    let after = target.stats();
+    let after = target.snapshot();
     Ok(run::combine(
-        target.kind,
+        &target.label,
         &parts,
         &ServerSamples {
             before,
