@@ -272,6 +272,14 @@ async fn join_cluster(
             "cluster.backbone = \"nats\" needs a store every node shares: store = \"scylla\" (SQLite is one node's file)"
         );
     }
+    if config.persist.mode == PersistMode::Workers {
+        // Workers publish their events as MQTT clients of one gateway, which
+        // routes them to its own subscribers only; in a cluster every node
+        // persists what its clients send (there is no single gateway to offload).
+        anyhow::bail!(
+            "cluster.backbone = \"nats\" needs persist.mode = \"in_process\": every node stores what its own clients send"
+        );
+    }
     let node = node_id(config);
     let backbone = NatsBackbone::connect(&config.nats, &node, broker.outbound())
         .await
