@@ -15,7 +15,8 @@ use chat_protocol::topics;
 use crate::CHATD;
 
 pub struct Cluster {
-    pub nats: NatsServer,
+    /// Kept running for the nodes (stopped when dropped).
+    _nats: NatsServer,
     pub nodes: Vec<Server>,
 }
 
@@ -47,7 +48,7 @@ impl Cluster {
             env.extend_from_slice(extra);
             nodes.push(Server::start_with_secret(CHATD, &secret, &env).await);
         }
-        Cluster { nats, nodes }
+        Cluster { _nats: nats, nodes }
     }
 }
 
