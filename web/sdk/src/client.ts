@@ -192,6 +192,13 @@ export class ChatClient {
     this.mqtt = client;
     client.on("connect", () => void this.online(client));
     client.on("message", (_topic, bytes) => this.receive(bytes));
+    // A draining server says "use another server" (0x9C) or "server moved"
+    // (0x9D): reconnect after the shortest delay (through the load balancer,
+    // to another node), jittered so a drained node's clients do not all
+    // arrive in the same millisecond.
+    client.on("disconnect", (packet) => {
+      if (packet.reasonCode === 0x9c || packet.reasonCode === 0x9d) this.backoff.reset();
+    });
     client.on("close", () => this.offline(client));
     client.on("error", () => this.offline(client));
     this.flushTimer ??= setInterval(() => this.flush(), 1_000);
