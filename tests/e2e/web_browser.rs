@@ -15,6 +15,8 @@ use crate::CHATD;
 
 /// Messages in the seeded conversation (the first page holds 50).
 const HISTORY: u32 = 75;
+/// Other buyers of demo-shop-2 (an inbox page holds 30 threads).
+const INBOX_BUYERS: u32 = 35;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buyer_and_seller_chat_in_chromium() {
@@ -28,6 +30,12 @@ async fn buyer_and_seller_chat_in_chromium() {
         ],
     )
     .await;
+    // A busy shop: more buyers than one inbox page (30) holds.
+    for n in 1..=INBOX_BUYERS {
+        server
+            .thread_between(&format!("shopper-{n:02}"), "demo-shop-2")
+            .await;
+    }
     // A long conversation for Seller Center's infinite scroll: more than
     // the first history page, sent over MQTT like any client would.
     let buyer = server.token("demo-buyer-2", "buyer");
@@ -66,6 +74,7 @@ async fn buyer_and_seller_chat_in_chromium() {
         .env("CHAT_E2E_URL", server.url(""))
         .env("CHAT_E2E_SHOTS", &shots)
         .env("CHAT_E2E_HISTORY", HISTORY.to_string())
+        .env("CHAT_E2E_INBOX_BUYERS", INBOX_BUYERS.to_string())
         .output()
         .expect("running vitest");
     let log = format!(
@@ -78,7 +87,7 @@ async fn buyer_and_seller_chat_in_chromium() {
         "browser test failed:\n{log}\nchatd log:\n{}",
         server.log()
     );
-    assert!(log.contains("3 passed"), "the browser tests ran:\n{log}");
+    assert!(log.contains("4 passed"), "the browser tests ran:\n{log}");
     for shot in [
         "product-page-widget",
         "order-page-widget",

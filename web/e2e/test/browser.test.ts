@@ -208,4 +208,25 @@ describe.skipIf(!base)("the demo storefront in Chromium", () => {
     await row.getByTestId("unread-badge").waitFor({ state: "detached" });
     await context.close();
   }, 60_000);
+
+  it("Seller Center pages through a busy inbox as the seller scrolls the list: every thread once", async () => {
+    const buyers = Number(process.env.CHAT_E2E_INBOX_BUYERS ?? "0");
+    expect(buyers).toBeGreaterThan(30);
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: "vi-VN" });
+    const page = await context.newPage();
+    await page.goto(`${base}/demo/seller.html?as=demo-shop-2`);
+    const rows = page.getByTestId("thread");
+    await rows.first().waitFor();
+    // The newest activity first: the long conversation (seeded last) on top.
+    expect(await rows.first().getByTestId("buyer-name").textContent()).toBe("Trần Thị Bình");
+    expect(await rows.count()).toBe(30);
+    const names = await until("every thread after scrolling the list", async () => {
+      await page.getByTestId("thread-list").evaluate((list) => list.scrollTo(0, list.scrollHeight));
+      const all = await page.getByTestId("buyer-name").allTextContents();
+      return all.length >= buyers + 1 ? all : undefined;
+    });
+    expect(names).toHaveLength(buyers + 1);
+    expect(new Set(names).size).toBe(buyers + 1);
+    await context.close();
+  }, 60_000);
 });

@@ -459,10 +459,17 @@ export class ChatClient {
 
   /** The inbox: threads, newest activity first; server counts win. */
   async inbox(limit = 50): Promise<RestThread[]> {
-    const body = await this.rest(`/chat/threads?limit=${limit}`);
+    return (await this.inboxPage(undefined, limit)).threads;
+  }
+
+  /** One page of the inbox; pass `nextCursor` back for the next one. */
+  async inboxPage(cursor?: string, limit = 50): Promise<{ threads: RestThread[]; nextCursor?: string }> {
+    const query = new URLSearchParams({ limit: String(limit) });
+    if (cursor) query.set("cursor", cursor);
+    const body = await this.rest(`/chat/threads?${query}`);
     const threads = body.threads as RestThread[];
     for (const t of threads) this.unread.server(threadStateFromRest(t));
-    return threads;
+    return { threads, nextCursor: (body.nextCursor as string | null | undefined) ?? undefined };
   }
 
   private async rest(path: string, init: { method?: string; body?: unknown } = {}): Promise<Record<string, unknown>> {

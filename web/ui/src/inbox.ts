@@ -22,6 +22,11 @@ export interface InboxOptions {
 
 type Filter = "all" | "unread";
 
+/** Threads per inbox page. */
+const PAGE = 30;
+
+const byActivity = (a: RestThread, b: RestThread) => (b.lastMessageAt ?? b.createdAt) - (a.lastMessageAt ?? a.createdAt);
+
 export class SellerInbox {
   private threads: RestThread[] = [];
   private filter: Filter = "all";
@@ -33,6 +38,9 @@ export class SellerInbox {
   private readonly dotEl: HTMLElement;
   private readonly tabs: Record<Filter, HTMLButtonElement>;
   private refetch?: ReturnType<typeof setTimeout>;
+  /** Where the next page of older threads starts; none: all loaded. */
+  private nextCursor?: string;
+  private loadingMore = false;
 
   constructor(private readonly options: InboxOptions) {
     const t = strings(options.lang);
@@ -65,6 +73,10 @@ export class SellerInbox {
         this.paneEl,
       ),
     );
+    this.listEl.addEventListener("scroll", () => {
+      const el = this.listEl;
+      if (el.scrollHeight - el.scrollTop - el.clientHeight < 80) void this.loadMore();
+    });
     options.client.onChange((change) => {
       if (change.kind === "unread") this.renderList();
       if (change.kind === "state") this.renderDot();
@@ -81,8 +93,29 @@ export class SellerInbox {
   }
 
   private async reload(): Promise<void> {
-    this.threads = await this.options.client.inbox();
+    const page = await this.options.client.inboxPage(undefined, PAGE);
+    // The first page replaces its rows; rows of older pages already
+    // loaded stay, and paging goes on from where it was.
+    const fresh = new Set(page.threads.map((t) => t.id));
+    const loaded = this.threads.filter((t) => !fresh.has(t.id));
+    if (this.threads.length === 0) this.nextCursor = page.nextCursor;
+    this.threads = [...page.threads, ...loaded].sort(byActivity);
     this.renderList();
+  }
+
+  /** Infinite scroll of the thread list: the next page of older threads. */
+  private async loadMore(): Promise<void> {
+    if (!this.nextCursor || this.loadingMore) return;
+    this.loadingMore = true;
+    try {
+      const page = await this.options.client.inboxPage(this.nextCursor, PAGE);
+      const known = new Set(this.threads.map((t) => t.id));
+      this.threads.push(...page.threads.filter((t) => !known.has(t.id)));
+      this.nextCursor = page.nextCursor;
+      this.renderList();
+    } finally {
+      this.loadingMore = false;
+    }
   }
 
   private onEvent(event: ServerEvent): void {
@@ -102,7 +135,7 @@ export class SellerInbox {
     row.unreadBuyer = state.unread_buyer;
     row.unreadSeller = state.unread_seller;
     row.productId = state.product_id;
-    this.threads.sort((a, b) => (b.lastMessageAt ?? b.createdAt) - (a.lastMessageAt ?? a.createdAt));
+    this.threads.sort(byActivity);
     this.renderList();
   }
 
@@ -164,6 +197,8 @@ export class SellerInbox {
       }),
     );
     if (focused) (this.listEl.querySelector(`[data-thread-id="${CSS.escape(focused)}"]`) as HTMLElement | null)?.focus();
+    // A tall screen may show a whole page without a scroll bar: load on.
+    if (this.nextCursor && this.listEl.scrollHeight <= this.listEl.clientHeight) void this.loadMore();
   }
 
   private async select(threadId: string): Promise<void> {
