@@ -51,8 +51,13 @@ async fn migrate_is_idempotent_and_safe_to_run_concurrently() {
         .unwrap();
     assert!(again.applied.is_empty());
     assert_eq!(again.already.len(), chat_scylla::migrate::MIGRATIONS.len());
-    session
+    // Cleanup only: a schema change can outlast the request timeout on a
+    // busy single-node Cassandra (seen on 2 cores with the other contract
+    // tests running); the test run's data directory is reset anyway.
+    if let Err(e) = session
         .query_unpaged(format!("DROP KEYSPACE {}", config.keyspace), ())
         .await
-        .unwrap();
+    {
+        eprintln!("leaving keyspace {} behind: {e}", config.keyspace);
+    }
 }
