@@ -53,7 +53,8 @@ async fn migrate_is_idempotent_and_safe_to_run_concurrently() {
     assert_eq!(again.already.len(), chat_scylla::migrate::MIGRATIONS.len());
     // Cleanup only: a schema change can outlast the request timeout on a
     // busy single-node Cassandra (seen on 2 cores with the other contract
-    // tests running); the test run's data directory is reset anyway.
+    // tests running); the test command empties the data directory of a
+    // Cassandra it starts.
     if let Err(e) = session
         .query_unpaged(format!("DROP KEYSPACE {}", config.keyspace), ())
         .await
