@@ -117,22 +117,11 @@ pub async fn connect_client(
     config: &NatsConfig,
     node: &str,
 ) -> Result<async_nats::Client, NatsError> {
-    let url = config.url.as_deref().ok_or(NatsError::NotConfigured)?;
-    let mut options = async_nats::ConnectOptions::new()
+    let options = async_nats::ConnectOptions::new()
         .name(format!("chatd {node}"))
         // A node delivers its own publishes locally; NATS must not echo them.
-        .no_echo()
-        .retry_on_initial_connect();
-    if let Some(path) = &config.credentials_file {
-        options = options
-            .credentials_file(path)
-            .await
-            .map_err(|e| NatsError::Connect(e.to_string()))?;
-    }
-    tokio::time::timeout(Duration::from_secs(30), options.connect(url))
-        .await
-        .map_err(|_| NatsError::Connect(format!("{url}: timed out")))?
-        .map_err(|e| NatsError::Connect(format!("{url}: {e}")))
+        .no_echo();
+    crate::connect_with(config, options).await
 }
 
 impl NatsBackbone {

@@ -90,26 +90,33 @@ pub struct JetStreamQueue {
     messages: tokio::sync::Mutex<Option<consumer::pull::Stream>>,
 }
 
+/// Connects to `nats.url` with `options` plus the configured credentials,
+/// retrying until the server answers, for at most 30 s.
+pub(crate) async fn connect_with(
+    config: &NatsConfig,
+    options: async_nats::ConnectOptions,
+) -> Result<async_nats::Client, NatsError> {
+    let url = config.url.as_deref().ok_or(NatsError::NotConfigured)?;
+    let mut options = options.retry_on_initial_connect();
+    if let Some(path) = &config.credentials_file {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|e| NatsError::Connect(e.to_string()))?;
+    }
+    tokio::time::timeout(Duration::from_secs(30), options.connect(url))
+        .await
+        .map_err(|_| NatsError::Connect(format!("{url}: timed out")))?
+        .map_err(|e| NatsError::Connect(format!("{url}: {e}")))
+}
+
 /// Jobs one worker pulls ahead of handling them.
 const PREFETCH: usize = 16;
 
 impl JetStreamQueue {
     /// Connects and creates the stream and the shared consumer if absent.
     pub async fn connect(config: &NatsConfig) -> Result<JetStreamQueue, NatsError> {
-        let url = config.url.as_deref().ok_or(NatsError::NotConfigured)?;
-        let mut options = async_nats::ConnectOptions::new()
-            .name("chatd")
-            .retry_on_initial_connect();
-        if let Some(path) = &config.credentials_file {
-            options = options
-                .credentials_file(path)
-                .await
-                .map_err(|e| NatsError::Connect(e.to_string()))?;
-        }
-        let client = tokio::time::timeout(Duration::from_secs(30), options.connect(url))
-            .await
-            .map_err(|_| NatsError::Connect(format!("{url}: timed out")))?
-            .map_err(|e| NatsError::Connect(format!("{url}: {e}")))?;
+        let client = connect_with(config, async_nats::ConnectOptions::new().name("chatd")).await?;
         let context = jetstream::new(client.clone());
         let stream = context
             .get_or_create_stream(stream::Config {
