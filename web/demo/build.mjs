@@ -4,7 +4,7 @@
 // if web/dist differs: the test command runs it, so a stale bundle cannot
 // be committed unnoticed.
 import { build } from "esbuild";
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -16,6 +16,29 @@ const out = check ? mkdtempSync(join(tmpdir(), "chat-demo-")) : dist;
 
 if (!check) rmSync(dist, { recursive: true, force: true });
 cpSync(join(here, "public"), out, { recursive: true });
+// The pages are one shell; demo.js renders the page named by data-page.
+const pages = { index: "Cửa hàng demo", product: "Sản phẩm", order: "Đơn hàng", seller: "Kênh Người Bán" };
+for (const [page, title] of Object.entries(pages)) {
+  writeFileSync(
+    join(out, `${page}.html`),
+    `<!doctype html>
+<html lang="vi">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${title} · chatd demo</title>
+<link rel="stylesheet" href="demo.css">
+<link rel="icon" href="data:,">
+</head>
+<body data-page="${page}">
+<div id="app"></div>
+<script src="chat-ui.js"></script>
+<script src="demo.js"></script>
+</body>
+</html>
+`,
+  );
+}
 const common = {
   bundle: true,
   minify: true,
