@@ -52,6 +52,17 @@ S3_BUCKETS="chat-test" scripts/s3.sh start
 npm ci --prefix web --no-audit --no-fund
 npm run --prefix web/demo test
 
+# A cold build of the workspace and its tests needs about 2 GB of disk
+# (a CI run once died of a full disk mid-link). Incremental compilation only
+# pays off across edits, so a run from here skips its caches (~1.4 GB).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+target_dir="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target_dir"
+free_kb=$(df -Pk "$target_dir" | awk 'NR==2 {print $4}')
+if [ "$free_kb" -lt $((3 * 1024 * 1024)) ]; then
+  echo "warning: only $((free_kb / 1024)) MB free for $target_dir; a cold build needs ~2 GB" >&2
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
@@ -59,3 +70,5 @@ cargo test --workspace --locked
 # The web packages: type checks and unit tests (Vitest); their live and
 # browser tests ran above, inside the end-to-end suite.
 npm test --prefix web
+
+echo "target size: $(du -sh "$target_dir" | cut -f1); free: $(df -Ph "$target_dir" | awk 'NR==2 {print $4}')"
