@@ -19,6 +19,7 @@ mod ops;
 mod push;
 mod scylla;
 mod security;
+mod session_resume;
 mod stock_clients;
 mod web_browser;
 mod web_sdk;

@@ -1491,7 +1491,9 @@ impl SessionState {
         //[MQTT-4.4.0-1] Reforward every inflight message regardless of status:
         //`reforward` resends the PUBLISH for UnAck/UnReceived and the owed
         //PUBREL (via SendRerelease) for UnComplete.
-        while let Some(msg) = offline_info.inflight_messages.pop() {
+        //PATCHED(chatd): in the order first sent ([MQTT-4.6.0-1]); `pop()` took the
+        //Vec (oldest first, `OutInflight::to_inflight_messages`) from its end.
+        for msg in std::mem::take(&mut offline_info.inflight_messages) {
             if let Err(e) = self.reforward(msg).await {
                 log::warn!("transfer_session_state, reforward error, {e}");
             }

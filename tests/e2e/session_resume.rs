@@ -1,0 +1,132 @@
+//! A phone on a flaky network keeps a persistent MQTT session
+//! (`clean_session = false`) and acknowledges a message only once it has
+//! it safely on screen. When the connection dies with messages received
+//! but not acknowledged, the broker sends them again on resume — in the
+//! order they were first sent, then what queued while the phone was away
+//! (MQTT-4.6.0-1; rmqtt 0.24.0 resent them newest first,
+//! `vendor/rmqtt/PATCHED.md` §4).
+
+use std::time::Duration;
+
+use chat_e2e::{Client, Server, Via, options};
+use chat_protocol::{ServerEvent, topics};
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS};
+
+use crate::CHATD;
+
+/// Polls until CONNACK; returns whether the broker had the session.
+async fn connected(events: &mut EventLoop) -> bool {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+                assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success);
+                return ack.session_present;
+            }
+            Ok(Ok(_)) => {}
+            other => panic!("no CONNACK: {other:?}"),
+        }
+    }
+}
+
+/// The next `count` `message_new` publishes on `topic`, unacknowledged.
+async fn message_news(events: &mut EventLoop, topic: &str, count: usize) -> Vec<(String, Publish)> {
+    let mut out = Vec::new();
+    while out.len() < count {
+        let Ok(polled) = tokio::time::timeout(Duration::from_secs(10), events.poll()).await else {
+            panic!("only {} of {count} messages", out.len());
+        };
+        let event = polled.expect("connection");
+        if let Event::Incoming(Packet::Publish(p)) = event
+            && p.topic == topic
+            && let Ok(ServerEvent::MessageNew { message }) =
+                chat_protocol::decode_server(&p.payload)
+        {
+            out.push((message.id, p));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_gets_unacked_messages_again_in_order_then_the_queued_ones() {
+    let server = Server::start(CHATD).await;
+    let thread = server.thread_between("rb", "rs").await;
+    let thread_topic = topics::thread(&thread);
+    let mut seller = Client::connect(&server, "rs", "seller", Via::Tcp).await;
+    assert!(seller.subscribe(&topics::user("rs")).await);
+
+    let token = server.token("rb", "buyer");
+    let phone = || {
+        let mut opts = options(&server, "rb:phone", "rb", &token, Via::Tcp);
+        opts.set_clean_session(false).set_manual_acks(true);
+        opts
+    };
+    let (buyer, mut events) = AsyncClient::new(phone(), 64);
+    assert!(!connected(&mut events).await, "a new session");
+    buyer
+        .subscribe(&thread_topic, QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.unwrap() {
+            break;
+        }
+    }
+
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        sent.push(
+            seller
+                .send_text(&thread, &format!("r{i}"), &format!("tin {i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    let first: Vec<String> = message_news(&mut events, &thread_topic, 6)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(first, sent, "live, in order");
+    // The network goes: no DISCONNECT, nothing acknowledged.
+    drop(buyer);
+    drop(events);
+    // Meanwhile the seller goes on.
+    for i in 6..9 {
+        sent.push(
+            seller
+                .send_text(&thread, &format!("r{i}"), &format!("tin {i}"))
+                .await
+                .unwrap(),
+        );
+    }
+
+    let (buyer, mut events) = AsyncClient::new(phone(), 64);
+    assert!(connected(&mut events).await, "the session was kept");
+    let again = message_news(&mut events, &thread_topic, 9).await;
+    let ids: Vec<String> = again.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(
+        ids, sent,
+        "the six unacknowledged again, in their order, then the three queued"
+    );
+    assert!(again[..6].iter().all(|(_, p)| p.dup), "resent ones are DUP");
+    for (_, publish) in &again {
+        buyer.ack(publish).await.unwrap();
+    }
+    // Acknowledged now: a second resume brings nothing back.
+    let _ = buyer.disconnect().await;
+    // The acks, then the DISCONNECT, go out as the event loop turns.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while events.poll().await.is_ok() {}
+    })
+    .await;
+    drop(events);
+    let (_buyer, mut events) = AsyncClient::new(phone(), 64);
+    assert!(connected(&mut events).await);
+    let nothing = tokio::time::timeout(
+        Duration::from_secs(2),
+        message_news(&mut events, &thread_topic, 1),
+    )
+    .await;
+    assert!(nothing.is_err(), "nothing owed any more");
+}
