@@ -26,6 +26,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// REST facade.
     pub http_addr: SocketAddr,
+    /// `/healthz`, `/readyz` and `/metrics` of the workers (`chatd push`,
+    /// `chatd persist`), which have no REST facade. `chatd serve` answers
+    /// these on `http_addr`.
+    pub worker_http_addr: SocketAddr,
     /// Origins whose pages may call the REST facade from a browser (CORS),
     /// e.g. `["https://shop.example.vn"]` for a chat widget embedded in the
     /// marketplace: each an exact `scheme://host[:port]`, no path. Empty
@@ -137,6 +141,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./data"),
             http_addr: "0.0.0.0:8080".parse().expect("literal address"),
+            worker_http_addr: "0.0.0.0:9090".parse().expect("literal address"),
             cors_allowed_origins: Vec::new(),
             log: "info,rmqtt=warn,rmqtt_net=warn".into(),
             store: StoreKind::Sqlite,

@@ -8,6 +8,7 @@ mod persist;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chat_broker::Broker;
@@ -187,7 +188,7 @@ pub(crate) async fn load_moderation(
     );
     let reloading = Arc::downgrade(&moderation);
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
+        let mut every = tokio::time::interval(Duration::from_secs(30));
         every.tick().await;
         loop {
             every.tick().await;
@@ -343,6 +344,9 @@ async fn push_worker(config: Config) -> anyhow::Result<()> {
         } else {
             None
         };
+    let readiness = ops::readiness(store.clone(), Some(queue.clone()));
+    ops::sample_queue_depth(queue.clone());
+    ops::serve_worker_http(config.worker_http_addr, readiness.clone()).await?;
     let dispatcher = Dispatcher::new(&config.push, &config.email, store, presence, queue)
         .context("setting up notifications")?;
     tracing::info!(
@@ -350,7 +354,18 @@ async fn push_worker(config: Config) -> anyhow::Result<()> {
         consumer = config.nats.notify_consumer,
         "push worker running"
     );
-    dispatcher.run().await;
+    // SIGTERM: stop taking jobs, send what was taken (folded updates
+    // included), exit. Jobs still unsent go back to other workers when
+    // their lease ends.
+    let stop = async {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested: draining");
+        ops::start_draining(&readiness);
+    };
+    dispatcher
+        .run_until(stop, Duration::from_secs(config.drain.timeout_secs))
+        .await;
+    tracing::info!("push worker stopped");
     Ok(())
 }
 
@@ -565,7 +580,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(cluster) = &cluster {
         // Without the backbone this node's clients would miss the others'.
         let backbone = cluster.backbone.clone();
-        readiness.register("cluster", std::time::Duration::from_secs(1), move || {
+        readiness.register("cluster", Duration::from_secs(1), move || {
             let up = backbone.connected();
             async move {
                 if up {
@@ -636,7 +651,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let ttl_ms = (config.attachments.unused_upload_ttl_secs * 1000) as i64;
         let sweep_every = config.attachments.sweep_interval_secs.max(1);
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(sweep_every));
+            let mut every = tokio::time::interval(Duration::from_secs(sweep_every));
             loop {
                 every.tick().await;
                 let Some(service) = service.upgrade() else {
@@ -694,7 +709,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -17,9 +17,11 @@
 //! sends under way are not cut off and clients learn where to go.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use chat_broker::BrokerHandle;
 use chat_core::notify::NotificationQueue;
 use chat_core::store::ChatStore;
@@ -104,6 +106,28 @@ pub fn sample_queue_depth(queue: Arc<dyn NotificationQueue>) {
     });
 }
 
+/// Serves `/healthz`, `/readyz` and `/metrics` of a worker (`chatd push`,
+/// `chatd persist`) on `addr` for as long as the process runs.
+pub async fn serve_worker_http(addr: SocketAddr, readiness: Readiness) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the worker's HTTP {addr} (worker_http_addr)"))?;
+    tracing::info!(http = %addr, "operations endpoint: /healthz /readyz /metrics");
+    let app = chat_rest::ops::router(readiness);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "the operations endpoint stopped");
+        }
+    });
+    Ok(())
+}
+
+/// Marks a worker as draining: `/readyz` answers 503 from now on.
+pub fn start_draining(readiness: &Readiness) {
+    readiness.start_draining();
+    chat_ops::metrics().draining.set(1);
+}
+
 /// Waits for `signal` (SIGTERM, Ctrl-C), then drains; returns when HTTP
 /// may stop. For `axum::serve(..).with_graceful_shutdown(..)`.
 pub async fn drain_after(
@@ -121,8 +145,7 @@ pub async fn drain_after(
         connections = mqtt.connections(),
         "shutdown requested: draining"
     );
-    readiness.start_draining();
-    chat_ops::metrics().draining.set(1);
+    start_draining(&readiness);
     mqtt.stop_accepting();
     if !mqtt.wait_for_sends(deadline).await {
         tracing::warn!(

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -28,6 +29,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, StoreKind};
 
@@ -82,6 +84,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let store = crate::open_store(&config).await?;
+    let store_for_checks = store.clone();
     let (host, port) = persist
         .broker
         .rsplit_once(':')
@@ -129,14 +132,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let filter = format!("$share/{PERSIST_GROUP}/{PERSIST_FILTER}");
     tracing::info!(client_id, broker = %persist.broker, filter, "persistence worker starting");
 
+    let connected = Arc::new(AtomicBool::new(false));
+    let readiness = crate::ops::readiness(store_for_checks, None);
+    {
+        let connected = connected.clone();
+        readiness.register("broker", Duration::from_secs(1), move || {
+            let answer = if connected.load(Ordering::Relaxed) {
+                Ok(())
+            } else {
+                Err("not connected to the gateway's broker".to_owned())
+            };
+            async move { answer }
+        });
+    }
+    crate::ops::serve_worker_http(config.worker_http_addr, readiness.clone()).await?;
+    let mut stop = std::pin::pin!(crate::shutdown_signal());
+
     // One queue per thread keeps a thread's messages in order while
     // threads are processed concurrently.
     let mut queues: HashMap<String, mpsc::UnboundedSender<Publish>> = HashMap::new();
+    let processing = TaskTracker::new();
     let mut processed = 0u64;
     loop {
-        let event = match events.poll().await {
+        let polled = tokio::select! {
+            polled = events.poll() => polled,
+            _ = &mut stop => break,
+        };
+        let event = match polled {
             Ok(event) => event,
             Err(e) => {
+                connected.store(false, Ordering::Relaxed);
                 tracing::warn!(error = %e, "broker connection lost; reconnecting");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
@@ -144,6 +169,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         };
         match event {
             Event::Incoming(Packet::ConnAck(ack)) => {
+                connected.store(true, Ordering::Relaxed);
                 tracing::info!(
                     session_present = ack.session_present,
                     "connected to the broker"
@@ -166,9 +192,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 let thread = thread.to_owned();
                 let mut job = publish;
                 loop {
-                    let queue = queues
-                        .entry(thread.clone())
-                        .or_insert_with(|| spawn_thread_queue(service.clone(), client.clone()));
+                    let queue = queues.entry(thread.clone()).or_insert_with(|| {
+                        spawn_thread_queue(&processing, service.clone(), client.clone())
+                    });
                     match queue.send(job) {
                         Ok(()) => break,
                         Err(returned) => {
@@ -186,14 +212,71 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             _ => {}
         }
     }
+    drain(&config, &readiness, client, events, queues, processing).await;
+    Ok(())
+}
+
+/// SIGTERM: hand-overs already queued are stored and acknowledged; those
+/// arriving now are left unacknowledged, so the broker keeps them in this
+/// worker's persistent session (and hands them out again on its return);
+/// then a normal DISCONNECT, which keeps that session.
+async fn drain(
+    config: &Config,
+    readiness: &chat_ops::Readiness,
+    client: AsyncClient,
+    mut events: rumqttc::v5::EventLoop,
+    queues: HashMap<String, mpsc::UnboundedSender<Publish>>,
+    processing: TaskTracker,
+) {
+    crate::ops::start_draining(readiness);
+    tracing::info!(
+        threads = queues.len(),
+        "shutdown requested: finishing the hand-overs taken"
+    );
+    // Each thread's task ends once its queue is empty and closed.
+    drop(queues);
+    processing.close();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(config.drain.timeout_secs);
+    let mut finished = std::pin::pin!(processing.wait());
+    let mut done = false;
+    // The event loop must keep turning: the acks and events go out through it.
+    while !done {
+        tokio::select! {
+            _ = &mut finished => done = true,
+            polled = events.poll() => {
+                if let Err(e) = polled {
+                    tracing::warn!(error = %e, "drain: broker connection lost");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(
+                    under_way = processing.len(),
+                    "drain: deadline reached; the broker hands the rest out again"
+                );
+                break;
+            }
+        }
+    }
+    if client.disconnect().await.is_ok() {
+        // The acks queued before it, then the DISCONNECT, go out; we read on
+        // until the broker closes the connection. Closing it ourselves with
+        // unread publishes in the socket would reset it, and the broker
+        // would drop the last acks unread (and hand those messages out
+        // again).
+        let closed = async { while events.poll().await.is_ok() {} };
+        let _ = tokio::time::timeout(Duration::from_secs(2), closed).await;
+    }
+    tracing::info!("persistence worker stopped");
 }
 
 fn spawn_thread_queue(
+    processing: &TaskTracker,
     service: Arc<ChatService>,
     client: AsyncClient,
 ) -> mpsc::UnboundedSender<Publish> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Publish>();
-    tokio::spawn(async move {
+    processing.spawn(async move {
         while let Ok(Some(publish)) = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await
         {
             let topic = String::from_utf8_lossy(&publish.topic).into_owned();

@@ -198,3 +198,131 @@ async fn two_push_workers_share_jetstream_and_each_notification_goes_out_once() 
     );
     drop(nats);
 }
+
+/// A push worker's operations endpoint, and its drain on SIGTERM: an update
+/// folded by the collapse window goes out at once instead of being left
+/// for the window to close, and the worker exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_worker_reports_ready_and_sends_folded_updates_when_terminated() {
+    let nats = NatsServer::start().await;
+    let nats_url = nats.url();
+    let server = Server::start_scylla_with(
+        CHATD,
+        &[
+            ("CHAT_NATS__URL", &nats_url),
+            ("CHAT_PUSH__IN_PROCESS", "false"),
+            // Far longer than the test: a folded update can only go out
+            // early, at the drain.
+            ("CHAT_PUSH__COLLAPSE_WINDOW_MS", "600000"),
+            ("CHAT_RATE_LIMITS__MESSAGES_BURST", "50"),
+        ],
+    )
+    .await;
+    let (base, fake) = fake_fcm::start().await;
+    let file = fake_fcm::credentials_file(&base);
+    let mut worker = server.spawn_worker(
+        "push",
+        "wd",
+        &[
+            (
+                "CHAT_PUSH__FCM__SERVICE_ACCOUNT_FILE",
+                file.path().to_str().unwrap(),
+            ),
+            ("CHAT_PUSH__FCM__BASE_URL", &base),
+            ("CHAT_LOG", "info,chatd=debug,chat_push=debug"),
+        ],
+    );
+    worker
+        .wait_for_log("push worker running", Duration::from_secs(60))
+        .await;
+    let http = reqwest::Client::new();
+    let ready = http.get(worker.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["checks"]["nats"], "ok", "{ready}");
+    assert_eq!(ready["checks"]["store"], "ok", "{ready}");
+
+    let thread = server.thread_between("db1", "ds").await;
+    let (status, body) = server
+        .request(
+            "PUT",
+            "/chat/devices",
+            &server.token("db1", "buyer"),
+            Some(json!({"platform": "fcm", "token": "dev-db1", "appId": "vn.example.shop"})),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let mut seller = Client::connect(&server, "ds", "seller", Via::Tcp).await;
+    assert!(seller.subscribe(&topics::user("ds")).await);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let cmid = format!("d-{i}");
+        seller
+            .publish(
+                &topics::thread_inbound(&thread),
+                send_message(&cmid, &format!("drain {i}")),
+            )
+            .await;
+        ids.push(
+            seller
+                .expect("ack", |_, e| match e {
+                    ServerEvent::MessageSentAck {
+                        client_msg_id,
+                        message_id: Some(id),
+                        ..
+                    } if *client_msg_id == cmid => Some(id.clone()),
+                    _ => None,
+                })
+                .await,
+        );
+    }
+    let pushed_ids = || -> Vec<String> {
+        pushes(&[&fake], "dev-db1")
+            .iter()
+            .map(|p| {
+                p["message"]["data"]["messageId"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    // The first at once; the other two wait, folded, in the worker.
+    wait_for("the first push", Duration::from_secs(20), || {
+        (!pushed_ids().is_empty()).then_some(())
+    })
+    .await;
+    wait_for(
+        "the two others taken and folded",
+        Duration::from_secs(20),
+        || (worker.log().matches("push folded").count() == 2).then_some(()),
+    )
+    .await;
+    assert_eq!(pushed_ids(), vec![ids[0].clone()], "the others are folded");
+    let metrics = http
+        .get(worker.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"chat_push_total{channel="fcm",result="sent"} 1"#),
+        "{metrics}"
+    );
+
+    let status = worker
+        .terminate(Duration::from_secs(20))
+        .await
+        .expect("the worker exits after SIGTERM");
+    assert!(status.success(), "{status}\n{}", worker.log());
+    assert_eq!(
+        pushed_ids(),
+        vec![ids[0].clone(), ids[2].clone()],
+        "the folded update (latest message) went out at the drain:\n{}",
+        worker.log()
+    );
+    assert!(worker.log().contains("push worker stopped"));
+    drop(nats);
+}

@@ -178,6 +178,112 @@ async fn a_killed_worker_loses_nothing_and_its_comeback_duplicates_nothing() {
     }
 }
 
+/// SIGTERM to the only persistence worker while buyers' messages pour in:
+/// it reports ready until then, finishes what it took, exits 0; what
+/// arrived during its drain waits in its session and is processed when it
+/// is back. No client resends anything, and every message is acked and
+/// stored once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_worker_drains_and_its_session_keeps_the_rest() {
+    use chat_e2e::send_message;
+    use chat_protocol::{ServerEvent, topics};
+    use std::time::Duration;
+
+    let server = Server::start_scylla_with(
+        CHATD,
+        &[
+            ("CHAT_PERSIST__MODE", "workers"),
+            ("CHAT_SCYLLA__REQUEST_TIMEOUT_MS", "20000"),
+        ],
+    )
+    .await;
+    let mut worker = server.spawn_persist_worker("wt");
+    worker
+        .wait_for_log("subscribed to hand-overs", Duration::from_secs(30))
+        .await;
+    let ready = reqwest::get(worker.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["checks"]["broker"], "ok", "{ready}");
+    assert_eq!(ready["checks"]["store"], "ok", "{ready}");
+
+    const BUYERS: usize = 8;
+    const MESSAGES: usize = 10;
+    let mut conversations = buyers_on_their_threads(&server, "tb", "ts1", BUYERS).await;
+    for (_, thread, client) in &mut conversations {
+        for m in 0..MESSAGES {
+            client
+                .publish(
+                    &topics::thread_inbound(thread),
+                    send_message(&format!("c{m}"), &format!("tin nhắn {m}")),
+                )
+                .await;
+        }
+    }
+    let status = worker
+        .terminate(Duration::from_secs(30))
+        .await
+        .expect("the worker exits after SIGTERM");
+    assert!(
+        status.success(),
+        "{status}
+{}",
+        worker.log()
+    );
+    assert!(worker.log().contains("persistence worker stopped"));
+    let before_restart = worker
+        .log()
+        .matches("handed-over message processed")
+        .count();
+
+    let worker = server.spawn_persist_worker("wt");
+    for (buyer, thread, client) in &mut conversations {
+        let mut acked = Vec::new();
+        while acked.len() < MESSAGES {
+            let (_, event) = client
+                .event(Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{buyer}: only {} acks {acked:?}\nworker:\n{}\ngateway:\n{}",
+                        acked.len(),
+                        worker.log(),
+                        server.log()
+                    )
+                });
+            match event {
+                ServerEvent::MessageSentAck {
+                    client_msg_id,
+                    message_id: Some(id),
+                    ..
+                } => acked.push((client_msg_id, id)),
+                ServerEvent::MessageSentAck {
+                    client_msg_id,
+                    error: Some(error),
+                    ..
+                } => panic!("{buyer}: {client_msg_id} refused: {error:?}"),
+                _ => {}
+            }
+        }
+        let order: Vec<String> = acked.iter().map(|(c, _)| c.clone()).collect();
+        let expected: Vec<String> = (0..MESSAGES).map(|m| format!("c{m}")).collect();
+        assert_eq!(order, expected, "{buyer}: acks in send order");
+        let stored = server.text_message_ids(buyer, "buyer", thread).await;
+        let ids: Vec<String> = acked.iter().map(|(_, id)| id.clone()).collect();
+        assert_eq!(stored, ids, "{buyer}: each message stored once, in order");
+    }
+    // Both lives of the worker write to the same log.
+    let total = worker
+        .log()
+        .matches("handed-over message processed")
+        .count();
+    assert_eq!(total, BUYERS * MESSAGES, "each hand-over processed once");
+    eprintln!(
+        "processed before the drain ended: {before_restart}, after the restart: {}",
+        total - before_restart
+    );
+}
+
 /// A gateway in `workers` mode and two `chatd persist` workers, subscribed.
 async fn gateway_with_two_workers() -> (Server, [chat_e2e::Worker; 2]) {
     // Generous store timeouts: on two shared cores a loaded Cassandra can

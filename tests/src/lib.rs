@@ -175,10 +175,12 @@ impl Server {
             .append(true)
             .open(&log_path)
             .expect("worker log");
+        let http_port = free_port();
         let child = Command::new(&self.binary)
             .arg(subcommand)
             .current_dir(&self.dir)
             .env("CHAT_DATA_DIR", self.dir.join(format!("data-{name}")))
+            .env("CHAT_WORKER_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
             .env("CHAT_AUTH__HS256_SECRET", &self.secret)
             .env(
                 "CHAT_PERSIST__BROKER",
@@ -194,8 +196,9 @@ impl Server {
             .spawn()
             .unwrap_or_else(|e| panic!("spawning chatd {subcommand}: {e}"));
         Worker {
-            child,
+            child: Some(child),
             log: log_path,
+            http_port,
         }
     }
 
@@ -278,28 +281,12 @@ impl Server {
 
     /// Sends SIGTERM and returns at once.
     pub fn send_sigterm(&self) {
-        let pid = self.child.as_ref().expect("chatd is running").id();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -TERM {pid} failed");
+        sigterm(self.child.as_ref().expect("chatd is running"));
     }
 
     /// Waits up to `within` for the process to exit on its own.
     pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            let child = self.child.as_mut()?;
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                self.child = None;
-                return Some(status);
-            }
-            if std::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_exit(&mut self.child, within).await
     }
 
     /// Starts the server again on the same ports and data directory.
@@ -864,15 +851,57 @@ pub async fn cassandra(action: &str) {
     assert!(status.success(), "scripts/cassandra.sh {action} failed");
 }
 
-/// A `chatd persist` process.
+fn sigterm(child: &Child) {
+    let pid = child.id();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -TERM {pid} failed");
+}
+
+/// Waits up to `within` for `child` to exit on its own: its status (and
+/// `child` becomes `None`), or `None` if still running then.
+async fn wait_exit(
+    child: &mut Option<Child>,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let running = child.as_mut()?;
+        if let Some(status) = running.try_wait().expect("try_wait") {
+            *child = None;
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A worker process: `chatd persist` or `chatd push`.
 pub struct Worker {
-    child: Child,
+    child: Option<Child>,
     log: PathBuf,
+    http_port: u16,
 }
 
 impl Worker {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A URL of the worker's operations endpoint (`/readyz`, `/metrics`).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    /// SIGTERM, then up to `within` for the worker to exit: its status, or
+    /// `None` if it was still running (it is killed when dropped).
+    pub async fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        sigterm(self.child.as_ref().expect("the worker is running"));
+        wait_exit(&mut self.child, within).await
     }
 
     /// Waits until the log contains `needle` (bounded).
@@ -882,8 +911,9 @@ impl Worker {
             if self.log().contains(needle) {
                 return;
             }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("chatd persist exited ({status}):\n{}", self.log());
+            let child = self.child.as_mut().expect("the worker is running");
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the worker exited ({status}):\n{}", self.log());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -891,8 +921,10 @@ impl Worker {
     }
 
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -70,6 +70,16 @@ impl<T> Collapser<T> {
         out
     }
 
+    /// Every update still folded, whatever its window: for a worker that
+    /// is stopping and sends them now rather than leave them to another.
+    pub fn flush(&mut self) -> Vec<Vec<T>> {
+        self.open
+            .drain()
+            .map(|(_, w)| w.folded)
+            .filter(|folded| !folded.is_empty())
+            .collect()
+    }
+
     /// When the next window closes, for the caller's timer.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.open.values().map(|w| w.until).min()
@@ -103,6 +113,19 @@ mod tests {
             c.offer("buyer", "t1", 10, t0 + Duration::from_secs(62)),
             Some(10)
         );
+    }
+
+    #[test]
+    fn flush_hands_over_every_folded_update_at_once() {
+        let mut c = Collapser::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        assert_eq!(c.offer("buyer", "t1", 1, t0), Some(1));
+        assert_eq!(c.offer("buyer", "t1", 2, t0), None);
+        assert_eq!(c.offer("buyer", "t1", 3, t0), None);
+        assert_eq!(c.offer("buyer", "t2", 4, t0), Some(4));
+        assert_eq!(c.flush(), vec![vec![2, 3]], "t2 had nothing folded");
+        assert!(c.flush().is_empty());
+        assert_eq!(c.next_deadline(), None);
     }
 
     #[test]

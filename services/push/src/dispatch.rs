@@ -23,6 +23,7 @@ use chat_core::presence::Presence;
 use chat_core::store::ChatStore;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use tokio_util::task::TaskTracker;
 
 use crate::apns::{ApnsClient, ApnsConfig};
 use crate::collapse::Collapser;
@@ -143,6 +144,8 @@ pub struct Dispatcher {
     config: PushConfig,
     collapser: Mutex<Collapser<Taken>>,
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Deliveries and digests under way, awaited when the worker stops.
+    tasks: TaskTracker,
 }
 
 /// Backoff before a job is handed out again: 5 s doubling to 10 min.
@@ -195,6 +198,7 @@ impl Dispatcher {
                 config.collapse_window_ms,
             ))),
             in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+            tasks: TaskTracker::new(),
         }))
     }
 
@@ -211,13 +215,21 @@ impl Dispatcher {
             .is_some_and(|p| p.status(user_id).online)
     }
 
-    /// Takes jobs until the queue fails for good (never, in practice).
+    /// Takes jobs for as long as the process runs.
     pub async fn run(self: Arc<Self>) {
+        self.run_until(std::future::pending(), Duration::ZERO).await
+    }
+
+    /// Takes jobs until `stop` resolves, then stops taking, sends every
+    /// update still folded in the collapser, and waits up to `grace` for
+    /// the sends under way. Jobs taken and not completed by then are handed
+    /// out again by the queue (at least once), so stopping loses nothing.
+    pub async fn run_until(self: Arc<Self>, stop: impl Future<Output = ()>, grace: Duration) {
         // Taking runs in its own task: a take cut short by `select!` could
-        // lose jobs it had already leased.
+        // leave jobs it had leased waiting for their lease to expire.
         let (batches, mut taken) = tokio::sync::mpsc::channel::<Vec<Taken>>(1);
         let queue = self.queue.clone();
-        tokio::spawn(async move {
+        let taker = tokio::spawn(async move {
             loop {
                 match queue.take(64).await {
                     Ok(batch) => {
@@ -232,6 +244,7 @@ impl Dispatcher {
                 }
             }
         });
+        let mut stop = std::pin::pin!(stop);
         loop {
             let next = self
                 .collapser
@@ -245,15 +258,42 @@ impl Dispatcher {
                             self.accept(job).await;
                         }
                     }
-                    None => return,
+                    None => break,
                 },
                 _ = tokio::time::sleep_until(next.into()) => {
                     let due = self.collapser.lock().due(Instant::now());
                     for jobs in due {
-                        tokio::spawn(self.clone().deliver(jobs));
+                        self.tasks.spawn(self.clone().deliver(jobs));
                     }
                 }
+                _ = &mut stop => break,
             }
+        }
+        taker.abort();
+        // A batch already handed over is ours to finish.
+        while let Ok(batch) = taken.try_recv() {
+            for job in batch {
+                self.accept(job).await;
+            }
+        }
+        let folded = self.collapser.lock().flush();
+        tracing::info!(
+            folded = folded.len(),
+            under_way = self.tasks.len(),
+            "notifications: stopped taking jobs; finishing those taken"
+        );
+        for jobs in folded {
+            self.tasks.spawn(self.clone().deliver(jobs));
+        }
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                under_way = self.tasks.len(),
+                "notifications: sends still under way at the deadline; their jobs will be handed out again"
+            );
         }
     }
 
@@ -272,16 +312,22 @@ impl Dispatcher {
                     return;
                 }
                 let (user, thread) = (sent.to_user_id.clone(), sent.thread_id.clone());
+                let message_id = sent.message_id.clone();
                 let now = self
                     .collapser
                     .lock()
                     .offer(&user, &thread, taken, Instant::now());
-                if let Some(taken) = now {
-                    tokio::spawn(self.clone().deliver(vec![taken]));
+                match now {
+                    Some(taken) => {
+                        self.tasks.spawn(self.clone().deliver(vec![taken]));
+                    }
+                    None => {
+                        tracing::debug!(message_id, "push folded into the thread's next update")
+                    }
                 }
             }
             Job::Digest { .. } => {
-                tokio::spawn(self.clone().digest(taken));
+                self.tasks.spawn(self.clone().digest(taken));
             }
         }
     }

@@ -41,7 +41,7 @@ pub struct AppState {
 #[openapi(
     info(title = "chatd REST facade", description = "Buyer–seller chat: inbox, history, threads, platform data."),
     paths(
-        healthz, ops::readyz, ops::metrics, list_threads, open_thread, list_messages, mark_read,
+        ops::healthz, ops::readyz, ops::metrics, list_threads, open_thread, list_messages, mark_read,
         put_user, put_product, put_order, put_device, list_devices, delete_device,
         notification_log, moderation::preview, moderation::queue, moderation::record,
         moderation::resolve, moderation::keywords, moderation::change_keyword,
@@ -82,7 +82,6 @@ impl utoipa::Modify for BearerAuth {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
         .route("/chat/threads", get(list_threads).post(open_thread))
         .route("/chat/threads/{id}/messages", get(list_messages))
@@ -213,11 +212,6 @@ impl Caller {
             Err(ApiError::forbidden(self.lang))
         }
     }
-}
-
-#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Alive")))]
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {

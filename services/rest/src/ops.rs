@@ -1,12 +1,13 @@
 //! Operations endpoints, no authentication (for load balancers and
-//! Prometheus; keep them off the public route if that matters):
+//! Prometheus; keep them off the public route if that matters). The same
+//! router serves `chatd serve` (merged into the REST facade) and the
+//! workers (`chatd push`, `chatd persist`, on their own port):
 //!
+//! - `GET /healthz`: 200 while the process serves HTTP at all.
 //! - `GET /readyz`: 200 `{"ready":true,"checks":{..}}` when every check of
 //!   the [`Readiness`] registry passes, else 503 with the same shape; 503 at
 //!   once while the node drains.
 //! - `GET /metrics`: the process's metrics in the Prometheus text format.
-//!
-//! `/healthz` (alive while serving) stays in the main router.
 
 use std::collections::BTreeMap;
 
@@ -29,12 +30,18 @@ pub struct ReadyView {
     pub checks: BTreeMap<String, String>,
 }
 
-/// `/readyz` and `/metrics`, to merge into the REST router.
+/// `/healthz`, `/readyz` and `/metrics`.
 pub fn router(readiness: Readiness) -> Router {
     Router::new()
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(readiness)
+}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Alive")))]
+pub(crate) async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
 }
 
 #[utoipa::path(get, path = "/readyz", responses(
