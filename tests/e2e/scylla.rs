@@ -21,8 +21,7 @@ async fn acked_messages_survive_kill_9_of_chatd_with_the_scylla_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_persistence_workers_store_each_message_once_and_ack_in_order() {
     use chat_e2e::send_message;
-    use chat_protocol::{ServerEvent, topics};
-    use std::time::Duration;
+    use chat_protocol::topics;
 
     let (server, workers) = gateway_with_two_workers().await;
     const BUYERS: usize = 16;
@@ -40,40 +39,11 @@ async fn two_persistence_workers_store_each_message_once_and_ack_in_order() {
         }
     }
     for (buyer, thread, client) in &mut conversations {
-        let mut acked = Vec::new();
-        while acked.len() < MESSAGES {
-            let (_, event) = client
-                .event(Duration::from_secs(30))
-                .await
-                .unwrap_or_else(|| {
-                    let logs: Vec<String> = workers.iter().map(|w| w.log()).collect();
-                    panic!(
-                        "{buyer}: only {} acks {acked:?}\nworker logs:\n{}\ngateway:\n{}",
-                        acked.len(),
-                        logs.join("\n----\n"),
-                        server.log()
-                    )
-                });
-            match event {
-                ServerEvent::MessageSentAck {
-                    client_msg_id,
-                    message_id: Some(id),
-                    ..
-                } => acked.push((client_msg_id, id)),
-                ServerEvent::MessageSentAck {
-                    client_msg_id,
-                    error: Some(error),
-                    ..
-                } => panic!("{buyer}: {client_msg_id} refused: {error:?}"),
-                _ => {}
-            }
-        }
-        let order: Vec<String> = acked.iter().map(|(c, _)| c.clone()).collect();
-        let expected: Vec<String> = (0..MESSAGES).map(|m| format!("c{m}")).collect();
-        assert_eq!(order, expected, "{buyer}: acks in send order");
-        let stored = server.text_message_ids(buyer, "buyer", thread).await;
-        let ids: Vec<String> = acked.iter().map(|(_, id)| id.clone()).collect();
-        assert_eq!(stored, ids, "{buyer}: each message stored once, in order");
+        acked_in_order_and_stored_once(&server, buyer, thread, client, MESSAGES, || {
+            let logs: Vec<String> = workers.iter().map(|w| w.log()).collect();
+            logs.join("\n----\n")
+        })
+        .await;
     }
     let per_worker: Vec<usize> = workers
         .iter()
@@ -186,7 +156,7 @@ async fn a_killed_worker_loses_nothing_and_its_comeback_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminated_worker_drains_and_its_session_keeps_the_rest() {
     use chat_e2e::send_message;
-    use chat_protocol::{ServerEvent, topics};
+    use chat_protocol::topics;
     use std::time::Duration;
 
     let server = Server::start_scylla_with(
@@ -238,39 +208,8 @@ async fn a_terminated_worker_drains_and_its_session_keeps_the_rest() {
 
     let worker = server.spawn_persist_worker("wt");
     for (buyer, thread, client) in &mut conversations {
-        let mut acked = Vec::new();
-        while acked.len() < MESSAGES {
-            let (_, event) = client
-                .event(Duration::from_secs(30))
-                .await
-                .unwrap_or_else(|| {
-                    panic!(
-                        "{buyer}: only {} acks {acked:?}\nworker:\n{}\ngateway:\n{}",
-                        acked.len(),
-                        worker.log(),
-                        server.log()
-                    )
-                });
-            match event {
-                ServerEvent::MessageSentAck {
-                    client_msg_id,
-                    message_id: Some(id),
-                    ..
-                } => acked.push((client_msg_id, id)),
-                ServerEvent::MessageSentAck {
-                    client_msg_id,
-                    error: Some(error),
-                    ..
-                } => panic!("{buyer}: {client_msg_id} refused: {error:?}"),
-                _ => {}
-            }
-        }
-        let order: Vec<String> = acked.iter().map(|(c, _)| c.clone()).collect();
-        let expected: Vec<String> = (0..MESSAGES).map(|m| format!("c{m}")).collect();
-        assert_eq!(order, expected, "{buyer}: acks in send order");
-        let stored = server.text_message_ids(buyer, "buyer", thread).await;
-        let ids: Vec<String> = acked.iter().map(|(_, id)| id.clone()).collect();
-        assert_eq!(stored, ids, "{buyer}: each message stored once, in order");
+        acked_in_order_and_stored_once(&server, buyer, thread, client, MESSAGES, || worker.log())
+            .await;
     }
     // Both lives of the worker write to the same log.
     let total = worker
@@ -328,4 +267,53 @@ async fn buyers_on_their_threads(
         out.push((buyer, thread, client));
     }
     out
+}
+
+/// Waits for `count` acks (`c0`, `c1`, …) on `client`: every one a
+/// success, in send order, and the thread's history holds exactly those
+/// messages in that order. `worker_logs` is shown if acks stop coming.
+async fn acked_in_order_and_stored_once(
+    server: &Server,
+    buyer: &str,
+    thread: &str,
+    client: &mut chat_e2e::Client,
+    count: usize,
+    worker_logs: impl Fn() -> String,
+) {
+    use chat_protocol::ServerEvent;
+    use std::time::Duration;
+
+    let mut acked = Vec::new();
+    while acked.len() < count {
+        let (_, event) = client
+            .event(Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "{buyer}: only {} acks {acked:?}\nworker logs:\n{}\ngateway:\n{}",
+                    acked.len(),
+                    worker_logs(),
+                    server.log()
+                )
+            });
+        match event {
+            ServerEvent::MessageSentAck {
+                client_msg_id,
+                message_id: Some(id),
+                ..
+            } => acked.push((client_msg_id, id)),
+            ServerEvent::MessageSentAck {
+                client_msg_id,
+                error: Some(error),
+                ..
+            } => panic!("{buyer}: {client_msg_id} refused: {error:?}"),
+            _ => {}
+        }
+    }
+    let order: Vec<String> = acked.iter().map(|(c, _)| c.clone()).collect();
+    let expected: Vec<String> = (0..count).map(|m| format!("c{m}")).collect();
+    assert_eq!(order, expected, "{buyer}: acks in send order");
+    let stored = server.text_message_ids(buyer, "buyer", thread).await;
+    let ids: Vec<String> = acked.iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(stored, ids, "{buyer}: each message stored once, in order");
 }
