@@ -20,24 +20,11 @@ async fn acked_messages_survive_kill_9_of_chatd_with_the_scylla_store() {
 /// its send order, both workers doing part of the work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_persistence_workers_store_each_message_once_and_ack_in_order() {
-    use chat_e2e::send_message;
-    use chat_protocol::topics;
-
     let (server, workers) = gateway_with_two_workers().await;
     const BUYERS: usize = 16;
     const MESSAGES: usize = 10;
     let mut conversations = buyers_on_their_threads(&server, "pb", "ps1", BUYERS).await;
-    // Every buyer sends back to back, without waiting for acks.
-    for (_, thread, client) in &mut conversations {
-        for m in 0..MESSAGES {
-            client
-                .publish(
-                    &topics::thread_inbound(thread),
-                    send_message(&format!("c{m}"), &format!("tin nhắn {m}")),
-                )
-                .await;
-        }
-    }
+    send_back_to_back(&mut conversations, MESSAGES).await;
     for (buyer, thread, client) in &mut conversations {
         acked_in_order_and_stored_once(&server, buyer, thread, client, MESSAGES, || {
             let logs: Vec<String> = workers.iter().map(|w| w.log()).collect();
@@ -155,8 +142,6 @@ async fn a_killed_worker_loses_nothing_and_its_comeback_duplicates_nothing() {
 /// stored once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminated_worker_drains_and_its_session_keeps_the_rest() {
-    use chat_e2e::send_message;
-    use chat_protocol::topics;
     use std::time::Duration;
 
     let server = Server::start_scylla_with(
@@ -180,16 +165,7 @@ async fn a_terminated_worker_drains_and_its_session_keeps_the_rest() {
     const BUYERS: usize = 8;
     const MESSAGES: usize = 10;
     let mut conversations = buyers_on_their_threads(&server, "tb", "ts1", BUYERS).await;
-    for (_, thread, client) in &mut conversations {
-        for m in 0..MESSAGES {
-            client
-                .publish(
-                    &topics::thread_inbound(thread),
-                    send_message(&format!("c{m}"), &format!("tin nhắn {m}")),
-                )
-                .await;
-        }
-    }
+    send_back_to_back(&mut conversations, MESSAGES).await;
     let status = worker
         .terminate(Duration::from_secs(30))
         .await
@@ -267,6 +243,21 @@ async fn buyers_on_their_threads(
         out.push((buyer, thread, client));
     }
     out
+}
+
+/// Every buyer sends `count` messages (`c0`, `c1`, …) back to back, without
+/// waiting for acks.
+async fn send_back_to_back(conversations: &mut [(String, String, chat_e2e::Client)], count: usize) {
+    for (_, thread, client) in conversations {
+        for m in 0..count {
+            client
+                .publish(
+                    &chat_protocol::topics::thread_inbound(thread),
+                    chat_e2e::send_message(&format!("c{m}"), &format!("tin nhắn {m}")),
+                )
+                .await;
+        }
+    }
 }
 
 /// Waits for `count` acks (`c0`, `c1`, …) on `client`: every one a
