@@ -479,3 +479,75 @@ async fn an_offline_user_gets_one_push_from_three_nodes_and_an_online_one_on_ano
         "no push while online on another node"
     );
 }
+
+/// A node dies (`kill -9`) holding a buyer whose app does not reconnect (it
+/// is in the background). Once the node's lease lapses
+/// (`cluster.node_ttl_secs`), the others take the buyer for offline — long
+/// before the buyer's presence entry would expire — and the next message
+/// is pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_users_count_as_offline_once_its_lease_lapses() {
+    let (fcm_base, fake) = chat_e2e::fake_fcm::start().await;
+    let credentials = chat_e2e::fake_fcm::credentials_file(&fcm_base);
+    let mut cluster = Cluster::start(
+        3,
+        &[
+            (
+                "CHAT_PUSH__FCM__SERVICE_ACCOUNT_FILE",
+                credentials.path().to_str().unwrap(),
+            ),
+            ("CHAT_PUSH__FCM__BASE_URL", &fcm_base),
+            // Entries would keep the buyer "online" for two minutes.
+            ("CHAT_CLUSTER__PRESENCE_TTL_SECS", "120"),
+            ("CHAT_CLUSTER__NODE_TTL_SECS", "3"),
+        ],
+    )
+    .await;
+    let thread = cluster.nodes[0].thread_between("lbuyer", "lseller").await;
+    let (status, body) = cluster.nodes[0]
+        .request(
+            "PUT",
+            "/chat/devices",
+            &cluster.nodes[0].token("lbuyer", "buyer"),
+            Some(serde_json::json!({"platform": "fcm", "token": "lbuyer-phone", "appId": "vn.example.shop"})),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let _buyer = Client::connect(&cluster.nodes[1], "lbuyer", "buyer", Via::Tcp).await;
+    let n3 = &cluster.nodes[2];
+    let mut online = false;
+    for _ in 0..100 {
+        if other_online(n3, "lseller", "seller", &thread).await {
+            online = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(online, "node 3 sees the buyer online on node 2");
+
+    cluster.nodes[1].kill9();
+    let killed = std::time::Instant::now();
+    let n3 = &cluster.nodes[2];
+    let mut offline_after = None;
+    while killed.elapsed() < Duration::from_secs(60) {
+        if !other_online(n3, "lseller", "seller", &thread).await {
+            offline_after = Some(killed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Judged by the lease (3 s), not by the entry (120 s).
+    let offline_after = offline_after.expect("the buyer still online a minute after its node died");
+    eprintln!("offline on node 3 {offline_after:?} after the kill");
+
+    let mut seller = Client::connect(&cluster.nodes[0], "lseller", "seller", Via::Tcp).await;
+    assert!(seller.subscribe(&topics::user("lseller")).await);
+    seller
+        .send_text(&thread, "l-1", "Shop gửi hàng rồi nhé")
+        .await
+        .expect("stored");
+    chat_e2e::wait_for("the push", Duration::from_secs(15), || {
+        (pushes_to(&fake, "lbuyer-phone") == 1).then_some(())
+    })
+    .await;
+}

@@ -13,7 +13,11 @@
 //!   message is in the store before anyone is told about it).
 //! - Presence: one KV entry per (user, node) with the node's session count,
 //!   refreshed while sessions live; a dead node's entries expire
-//!   (`presence_ttl_secs`). Last-seen times in a second bucket.
+//!   (`presence_ttl_secs`). Last-seen times in a second bucket. Every node
+//!   also renews one key of its own every `node_ttl_secs / 3` in a third
+//!   bucket: a node silent for `node_ttl_secs` is taken for dead, and its
+//!   users for offline, long before their entries expire (a lease in
+//!   JetStream, not a membership protocol: nobody agrees on anything).
 //! - Membership: a thread whose membership changed is announced on
 //!   `chat.membership`; every node drops its cached entry.
 
@@ -44,6 +48,11 @@ pub struct ClusterConfig {
     pub node_id: Option<String>,
     /// A node's presence entries outlive it by at most this.
     pub presence_ttl_secs: u64,
+    /// A node that has not renewed its lease for this long counts as dead:
+    /// its users are offline (and get pushes) from then on. Renewed every
+    /// third of it, so a few seconds cost a few writes per node, not per
+    /// user.
+    pub node_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +68,7 @@ impl Default for ClusterConfig {
             backbone: Backbone::None,
             node_id: None,
             presence_ttl_secs: 30,
+            node_ttl_secs: 6,
         }
     }
 }
@@ -67,6 +77,7 @@ const DELIVER_PREFIX: &str = "chat.deliver";
 const MEMBERSHIP_SUBJECT: &str = "chat.membership";
 const PRESENCE_BUCKET: &str = "chat_presence";
 const LAST_SEEN_BUCKET: &str = "chat_last_seen";
+const NODES_BUCKET: &str = "chat_nodes";
 const TOPIC_HEADER: &str = "Chat-Topic";
 const QOS_HEADER: &str = "Chat-Qos";
 const NODE_HEADER: &str = "Chat-Node";
@@ -290,6 +301,24 @@ struct Mirror {
     /// user → node → sessions there.
     nodes: HashMap<String, HashMap<String, Remote>>,
     last_seen: HashMap<String, i64>,
+    /// node → when NATS stored its latest lease renewal (ms).
+    leases: HashMap<String, i64>,
+}
+
+/// Whether a remote node's entry says its user is online at `now`: it has
+/// sessions, the entry is fresh, and the node renewed its lease recently.
+/// A node never heard from (an older version, or a lease not mirrored yet)
+/// is judged by its entry alone.
+fn remote_online(remote: &Remote, lease: Option<i64>, now: i64, ttls: Ttls) -> bool {
+    remote.sessions > 0
+        && now - remote.written < ttls.entry_ms
+        && lease.is_none_or(|renewed| now - renewed < ttls.node_ms)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ttls {
+    entry_ms: i64,
+    node_ms: i64,
 }
 
 /// Presence over every node: this node's sessions (exact, at once) plus
@@ -299,7 +328,7 @@ pub struct NatsPresence {
     local: LocalPresence,
     mirror: Arc<RwLock<Mirror>>,
     writes: tokio::sync::mpsc::UnboundedSender<String>,
-    ttl_ms: i64,
+    ttls: Ttls,
 }
 
 fn key_parts(key: &str) -> Option<(String, String)> {
@@ -368,9 +397,13 @@ impl NatsPresence {
     ) -> Result<Arc<NatsPresence>, NatsError> {
         let js = jetstream::new(client);
         let ttl = Duration::from_secs(config.presence_ttl_secs.max(3));
+        let node_ttl = Duration::from_secs(config.node_ttl_secs.max(3));
         let setup = |e: &dyn std::fmt::Display| NatsError::Setup(e.to_string());
         let sessions = bucket(&js, PRESENCE_BUCKET, Some(ttl), replicas).await?;
         let seen = bucket(&js, LAST_SEEN_BUCKET, None, replicas).await?;
+        // Kept while a dead node's user entries may still be mirrored, so
+        // a node started after the death still sees the lapsed lease.
+        let leases = bucket(&js, NODES_BUCKET, Some(ttl + node_ttl * 2), replicas).await?;
         let mirror = Arc::new(RwLock::new(Mirror::default()));
         let (writes, mut pending) = tokio::sync::mpsc::unbounded_channel::<String>();
         let presence = Arc::new(NatsPresence {
@@ -378,7 +411,10 @@ impl NatsPresence {
             local: LocalPresence::new(),
             mirror: mirror.clone(),
             writes,
-            ttl_ms: ttl.as_millis() as i64,
+            ttls: Ttls {
+                entry_ms: ttl.as_millis() as i64,
+                node_ms: node_ttl.as_millis() as i64,
+            },
         });
 
         // Mirrors: the latest entry of every key, then every change.
@@ -437,6 +473,42 @@ impl NatsPresence {
                     let mut mirror = watched.write();
                     let current = mirror.last_seen.entry(user).or_default();
                     *current = (*current).max(at);
+                }
+            }
+        });
+
+        let mut watch_leases = leases
+            .watch_with_history(">")
+            .await
+            .map_err(|e| setup(&e))?;
+        let watched = mirror.clone();
+        tokio::spawn(async move {
+            while let Some(entry) = watch_leases.next().await {
+                let Ok(entry) = entry else { continue };
+                let Some(node) = untoken(&entry.key) else {
+                    continue;
+                };
+                let renewed = (entry.created.unix_timestamp_nanos() / 1_000_000) as i64;
+                watched.write().leases.insert(node, renewed);
+            }
+        });
+        // This node's lease. Its first renewal is in NATS before this
+        // returns, so no other node takes this one's users for dead.
+        let lease_key = token(node);
+        leases
+            .put(lease_key.clone(), Default::default())
+            .await
+            .map_err(|e| setup(&e))?;
+        let renewer = Arc::downgrade(&presence);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(node_ttl / 3);
+            loop {
+                every.tick().await;
+                if renewer.strong_count() == 0 {
+                    return;
+                }
+                if let Err(e) = leases.put(lease_key.clone(), Default::default()).await {
+                    tracing::warn!(error = %e, "renewing the node's lease failed");
                 }
             }
         });
@@ -508,27 +580,24 @@ impl Presence for NatsPresence {
         }
         let now = chat_core::now_millis();
         let mirror = self.mirror.read();
+        let leases = &mirror.leases;
         let mut last_seen = local.last_seen;
         let mut seen = |at: i64| last_seen = Some(last_seen.map_or(at, |l: i64| l.max(at)));
         if let Some(at) = mirror.last_seen.get(user_id) {
             seen(*at);
         }
-        for remote in mirror
-            .nodes
-            .get(user_id)
-            .into_iter()
-            .flat_map(|n| n.values())
-        {
-            let alive = now - remote.written < self.ttl_ms;
-            if remote.sessions > 0 && alive {
+        for (node, remote) in mirror.nodes.get(user_id).into_iter().flatten() {
+            let lease = leases.get(node).copied();
+            if remote_online(remote, lease, now, self.ttls) {
                 return PresenceStatus {
                     online: true,
                     last_seen: Some(now),
                 };
             }
-            // A dead node's users were last seen when it last wrote.
+            // A dead node's users were last seen when it was last heard
+            // from (its entry or its lease, the later).
             seen(if remote.sessions > 0 {
-                remote.written
+                lease.map_or(remote.written, |renewed| renewed.max(remote.written))
             } else {
                 remote.last_seen
             });
@@ -555,6 +624,39 @@ mod tests {
         assert_eq!(subject_for("thread/+"), "chat.deliver.thread.*");
         assert_eq!(subject_for("bench/#"), "chat.deliver.bench.>");
         assert_eq!(subject_for("a//b"), "chat.deliver.a.=.b");
+    }
+
+    #[test]
+    fn a_node_without_a_fresh_lease_has_no_one_online() {
+        let ttls = Ttls {
+            entry_ms: 30_000,
+            node_ms: 6_000,
+        };
+        let now = 1_000_000;
+        let entry = Remote {
+            sessions: 1,
+            last_seen: now - 50_000,
+            written: now - 10_000,
+        };
+        assert!(remote_online(&entry, Some(now - 1_000), now, ttls));
+        assert!(
+            !remote_online(&entry, Some(now - 7_000), now, ttls),
+            "lease lapsed: dead node, though the entry is fresh"
+        );
+        assert!(
+            remote_online(&entry, None, now, ttls),
+            "no lease known: the entry decides"
+        );
+        let stale = Remote {
+            written: now - 31_000,
+            ..entry
+        };
+        assert!(!remote_online(&stale, Some(now), now, ttls));
+        let gone = Remote {
+            sessions: 0,
+            ..entry
+        };
+        assert!(!remote_online(&gone, Some(now), now, ttls));
     }
 
     #[test]
