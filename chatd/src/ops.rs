@@ -112,6 +112,8 @@ pub async fn serve_worker_http(addr: SocketAddr, readiness: Readiness) -> anyhow
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the worker's HTTP {addr} (worker_http_addr)"))?;
+    // Port 0 picks a free one; the log says which.
+    let addr = listener.local_addr().unwrap_or(addr);
     tracing::info!(http = %addr, "operations endpoint: /healthz /readyz /metrics");
     let app = chat_rest::ops::router(readiness);
     tokio::spawn(async move {

@@ -326,3 +326,107 @@ async fn a_push_worker_reports_ready_and_sends_folded_updates_when_terminated() 
     assert!(worker.log().contains("push worker stopped"));
     drop(nats);
 }
+
+/// Push jobs owed when nats-server itself is killed (`kill -9`) are in its
+/// store: after its restart the worker sends every one, once, and the
+/// gateway and the worker carry on without being restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owed_pushes_survive_a_kill_9_of_nats_server() {
+    let mut nats = NatsServer::start().await;
+    let nats_url = nats.url();
+    let server = Server::start_scylla_with(
+        CHATD,
+        &[
+            ("CHAT_NATS__URL", &nats_url),
+            ("CHAT_NATS__ACK_WAIT_SECS", "3"),
+            ("CHAT_PUSH__IN_PROCESS", "false"),
+        ],
+    )
+    .await;
+    let (base, fake) = fake_fcm::start().await;
+    let file = fake_fcm::credentials_file(&base);
+    let mut worker = server.spawn_worker(
+        "push",
+        "wn",
+        &[
+            (
+                "CHAT_PUSH__FCM__SERVICE_ACCOUNT_FILE",
+                file.path().to_str().unwrap(),
+            ),
+            ("CHAT_PUSH__FCM__BASE_URL", &base),
+        ],
+    );
+    worker
+        .wait_for_log("push worker running", Duration::from_secs(60))
+        .await;
+    let mut threads = Vec::new();
+    for i in 0..4 {
+        let buyer = format!("nb{i}");
+        threads.push(server.thread_between(&buyer, "ns").await);
+        let (status, body) = server
+            .request(
+                "PUT",
+                "/chat/devices",
+                &server.token(&buyer, "buyer"),
+                Some(json!({"platform": "fcm", "token": format!("dev-{buyer}"), "appId": "vn.example.shop"})),
+            )
+            .await;
+        assert_eq!(status, 204, "{body}");
+    }
+    let mut seller = Client::connect(&server, "ns", "seller", Via::Tcp).await;
+    assert!(seller.subscribe(&topics::user("ns")).await);
+
+    // FCM down: three pushes owed, attempted, refused.
+    fake.lock().unwrap().down = true;
+    for (i, thread) in threads.iter().take(3).enumerate() {
+        seller
+            .send_text(thread, &format!("n-{i}"), &format!("tin {i}"))
+            .await
+            .expect("acked");
+    }
+    wait_for("attempts on all three", Duration::from_secs(20), || {
+        (refused(&fake).len() == 3).then_some(())
+    })
+    .await;
+
+    nats.kill9_and_restart().await;
+    fake.lock().unwrap().down = false;
+    wait_for(
+        "the three owed pushes after the restart",
+        Duration::from_secs(60),
+        || {
+            (0..3)
+                .all(|i| !pushes(&[&fake], &format!("dev-nb{i}")).is_empty())
+                .then_some(())
+        },
+    )
+    .await;
+    // The gateway's link came back by itself: a new message is pushed too.
+    let sent = async {
+        loop {
+            if let Ok(id) = seller.send_text(&threads[3], "n-3", "tin 3").await {
+                return id;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), sent)
+        .await
+        .expect("the gateway stores and acks again once NATS is back");
+    wait_for(
+        "the push after the restart",
+        Duration::from_secs(30),
+        || (!pushes(&[&fake], "dev-nb3").is_empty()).then_some(()),
+    )
+    .await;
+    // Room for a duplicate to show up, if one were sent.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for i in 0..4 {
+        assert_eq!(
+            pushes(&[&fake], &format!("dev-nb{i}")).len(),
+            1,
+            "nb{i}: exactly one push\n{}",
+            worker.log()
+        );
+    }
+}

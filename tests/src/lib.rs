@@ -175,12 +175,13 @@ impl Server {
             .append(true)
             .open(&log_path)
             .expect("worker log");
-        let http_port = free_port();
         let child = Command::new(&self.binary)
             .arg(subcommand)
             .current_dir(&self.dir)
             .env("CHAT_DATA_DIR", self.dir.join(format!("data-{name}")))
-            .env("CHAT_WORKER_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+            // A port picked by the worker itself (read back from its log):
+            // one picked here could be taken by a client socket meanwhile.
+            .env("CHAT_WORKER_HTTP_ADDR", "127.0.0.1:0")
             .env("CHAT_AUTH__HS256_SECRET", &self.secret)
             .env(
                 "CHAT_PERSIST__BROKER",
@@ -198,7 +199,6 @@ impl Server {
         Worker {
             child: Some(child),
             log: log_path,
-            http_port,
         }
     }
 
@@ -884,7 +884,6 @@ async fn wait_exit(
 pub struct Worker {
     child: Option<Child>,
     log: PathBuf,
-    http_port: u16,
 }
 
 impl Worker {
@@ -892,9 +891,17 @@ impl Worker {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// A URL of the worker's operations endpoint (`/readyz`, `/metrics`).
+    /// A URL of the worker's operations endpoint (`/readyz`, `/metrics`),
+    /// at the address its log announced (the latest, after a restart).
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http_port)
+        let log = self.log();
+        let addr = log
+            .lines()
+            .rev()
+            .filter(|line| line.contains("operations endpoint"))
+            .find_map(|line| line.split_once("http=")?.1.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no operations endpoint in the worker log:\n{log}"));
+        format!("http://{addr}{path}")
     }
 
     /// SIGTERM, then up to `within` for the worker to exit: its status, or

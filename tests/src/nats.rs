@@ -19,26 +19,37 @@ fn binary() -> &'static str {
     }
 }
 
+fn spawn(port: u16, dir: &std::path::Path) -> Child {
+    Command::new(binary())
+        .args(["-js", "-a", "127.0.0.1", "-p"])
+        .arg(port.to_string())
+        .arg("-sd")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server (apt-get install nats-server)")
+}
+
 impl NatsServer {
     pub async fn start() -> NatsServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = crate::free_port();
-        let child = Command::new(binary())
-            .args(["-js", "-a", "127.0.0.1", "-p"])
-            .arg(port.to_string())
-            .arg("-sd")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server (apt-get install nats-server)");
         let server = NatsServer {
-            child,
+            child: spawn(port, dir.path()),
             port,
             _dir: dir,
         };
         crate::wait_for_port(port, "nats-server").await;
         server
+    }
+
+    /// `kill -9`, then the server again on the same port and store.
+    pub async fn kill9_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(self.port, self._dir.path());
+        crate::wait_for_port(self.port, "nats-server").await;
     }
 
     pub fn url(&self) -> String {
