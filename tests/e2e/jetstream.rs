@@ -35,6 +35,46 @@ fn refused(fake: &fake_fcm::Shared) -> Vec<String> {
     tokens
 }
 
+/// A thread from `seller` to `buyer`, whose phone (`dev-<buyer>`) is
+/// registered for FCM.
+async fn thread_to_a_phone(server: &Server, buyer: &str, seller: &str) -> String {
+    let thread = server.thread_between(buyer, seller).await;
+    let (status, body) = server
+        .request(
+            "PUT",
+            "/chat/devices",
+            &server.token(buyer, "buyer"),
+            Some(json!({"platform": "fcm", "token": format!("dev-{buyer}"), "appId": "vn.example.shop"})),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    thread
+}
+
+/// A running `chatd push` worker named `name` with its own FCM stand-in
+/// (and the credentials file, kept while the worker needs it).
+async fn push_worker(
+    server: &Server,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> (chat_e2e::Worker, fake_fcm::Shared, tempfile::NamedTempFile) {
+    let (base, fake) = fake_fcm::start().await;
+    let file = fake_fcm::credentials_file(&base);
+    let mut env = vec![
+        (
+            "CHAT_PUSH__FCM__SERVICE_ACCOUNT_FILE",
+            file.path().to_str().unwrap(),
+        ),
+        ("CHAT_PUSH__FCM__BASE_URL", base.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    let mut worker = server.spawn_worker("push", name, &env);
+    worker
+        .wait_for_log("push worker running", Duration::from_secs(60))
+        .await;
+    (worker, fake, file)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_push_workers_share_jetstream_and_each_notification_goes_out_once() {
     let nats = NatsServer::start().await;
@@ -81,16 +121,7 @@ async fn two_push_workers_share_jetstream_and_each_notification_goes_out_once() 
     let buyers: Vec<String> = (0..12).map(|i| format!("jb{i}")).collect();
     let mut threads = Vec::new();
     for buyer in buyers.iter().chain(["jonline".to_owned()].iter()) {
-        threads.push(server.thread_between(buyer, "js").await);
-        let (status, body) = server
-            .request(
-                "PUT",
-                "/chat/devices",
-                &server.token(buyer, "buyer"),
-                Some(json!({"platform": "fcm", "token": format!("dev-{buyer}"), "appId": "vn.example.shop"})),
-            )
-            .await;
-        assert_eq!(status, 204, "{body}");
+        threads.push(thread_to_a_phone(&server, buyer, "js").await);
     }
     // This buyer has the app open: the gateway enqueues nothing for it.
     let _online = Client::connect(&server, "jonline", "buyer", Via::Tcp).await;
@@ -218,23 +249,12 @@ async fn a_push_worker_reports_ready_and_sends_folded_updates_when_terminated() 
         ],
     )
     .await;
-    let (base, fake) = fake_fcm::start().await;
-    let file = fake_fcm::credentials_file(&base);
-    let mut worker = server.spawn_worker(
-        "push",
+    let (mut worker, fake, _credentials) = push_worker(
+        &server,
         "wd",
-        &[
-            (
-                "CHAT_PUSH__FCM__SERVICE_ACCOUNT_FILE",
-                file.path().to_str().unwrap(),
-            ),
-            ("CHAT_PUSH__FCM__BASE_URL", &base),
-            ("CHAT_LOG", "info,chatd=debug,chat_push=debug"),
-        ],
-    );
-    worker
-        .wait_for_log("push worker running", Duration::from_secs(60))
-        .await;
+        &[("CHAT_LOG", "info,chatd=debug,chat_push=debug")],
+    )
+    .await;
     let http = reqwest::Client::new();
     let ready = http.get(worker.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
@@ -242,16 +262,7 @@ async fn a_push_worker_reports_ready_and_sends_folded_updates_when_terminated() 
     assert_eq!(ready["checks"]["nats"], "ok", "{ready}");
     assert_eq!(ready["checks"]["store"], "ok", "{ready}");
 
-    let thread = server.thread_between("db1", "ds").await;
-    let (status, body) = server
-        .request(
-            "PUT",
-            "/chat/devices",
-            &server.token("db1", "buyer"),
-            Some(json!({"platform": "fcm", "token": "dev-db1", "appId": "vn.example.shop"})),
-        )
-        .await;
-    assert_eq!(status, 204, "{body}");
+    let thread = thread_to_a_phone(&server, "db1", "ds").await;
     let mut seller = Client::connect(&server, "ds", "seller", Via::Tcp).await;
     assert!(seller.subscribe(&topics::user("ds")).await);
     let mut ids = Vec::new();
@@ -343,35 +354,10 @@ async fn owed_pushes_survive_a_kill_9_of_nats_server() {
         ],
     )
     .await;
-    let (base, fake) = fake_fcm::start().await;
-    let file = fake_fcm::credentials_file(&base);
-    let mut worker = server.spawn_worker(
-        "push",
-        "wn",
-        &[
-            (
-                "CHAT_PUSH__FCM__SERVICE_ACCOUNT_FILE",
-                file.path().to_str().unwrap(),
-            ),
-            ("CHAT_PUSH__FCM__BASE_URL", &base),
-        ],
-    );
-    worker
-        .wait_for_log("push worker running", Duration::from_secs(60))
-        .await;
+    let (worker, fake, _credentials) = push_worker(&server, "wn", &[]).await;
     let mut threads = Vec::new();
     for i in 0..4 {
-        let buyer = format!("nb{i}");
-        threads.push(server.thread_between(&buyer, "ns").await);
-        let (status, body) = server
-            .request(
-                "PUT",
-                "/chat/devices",
-                &server.token(&buyer, "buyer"),
-                Some(json!({"platform": "fcm", "token": format!("dev-{buyer}"), "appId": "vn.example.shop"})),
-            )
-            .await;
-        assert_eq!(status, 204, "{body}");
+        threads.push(thread_to_a_phone(&server, &format!("nb{i}"), "ns").await);
     }
     let mut seller = Client::connect(&server, "ns", "seller", Via::Tcp).await;
     assert!(seller.subscribe(&topics::user("ns")).await);
