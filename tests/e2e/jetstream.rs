@@ -35,6 +35,20 @@ fn refused(fake: &fake_fcm::Shared) -> Vec<String> {
     tokens
 }
 
+/// NATS, and `chatd serve` on the CQL store enqueueing push jobs in
+/// JetStream for `chatd push` workers (none in process), with `extra`.
+async fn gateway_on_nats(extra: &[(&str, &str)]) -> (NatsServer, Server) {
+    let nats = NatsServer::start().await;
+    let nats_url = nats.url();
+    let mut env = vec![
+        ("CHAT_NATS__URL", nats_url.as_str()),
+        ("CHAT_PUSH__IN_PROCESS", "false"),
+    ];
+    env.extend_from_slice(extra);
+    let server = Server::start_scylla_with(CHATD, &env).await;
+    (nats, server)
+}
+
 /// A thread from `seller` to `buyer`, whose phone (`dev-<buyer>`) is
 /// registered for FCM.
 async fn thread_to_a_phone(server: &Server, buyer: &str, seller: &str) -> String {
@@ -77,17 +91,10 @@ async fn push_worker(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_push_workers_share_jetstream_and_each_notification_goes_out_once() {
-    let nats = NatsServer::start().await;
-    let nats_url = nats.url();
-    let server = Server::start_scylla_with(
-        CHATD,
-        &[
-            ("CHAT_NATS__URL", &nats_url),
-            ("CHAT_NATS__ACK_WAIT_SECS", "3"),
-            ("CHAT_PUSH__IN_PROCESS", "false"),
-            ("CHAT_PUSH__COLLAPSE_WINDOW_MS", "500"),
-        ],
-    )
+    let (nats, server) = gateway_on_nats(&[
+        ("CHAT_NATS__ACK_WAIT_SECS", "3"),
+        ("CHAT_PUSH__COLLAPSE_WINDOW_MS", "500"),
+    ])
     .await;
     let mut fakes = Vec::new();
     let mut credentials = Vec::new();
@@ -235,19 +242,12 @@ async fn two_push_workers_share_jetstream_and_each_notification_goes_out_once() 
 /// for the window to close, and the worker exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_worker_reports_ready_and_sends_folded_updates_when_terminated() {
-    let nats = NatsServer::start().await;
-    let nats_url = nats.url();
-    let server = Server::start_scylla_with(
-        CHATD,
-        &[
-            ("CHAT_NATS__URL", &nats_url),
-            ("CHAT_PUSH__IN_PROCESS", "false"),
-            // Far longer than the test: a folded update can only go out
-            // early, at the drain.
-            ("CHAT_PUSH__COLLAPSE_WINDOW_MS", "600000"),
-            ("CHAT_RATE_LIMITS__MESSAGES_BURST", "50"),
-        ],
-    )
+    let (nats, server) = gateway_on_nats(&[
+        // Far longer than the test: a folded update can only go out
+        // early, at the drain.
+        ("CHAT_PUSH__COLLAPSE_WINDOW_MS", "600000"),
+        ("CHAT_RATE_LIMITS__MESSAGES_BURST", "50"),
+    ])
     .await;
     let (mut worker, fake, _credentials) = push_worker(
         &server,
@@ -343,17 +343,7 @@ async fn a_push_worker_reports_ready_and_sends_folded_updates_when_terminated() 
 /// gateway and the worker carry on without being restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owed_pushes_survive_a_kill_9_of_nats_server() {
-    let mut nats = NatsServer::start().await;
-    let nats_url = nats.url();
-    let server = Server::start_scylla_with(
-        CHATD,
-        &[
-            ("CHAT_NATS__URL", &nats_url),
-            ("CHAT_NATS__ACK_WAIT_SECS", "3"),
-            ("CHAT_PUSH__IN_PROCESS", "false"),
-        ],
-    )
-    .await;
+    let (mut nats, server) = gateway_on_nats(&[("CHAT_NATS__ACK_WAIT_SECS", "3")]).await;
     let (worker, fake, _credentials) = push_worker(&server, "wn", &[]).await;
     let mut threads = Vec::new();
     for i in 0..4 {
