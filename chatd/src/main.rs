@@ -620,6 +620,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(queue) = &queue {
         ops::sample_queue_depth(queue.clone());
     }
+    // Stopped after the drain, once no send can owe a new notification.
+    let stop_notifying = tokio_util::sync::CancellationToken::new();
+    let mut notifications = None;
     match queue {
         Some(queue) if notifying && config.push.in_process => {
             let dispatcher = Dispatcher::new(
@@ -631,7 +634,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
             )
             .context("setting up notifications")?;
             tracing::info!("notification service running in this process");
-            tokio::spawn(dispatcher.run());
+            notifications = Some(tokio::spawn(
+                dispatcher.run_until(stop_notifying.clone().cancelled_owned(), NOTIFY_GRACE),
+            ));
         }
         Some(_) => tracing::info!("notification jobs go to JetStream for `chatd push` workers"),
         None => tracing::info!("notifications off (no FCM, APNs or SMTP configured)"),
@@ -705,9 +710,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
             config.drain.clone(),
         ))
         .await?;
+    // Updates held by the collapse window go out now rather than when the
+    // jobs' leases end (after a restart, or on another node).
+    if let Some(notifications) = notifications {
+        stop_notifying.cancel();
+        let _ =
+            tokio::time::timeout(NOTIFY_GRACE + Duration::from_millis(200), notifications).await;
+    }
     tracing::info!("chatd stopped");
     Ok(())
 }
+
+/// How long a stopping `chatd serve` gives its notification sends: less
+/// than the drain's last grace (`ops::HTTP_GRACE`), which ends the process.
+const NOTIFY_GRACE: Duration = Duration::from_secs(4);
 
 pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -9,8 +9,9 @@
 //! 4. every MQTT 5 client gets `DISCONNECT 0x9C` with the configured
 //!    Server Reference, MQTT 3.1.1 clients are closed, and we wait until
 //!    the connections are gone (bounded by the same deadline);
-//! 5. HTTP stops (requests in progress get a few seconds) and the process
-//!    exits 0.
+//! 5. HTTP stops (requests in progress get a few seconds); an in-process
+//!    notification service sends what its collapse window holds
+//!    (`main.rs`, `NOTIFY_GRACE`); the process exits 0.
 //!
 //! Nothing acked is at risk at any step: an ack is sent only after the
 //! durable write (`ChatService::send_message`); the drain only makes sure

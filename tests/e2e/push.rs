@@ -189,3 +189,77 @@ async fn offline_buyers_get_one_collapsed_push_and_online_ones_none() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(pushes_to(&fake, "phone-1").len(), 2, "no push while online");
 }
+
+/// SIGTERM to a single `chatd serve` (embedded store, notifications in
+/// process): the update its collapse window holds goes out before it
+/// exits, instead of waiting in the outbox for the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_sends_the_folded_update_before_it_exits() {
+    let (fcm_base, fake) = fake_fcm::start().await;
+    let credentials = fake_fcm::credentials_file(&fcm_base);
+    let mut server = Server::start_with(
+        CHATD,
+        &[
+            (
+                "CHAT_PUSH__FCM__SERVICE_ACCOUNT_FILE",
+                credentials.path().to_str().unwrap(),
+            ),
+            ("CHAT_PUSH__FCM__BASE_URL", &fcm_base),
+            // Far longer than the test.
+            ("CHAT_PUSH__COLLAPSE_WINDOW_MS", "600000"),
+            ("CHAT_LOG", "info,chatd=debug,chat_push=debug"),
+        ],
+    )
+    .await;
+    let thread = server.thread_between("fb", "fs").await;
+    let (status, body) = server
+        .request(
+            "PUT",
+            "/chat/devices",
+            &server.token("fb", "buyer"),
+            Some(json!({"platform": "fcm", "token": "fb-phone", "appId": "vn.example.shop"})),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let mut seller = Client::connect(&server, "fs", "seller", Via::Tcp).await;
+    assert!(seller.subscribe(&topics::user("fs")).await);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            seller
+                .send_text(&thread, &format!("f-{i}"), &format!("tin {i}"))
+                .await
+                .expect("stored"),
+        );
+    }
+    let pushed = || -> Vec<String> {
+        pushes_to(&fake, "fb-phone")
+            .iter()
+            .map(|p| {
+                p["message"]["data"]["messageId"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    wait_for(
+        "the first push and two folded",
+        Duration::from_secs(20),
+        || (!pushed().is_empty() && server.log().matches("push folded").count() == 2).then_some(()),
+    )
+    .await;
+    assert_eq!(pushed(), vec![ids[0].clone()]);
+    seller.disconnect().await;
+
+    let status = server
+        .terminate(Duration::from_secs(30))
+        .await
+        .expect("chatd exits after SIGTERM");
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        pushed(),
+        vec![ids[0].clone(), ids[2].clone()],
+        "the folded update (latest message) went out before the exit"
+    );
+}
