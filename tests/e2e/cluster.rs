@@ -422,15 +422,7 @@ async fn an_offline_user_gets_one_push_from_three_nodes_and_an_online_one_on_ano
     .await;
     let [n1, n2, n3] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
     let thread = n1.thread_between("pbuyer", "pseller").await;
-    let (status, body) = n2
-        .request(
-            "PUT",
-            "/chat/devices",
-            &n2.token("pbuyer", "buyer"),
-            Some(serde_json::json!({"platform": "fcm", "token": "buyer-phone", "appId": "vn.example.shop"})),
-        )
-        .await;
-    assert_eq!(status, 204, "{body}");
+    n2.put_fcm_device("pbuyer", "buyer-phone").await;
     let mut seller = Client::connect(n1, "pseller", "seller", Via::Tcp).await;
     assert!(seller.subscribe(&topics::user("pseller")).await);
 
@@ -504,15 +496,9 @@ async fn a_dead_nodes_users_count_as_offline_once_its_lease_lapses() {
     )
     .await;
     let thread = cluster.nodes[0].thread_between("lbuyer", "lseller").await;
-    let (status, body) = cluster.nodes[0]
-        .request(
-            "PUT",
-            "/chat/devices",
-            &cluster.nodes[0].token("lbuyer", "buyer"),
-            Some(serde_json::json!({"platform": "fcm", "token": "lbuyer-phone", "appId": "vn.example.shop"})),
-        )
+    cluster.nodes[0]
+        .put_fcm_device("lbuyer", "lbuyer-phone")
         .await;
-    assert_eq!(status, 204, "{body}");
     let _buyer = Client::connect(&cluster.nodes[1], "lbuyer", "buyer", Via::Tcp).await;
     let n3 = &cluster.nodes[2];
     let mut online = false;

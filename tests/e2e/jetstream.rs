@@ -7,7 +7,7 @@ use std::time::Duration;
 use chat_e2e::nats::NatsServer;
 use chat_e2e::{Client, Server, Via, fake_fcm, send_message, wait_for};
 use chat_protocol::{ServerEvent, topics};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::CHATD;
 
@@ -53,15 +53,7 @@ async fn gateway_on_nats(extra: &[(&str, &str)]) -> (NatsServer, Server) {
 /// registered for FCM.
 async fn thread_to_a_phone(server: &Server, buyer: &str, seller: &str) -> String {
     let thread = server.thread_between(buyer, seller).await;
-    let (status, body) = server
-        .request(
-            "PUT",
-            "/chat/devices",
-            &server.token(buyer, "buyer"),
-            Some(json!({"platform": "fcm", "token": format!("dev-{buyer}"), "appId": "vn.example.shop"})),
-        )
-        .await;
-    assert_eq!(status, 204, "{body}");
+    server.put_fcm_device(buyer, &format!("dev-{buyer}")).await;
     thread
 }
 
@@ -287,17 +279,7 @@ async fn a_push_worker_reports_ready_and_sends_folded_updates_when_terminated() 
                 .await,
         );
     }
-    let pushed_ids = || -> Vec<String> {
-        pushes(&[&fake], "dev-db1")
-            .iter()
-            .map(|p| {
-                p["message"]["data"]["messageId"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect()
-    };
+    let pushed_ids = || fake_fcm::pushed_message_ids(&fake, "dev-db1");
     // The first at once; the other two wait, folded, in the worker.
     wait_for("the first push", Duration::from_secs(20), || {
         (!pushed_ids().is_empty()).then_some(())

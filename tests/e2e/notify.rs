@@ -48,15 +48,7 @@ async fn owed_pushes_survive_an_fcm_outage_and_a_kill_9_and_go_out_once() {
     let mut threads = Vec::new();
     for buyer in &buyers {
         threads.push(server.thread_between(buyer, "ks").await);
-        let (status, body) = server
-            .request(
-                "PUT",
-                "/chat/devices",
-                &server.token(buyer, "buyer"),
-                Some(json!({"platform": "fcm", "token": format!("dev-{buyer}"), "appId": "vn.example.shop"})),
-            )
-            .await;
-        assert_eq!(status, 204, "{body}");
+        server.put_fcm_device(buyer, &format!("dev-{buyer}")).await;
     }
     // kb0 also has two unread messages from another shop: its badge counts
     // every thread, not only the one being notified.

@@ -212,15 +212,7 @@ async fn a_draining_node_sends_the_folded_update_before_it_exits() {
     )
     .await;
     let thread = server.thread_between("fb", "fs").await;
-    let (status, body) = server
-        .request(
-            "PUT",
-            "/chat/devices",
-            &server.token("fb", "buyer"),
-            Some(json!({"platform": "fcm", "token": "fb-phone", "appId": "vn.example.shop"})),
-        )
-        .await;
-    assert_eq!(status, 204, "{body}");
+    server.put_fcm_device("fb", "fb-phone").await;
     let mut seller = Client::connect(&server, "fs", "seller", Via::Tcp).await;
     assert!(seller.subscribe(&topics::user("fs")).await);
     let mut ids = Vec::new();
@@ -232,17 +224,7 @@ async fn a_draining_node_sends_the_folded_update_before_it_exits() {
                 .expect("stored"),
         );
     }
-    let pushed = || -> Vec<String> {
-        pushes_to(&fake, "fb-phone")
-            .iter()
-            .map(|p| {
-                p["message"]["data"]["messageId"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect()
-    };
+    let pushed = || fake_fcm::pushed_message_ids(&fake, "fb-phone");
     wait_for(
         "the first push and two folded",
         Duration::from_secs(20),

@@ -209,3 +209,19 @@ pub fn credentials_file(base: &str) -> tempfile::NamedTempFile {
     std::fs::write(file.path(), service_account_json(base)).expect("credentials");
     file
 }
+
+/// The `messageId` of each push the stand-in accepted for `device_token`,
+/// in the order received.
+pub fn pushed_message_ids(fake: &Shared, device_token: &str) -> Vec<String> {
+    fake.lock()
+        .unwrap()
+        .sent
+        .iter()
+        .filter(|m| m["message"]["token"] == device_token)
+        .filter_map(|m| {
+            m["message"]["data"]["messageId"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}

@@ -411,6 +411,19 @@ impl Server {
             .collect()
     }
 
+    /// Registers `device_token` as `buyer`'s FCM phone.
+    pub async fn put_fcm_device(&self, buyer: &str, device_token: &str) {
+        let (status, body) = self
+            .request(
+                "PUT",
+                "/chat/devices",
+                &self.token(buyer, "buyer"),
+                Some(serde_json::json!({"platform": "fcm", "token": device_token, "appId": "vn.example.shop"})),
+            )
+            .await;
+        assert_eq!(status, 204, "{body}");
+    }
+
     pub async fn put_users(&self, users: &[&str]) {
         let token = self.token(PLATFORM, "platform");
         for user in users {
