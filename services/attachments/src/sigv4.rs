@@ -30,8 +30,8 @@ impl Stamp {
     pub fn at_unix(secs: i64) -> Stamp {
         let days = secs.div_euclid(86_400);
         let rem = secs.rem_euclid(86_400);
-        let (y, m, d) = civil_from_days(days);
-        let date = format!("{y:04}{m:02}{d:02}");
+        let civil = chat_core::calendar::date_of_days(days);
+        let date = format!("{:04}{:02}{:02}", civil.year, civil.month, civil.day);
         Stamp {
             datetime: format!(
                 "{date}T{:02}{:02}{:02}Z",
@@ -50,19 +50,6 @@ impl Stamp {
             .unwrap_or(0);
         Stamp::at_unix(secs)
     }
-}
-
-/// Days since 1970-01-01 → (year, month, day) (Howard Hinnant).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// RFC 3986 encoding as SigV4 wants it; `/` kept in paths.

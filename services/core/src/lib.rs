@@ -9,6 +9,8 @@
 pub mod attachments;
 pub mod auth;
 pub mod bus;
+pub mod calendar;
+pub mod clock;
 #[cfg(feature = "contract")]
 pub mod contract;
 pub mod i18n;

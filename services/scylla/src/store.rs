@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_core::attachments::Upload;
+use chat_core::calendar::{self, DAY_MS};
+use chat_core::clock::Clock;
 use chat_core::model::{
     AuditEntry, Device, DevicePlatform, InboxCursor, MessageRange, ModerationRecord, NewMessage,
     NotificationAttempt, OpenThread, Order, Product, ReadMarker, Thread, ThreadKey, UNREAD_CAP,
@@ -144,48 +146,25 @@ const UPLOAD_LOOKBACK_DAYS: i64 = 14;
 /// How far back the audit log is listed when no actor is given.
 const AUDIT_LOOKBACK_DAYS: i64 = 90;
 
-/// `YYYY-MM-DD` (UTC): the audit log's partition.
+/// `YYYY-MM-DD` (UTC): the audit log's and pending uploads' partition.
 fn day_bucket(millis: i64) -> String {
-    let month = month_bucket(millis);
-    let days = millis.div_euclid(86_400_000);
-    // Day of month: count back to the first day with the same month.
-    let mut first = days;
-    while month_bucket((first - 1) * 86_400_000) == month {
-        first -= 1;
-    }
-    format!("{month}-{:02}", days - first + 1)
+    calendar::date_of_millis(millis).to_string()
 }
 
 /// How far back the review queue looks for unresolved records.
-const QUEUE_LOOKBACK_MS: i64 = 366 * 24 * 3600 * 1000;
+const QUEUE_LOOKBACK_MS: i64 = 366 * DAY_MS;
 
 /// `YYYY-MM` (UTC) of a time in milliseconds: the review queue's partition.
 fn month_bucket(millis: i64) -> String {
-    let days = millis.div_euclid(86_400_000);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}")
+    calendar::month_of_millis(millis).to_string()
 }
 
-/// Every month bucket from `from` to `to`, oldest first.
+/// Every month bucket from `from` to `to`, oldest first, each once.
 fn month_buckets(from: i64, to: i64) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut t = from;
-    while t <= to + 86_400_000 {
-        let bucket = month_bucket(t.min(to));
-        if out.last() != Some(&bucket) {
-            out.push(bucket);
-        }
-        t += 86_400_000 * 27;
-    }
-    out
+    calendar::months_between(from, to)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -481,8 +460,8 @@ impl ThreadRow {
 
     /// Newest bucket worth reading: messages are never dated after the
     /// later of "now" and the thread's last message.
-    fn newest_bucket(&self) -> i32 {
-        bucket_of_millis(chat_core::now_millis().max(self.last_message_at.unwrap_or(i64::MIN)))
+    fn newest_bucket(&self, now: i64) -> i32 {
+        bucket_of_millis(now.max(self.last_message_at.unwrap_or(i64::MIN)))
     }
 
     /// Messages are never dated before their thread.
@@ -506,6 +485,8 @@ type ThreadColumns = (
 pub struct ScyllaStore {
     session: Arc<Session>,
     statements: Statements,
+    /// "Now" for look-backs over day and month partitions.
+    clock: Arc<dyn Clock>,
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> StoreResult<Vec<u8>> {
@@ -530,7 +511,15 @@ impl ScyllaStore {
         Ok(ScyllaStore {
             session: Arc::new(session),
             statements,
+            clock: chat_core::clock::system(),
         })
+    }
+
+    /// The same store reading "now" from `clock` (tests stand it on
+    /// calendar boundaries).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> ScyllaStore {
+        self.clock = clock;
+        self
     }
 
     async fn exec(
@@ -624,7 +613,7 @@ impl ScyllaStore {
         let after = marker.unwrap_or("");
         let mut unread = 0u32;
         let scan_limit = (UNREAD_CAP * 2) as i32;
-        for bucket in (lowest..=row.newest_bucket()).rev() {
+        for bucket in (lowest..=row.newest_bucket(self.clock.now_millis())).rev() {
             let rows: Vec<(Option<String>, Option<String>)> = self
                 .rows(
                     &self.statements.unread_scan,
@@ -674,7 +663,7 @@ impl ScyllaStore {
         if let Some(row) = self.thread_row(id).await? {
             return Ok((row, false));
         }
-        let now = chat_core::now_millis();
+        let now = self.clock.now_millis();
         let order_id = match &spec.key {
             ThreadKey::Order { order_id } => Some(order_id.clone()),
             ThreadKey::Pair { .. } => None,
@@ -1068,7 +1057,7 @@ impl ChatStore for ScyllaStore {
             if out.len() >= limit {
                 break;
             }
-            let day = day_bucket(before - back * 86_400_000);
+            let day = day_bucket(before - back * DAY_MS);
             let ids: Vec<(String,)> = self
                 .rows(&self.statements.pending_of_day, (&day, limit as i32))
                 .await?;
@@ -1148,13 +1137,13 @@ impl ChatStore for ScyllaStore {
         // Day by day, newest first, from the cursor's day (or today).
         let start = before
             .and_then(millis_of_id)
-            .unwrap_or_else(chat_core::now_millis);
+            .unwrap_or_else(|| self.clock.now_millis());
         let mut out = Vec::new();
         for back in 0..AUDIT_LOOKBACK_DAYS {
             if out.len() >= limit {
                 break;
             }
-            let day = day_bucket(start - back * 86_400_000);
+            let day = day_bucket(start - back * DAY_MS);
             let rows: Vec<Columns> = self
                 .rows(
                     &self.statements.audit_of_day,
@@ -1229,7 +1218,7 @@ impl ChatStore for ScyllaStore {
         limit: usize,
     ) -> StoreResult<Vec<ModerationRecord>> {
         // Months from the cursor's (or a year back) to now, oldest first.
-        let now = chat_core::now_millis();
+        let now = self.clock.now_millis();
         let from = after
             .and_then(millis_of_id)
             .unwrap_or(now - QUEUE_LOOKBACK_MS);
@@ -1680,7 +1669,7 @@ impl ChatStore for ScyllaStore {
                 (
                     write_timestamp(up_to, millis),
                     up_to,
-                    chat_core::now_millis(),
+                    self.clock.now_millis(),
                     thread_id,
                     user_id,
                 ),
@@ -1782,9 +1771,8 @@ impl ChatStore for ScyllaStore {
         let lowest = bound(&range.after)
             .unwrap_or(row.oldest_bucket())
             .max(row.oldest_bucket());
-        let highest = bound(&range.before)
-            .unwrap_or(row.newest_bucket())
-            .min(row.newest_bucket());
+        let newest = row.newest_bucket(self.clock.now_millis());
+        let highest = bound(&range.before).unwrap_or(newest).min(newest);
         let mut out: Vec<Message> = Vec::with_capacity(limit);
         let buckets: Vec<i32> = if forward {
             (lowest..=highest).collect()
@@ -1827,6 +1815,44 @@ mod tests {
             month_buckets(from, 1_795_651_200_000),
             ["2026-08", "2026-09", "2026-10", "2026-11"]
         );
+    }
+
+    /// The review queue's look-back, for every day of 2026 and 2028 (a leap
+    /// year) at its first and last millisecond: the month of "now" is always
+    /// read, and every month in between once. A 27-day stride missed the
+    /// current month from the 1st to about the 15th.
+    #[test]
+    fn the_queue_look_back_reads_the_current_month_on_every_day_of_a_year() {
+        for year in [2026, 2028] {
+            let first = calendar::millis_of_date(calendar::Date {
+                year,
+                month: 1,
+                day: 1,
+            });
+            let days = if year == 2028 { 366 } else { 365 };
+            for day in 0..days {
+                for now in [first + day * DAY_MS, first + (day + 1) * DAY_MS - 1] {
+                    let buckets = month_buckets(now - QUEUE_LOOKBACK_MS, now);
+                    assert_eq!(buckets.last(), Some(&month_bucket(now)), "now = {now}");
+                    assert_eq!(buckets[0], month_bucket(now - QUEUE_LOOKBACK_MS));
+                    let unique: HashSet<&String> = buckets.iter().collect();
+                    assert_eq!(unique.len(), buckets.len(), "each month once");
+                    assert!((13..=14).contains(&buckets.len()), "now = {now}");
+                }
+            }
+        }
+        // The first of a month and the last of a year.
+        assert_eq!(
+            month_buckets(1_796_083_200_000 - 40 * DAY_MS, 1_796_083_200_000),
+            ["2026-10", "2026-11", "2026-12"]
+        );
+        let new_year = 1_798_761_600_000; // 2027-01-01T00:00:00Z
+        assert_eq!(
+            month_buckets(new_year - 1, new_year),
+            ["2026-12", "2027-01"]
+        );
+        assert_eq!(day_bucket(new_year - 1), "2026-12-31");
+        assert_eq!(day_bucket(new_year), "2027-01-01");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use chat_core::clock::Clock;
 use chat_core::store::ChatStore;
 use chat_scylla::{ScyllaConfig, ScyllaStore};
 
@@ -17,7 +18,21 @@ async fn fresh() -> ((), Arc<dyn ChatStore>) {
     ((), Arc::new(store) as Arc<dyn ChatStore>)
 }
 
-chat_core::contract_tests!(fresh().await, long_history = 50_000);
+/// A store whose "now" is `clock`.
+async fn dated(clock: Arc<dyn Clock>) -> ((), Arc<dyn ChatStore>) {
+    let config = cql_server::test_config().await;
+    let store = ScyllaStore::open(&config)
+        .await
+        .expect("open the Scylla store")
+        .with_clock(clock);
+    ((), Arc::new(store) as Arc<dyn ChatStore>)
+}
+
+chat_core::contract_tests!(
+    fresh().await,
+    dated = |clock| dated(clock).await,
+    long_history = 50_000
+);
 
 #[tokio::test]
 async fn migrate_is_idempotent_and_safe_to_run_concurrently() {
