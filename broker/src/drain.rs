@@ -194,3 +194,25 @@ impl BrokerHandle {
         }
     }
 }
+
+/// The reason that closes a session with `DISCONNECT <code>` (MQTT 5; an
+/// MQTT 3.1.1 connection is just closed), through the vendored patch.
+pub fn disconnect_reason(code: DisconnectReasonCode) -> Reason {
+    let text = match code {
+        DisconnectReasonCode::MessageRateTooHigh => {
+            "Quá nhiều gói tin bị từ chối / too many refused packets"
+        }
+        DisconnectReasonCode::SessionTakenOver => {
+            "Phiên đã được mở ở nơi khác / session taken over"
+        }
+        DisconnectReasonCode::NotAuthorized => "Phiên đăng nhập đã hết hạn / token expired",
+        _ => "",
+    };
+    Reason::ConnectDisconnect(Some(Disconnect::V5(DisconnectV5 {
+        reason_code: code,
+        session_expiry_interval_secs: None,
+        server_reference: None,
+        reason_string: (!text.is_empty()).then(|| ByteString::from_static(text)),
+        user_properties: Default::default(),
+    })))
+}

@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_core::auth::{Role, TokenVerifier, client_id_belongs_to, user_of_client_id};
-use chat_core::service::ChatService;
+use chat_core::service::{AfterInbound, ChatService};
 use chat_protocol::ErrorCode;
 use chat_protocol::topics::{self, Topic};
 use parking_lot::Mutex;
 use rmqtt::acl::AuthInfo;
 use rmqtt::codec::v3::ConnectAckReason as ConnectAckReasonV3;
-use rmqtt::codec::v5::{ConnectAckReason as ConnectAckReasonV5, SubscribeAckReason};
+use rmqtt::codec::v5::{
+    ConnectAckReason as ConnectAckReasonV5, DisconnectReasonCode, SubscribeAckReason,
+};
 use rmqtt::context::ServerContext;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
 use rmqtt::session::Session;
@@ -228,6 +230,34 @@ impl ChatHooks {
         });
     }
 
+    /// A refused publish to `topic`, logged with the topic cut short.
+    async fn refuse_topic(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        topic: &str,
+        code: ErrorCode,
+    ) -> AfterInbound {
+        let shown = chat_core::service::truncated(topic, 128);
+        tracing::info!(user_id, topic = ?shown, code = code.as_str(), "publish refused");
+        self.service
+            .refuse_topic(user_id, client_id, topic, code)
+            .await
+    }
+
+    /// Closes `session`: MQTT 5 clients get `DISCONNECT` with `code` first.
+    fn disconnect(&self, session: &Session, code: DisconnectReasonCode) {
+        let scx = self.scx.clone();
+        let id = session.id.clone();
+        tokio::spawn(async move {
+            let entry = scx.extends.shared().await.entry(id.clone());
+            if let Some(tx) = entry.tx() {
+                tracing::info!(client_id = %id.client_id, ?code, "disconnecting");
+                let _ = tx.unbounded_send(Message::Closed(crate::drain::disconnect_reason(code)));
+            }
+        });
+    }
+
     async fn may_subscribe(&self, user_id: &str, filter: &str) -> bool {
         match topics::parse(filter) {
             Topic::User(id) => id == user_id,
@@ -334,65 +364,94 @@ impl Handler for ChatHooks {
                     };
                     return (false, Some(HookResult::PublishAclResult(result)));
                 }
-                if matches!(topics::parse(&topic), Topic::ThreadInbound(_))
-                    && let Err(limited) = self
-                        .service
-                        .rate_limiter()
-                        .check_connection(&user_id, &session.id.client_id)
-                {
-                    let code = match limited {
-                        chat_core::ratelimit::Limited::RateLimited(_) => ErrorCode::RateLimited,
-                        chat_core::ratelimit::Limited::Muted(_) => ErrorCode::Muted,
-                    };
-                    tracing::info!(user_id, client_id = %session.id.client_id, ?limited, "publish limited");
-                    self.service
-                        .send_error_retry(
-                            &user_id,
-                            code,
-                            Some(topic),
-                            None,
-                            Some(limited.retry_after().as_millis() as u64),
-                        )
-                        .await;
-                    return (
-                        false,
-                        Some(HookResult::PublishAclResult(PublishAclResult::rejected(
-                            false, None,
-                        ))),
-                    );
-                }
-                let verdict = match topics::parse(&topic) {
+                let client_id = session.id.client_id.to_string();
+                // Allowed: a member's publish, answered by the chat service
+                // (its PUBACK is success even when the answer is a refusal:
+                // the refusal is the ack or error event). Rejected: others.
+                let mut allowed = false;
+                let after = match topics::parse(&topic) {
                     Topic::ThreadInbound(thread_id) => {
                         match self.is_member(thread_id, &user_id).await {
-                            Ok(true) => {
-                                match self.inbound {
-                                    Inbound::InProcess => {
-                                        self.service
-                                            .handle_inbound(&user_id, thread_id, &publish.payload)
-                                            .await
-                                    }
-                                    Inbound::Workers => {
-                                        self.hand_to_workers(&user_id, thread_id, &publish.payload)
-                                            .await
+                            Ok(true) => match self.inbound {
+                                Inbound::InProcess => {
+                                    allowed = true;
+                                    self.service
+                                        .handle_inbound(
+                                            &user_id,
+                                            Some(&client_id),
+                                            thread_id,
+                                            &publish.payload,
+                                        )
+                                        .await
+                                }
+                                Inbound::Workers => {
+                                    allowed = true;
+                                    // The budgets are the gateway's: it
+                                    // holds the connection. Whatever does
+                                    // not decode is the worker's to refuse.
+                                    let within =
+                                        match chat_protocol::decode_client(&publish.payload) {
+                                            Ok(event) => {
+                                                self.service
+                                                    .within_budget(
+                                                        &user_id, &client_id, thread_id, &event,
+                                                    )
+                                                    .await
+                                            }
+                                            Err(_) => Ok(()),
+                                        };
+                                    match within {
+                                        Ok(()) => {
+                                            self.hand_to_workers(
+                                                &user_id,
+                                                thread_id,
+                                                &publish.payload,
+                                            )
+                                            .await;
+                                            AfterInbound::Keep
+                                        }
+                                        Err(after) => after,
                                     }
                                 }
-                                Ok(())
+                            },
+                            Ok(false) => {
+                                self.refuse_topic(
+                                    &user_id,
+                                    &client_id,
+                                    &topic,
+                                    ErrorCode::Forbidden,
+                                )
+                                .await
                             }
-                            Ok(false) => Err(ErrorCode::Forbidden),
-                            Err(code) => Err(code),
+                            Err(code) => {
+                                // Retry later: a send gets its ack.
+                                let send = chat_protocol::send_reference(&publish.payload);
+                                self.service
+                                    .refuse(
+                                        &user_id,
+                                        Some(&client_id),
+                                        thread_id,
+                                        code,
+                                        send,
+                                        None,
+                                        None,
+                                    )
+                                    .await
+                            }
                         }
                     }
-                    _ => Err(ErrorCode::Forbidden),
-                };
-                let result = match verdict {
-                    Ok(()) => PublishAclResult::allow(),
-                    Err(code) => {
-                        tracing::info!(user_id, topic, code = code.as_str(), "publish refused");
-                        self.service
-                            .send_error(&user_id, code, Some(topic), None)
-                            .await;
-                        PublishAclResult::rejected(false, None)
+                    _ => {
+                        self.refuse_topic(&user_id, &client_id, &topic, ErrorCode::Forbidden)
+                            .await
                     }
+                };
+                if after == AfterInbound::Disconnect {
+                    self.disconnect(session, DisconnectReasonCode::MessageRateTooHigh);
+                }
+                let result = if allowed {
+                    PublishAclResult::allow()
+                } else {
+                    PublishAclResult::rejected(false, None)
                 };
                 (false, Some(HookResult::PublishAclResult(result)))
             }

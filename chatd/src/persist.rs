@@ -282,7 +282,7 @@ fn spawn_thread_queue(
             let topic = String::from_utf8_lossy(&publish.topic).into_owned();
             if let Some((thread, sender)) = parse_handover(&topic) {
                 service
-                    .handle_inbound(sender, thread, &publish.payload)
+                    .handle_inbound(sender, None, thread, &publish.payload)
                     .await;
                 tracing::debug!(thread, sender, "handed-over message processed");
             }

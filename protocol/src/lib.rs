@@ -7,6 +7,7 @@
 //! fields depend on the event. `docs/protocol.md` is the human-readable form
 //! of this module and must be kept in step with it.
 
+pub mod shape;
 pub mod topics;
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,18 @@ pub const PROTOCOL_VERSION: u8 = 1;
 
 /// Longest `client_msg_id` accepted, in bytes.
 pub const MAX_CLIENT_MSG_ID_LEN: usize = 64;
+
+/// Whether `id` is an acceptable `client_msg_id`: 1 to
+/// [`MAX_CLIENT_MSG_ID_LEN`] bytes of ASCII letters, digits and `-_.:`
+/// (UUIDs, ULIDs, nanoids, `device:counter`). The key is the sender's
+/// business: a narrow alphabet keeps it from carrying text to anyone.
+pub fn valid_client_msg_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_CLIENT_MSG_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
 
 /// Kind of a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -309,6 +322,9 @@ pub enum DecodeError {
     UnknownEvent(String),
     #[error("invalid fields for event `{event}`: {detail}")]
     InvalidField { event: String, detail: String },
+    /// A `send_message` whose `type` names no message type.
+    #[error("unknown message type")]
+    UnknownMessageType,
 }
 
 impl DecodeError {
@@ -318,6 +334,7 @@ impl DecodeError {
             DecodeError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
             DecodeError::UnknownEvent(_) => ErrorCode::UnknownEvent,
             DecodeError::InvalidField { .. } => ErrorCode::InvalidField,
+            DecodeError::UnknownMessageType => ErrorCode::UnsupportedType,
         }
     }
 }
@@ -333,8 +350,11 @@ struct Header {
 }
 
 /// Decodes a client envelope, telling apart garbage, a version from the
-/// future, an unknown event and a known event with bad fields.
+/// future, an unknown event and a known event with bad fields. Only one
+/// MessagePack map, nested at most [`shape::MAX_DEPTH`] deep, gets past
+/// the first line; everything else is [`DecodeError::Malformed`].
 pub fn decode_client(payload: &[u8]) -> Result<ClientEvent, DecodeError> {
+    shape::check(payload).map_err(|_| DecodeError::Malformed)?;
     let header: Header = rmp_serde::from_slice(payload).map_err(|_| DecodeError::Malformed)?;
     if header.v == 0 || header.v > PROTOCOL_VERSION {
         return Err(DecodeError::UnsupportedVersion(header.v));
@@ -342,12 +362,62 @@ pub fn decode_client(payload: &[u8]) -> Result<ClientEvent, DecodeError> {
     if !CLIENT_EVENT_NAMES.contains(&header.event.as_str()) {
         return Err(DecodeError::UnknownEvent(header.event));
     }
-    rmp_serde::from_slice::<Envelope<ClientEvent>>(payload)
+    let event = rmp_serde::from_slice::<Envelope<ClientEvent>>(payload)
         .map(|e| e.body)
-        .map_err(|e| DecodeError::InvalidField {
+        .map_err(|e| {
+            if header.event == "send_message" && loose(payload).is_some_and(|l| l.unknown_type()) {
+                return DecodeError::UnknownMessageType;
+            }
+            DecodeError::InvalidField {
+                event: header.event.clone(),
+                detail: e.to_string(),
+            }
+        })?;
+    if let ClientEvent::SendMessage { client_msg_id, .. } = &event
+        && !valid_client_msg_id(client_msg_id)
+    {
+        return Err(DecodeError::InvalidField {
             event: header.event,
-            detail: e.to_string(),
-        })
+            detail: format!(
+                "client_msg_id must be 1 to {MAX_CLIENT_MSG_ID_LEN} of A-Z a-z 0-9 - _ . :"
+            ),
+        });
+    }
+    Ok(event)
+}
+
+/// The fields a refusal can name, read from any well-shaped payload.
+#[derive(Deserialize)]
+struct Loose {
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    client_msg_id: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+}
+
+impl Loose {
+    fn unknown_type(&self) -> bool {
+        self.kind
+            .as_deref()
+            .is_some_and(|k| MessageType::parse(k).is_none())
+    }
+}
+
+fn loose(payload: &[u8]) -> Option<Loose> {
+    shape::check(payload).ok()?;
+    rmp_serde::from_slice::<Loose>(payload).ok()
+}
+
+/// The `client_msg_id` of a payload that is a `send_message` (by its
+/// `event` field) with a valid key, however wrong its other fields: a
+/// refusal of it is a `message_sent_ack` the sender's outbox can settle.
+pub fn send_reference(payload: &[u8]) -> Option<String> {
+    loose(payload)
+        .filter(|l| l.event.as_deref() == Some("send_message"))
+        .and_then(|l| l.client_msg_id)
+        .filter(|id| valid_client_msg_id(id))
 }
 
 /// Encodes any envelope as a MessagePack map with named fields.
@@ -361,6 +431,7 @@ pub fn encode<E: Serialize>(body: &E) -> Vec<u8> {
 
 /// Decodes a server envelope (used by clients and tests).
 pub fn decode_server(payload: &[u8]) -> Result<ServerEvent, DecodeError> {
+    shape::check(payload).map_err(|_| DecodeError::Malformed)?;
     let header: Header = rmp_serde::from_slice(payload).map_err(|_| DecodeError::Malformed)?;
     rmp_serde::from_slice::<Envelope<ServerEvent>>(payload)
         .map(|e| e.body)
@@ -488,6 +559,92 @@ mod tests {
             decode_client(&missing.unwrap()),
             Err(DecodeError::InvalidField { .. })
         ));
+    }
+
+    /// Hostile shapes are `malformed` before any recursive decoder runs:
+    /// 800 levels in an ignored field overflowed a debug build's stack.
+    #[test]
+    fn deep_arrays_and_trailing_bytes_are_malformed() {
+        let mut deep = rmp_serde::to_vec_named(&Header {
+            v: 1,
+            event: "typing".into(),
+        })
+        .unwrap();
+        deep[0] = 0x83; // one more entry: "x": [[[…]]]
+        deep.extend([0xa1, b'x']);
+        deep.extend(std::iter::repeat_n(0x91, 800));
+        deep.push(0x90);
+        assert_eq!(decode_client(&deep), Err(DecodeError::Malformed));
+        assert_eq!(send_reference(&deep), None);
+        assert_eq!(decode_server(&deep), Err(DecodeError::Malformed));
+        // The protocol is maps: an array is not read by position.
+        let array = rmp_serde::to_vec(&(1u8, "send_message", "c-1", "text", "hi")).unwrap();
+        assert_eq!(decode_client(&array), Err(DecodeError::Malformed));
+        let mut trailing = encode(&ClientEvent::Typing { active: true });
+        trailing.push(0xc0);
+        assert_eq!(decode_client(&trailing), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn client_msg_ids_are_short_and_plain() {
+        let send = |id: &str, kind: &str| {
+            #[derive(Serialize)]
+            struct Send<'a> {
+                v: u8,
+                event: &'a str,
+                client_msg_id: &'a str,
+                #[serde(rename = "type")]
+                kind: &'a str,
+                content: &'a str,
+            }
+            rmp_serde::to_vec_named(&Send {
+                v: 1,
+                event: "send_message",
+                client_msg_id: id,
+                kind,
+                content: "hi",
+            })
+            .unwrap()
+        };
+        for ok in [
+            "c-1",
+            "0190a000-0000-7000-8000-000000000000",
+            "01HZX3:17",
+            "a_b.c",
+        ] {
+            assert!(decode_client(&send(ok, "text")).is_ok(), "{ok}");
+            assert_eq!(send_reference(&send(ok, "text")).as_deref(), Some(ok));
+        }
+        for bad in [
+            "",
+            "zalo.me/0938471265",
+            "gọi tôi",
+            "a b",
+            &"x".repeat(65),
+            "a\nb",
+        ] {
+            assert!(
+                matches!(
+                    decode_client(&send(bad, "text")),
+                    Err(DecodeError::InvalidField { .. })
+                ),
+                "{bad:?}"
+            );
+            assert_eq!(send_reference(&send(bad, "text")), None, "{bad:?}");
+        }
+        // An unknown type is its own refusal, and the key is still readable.
+        assert_eq!(
+            decode_client(&send("c-9", "video")),
+            Err(DecodeError::UnknownMessageType)
+        );
+        assert_eq!(
+            send_reference(&send("c-9", "video")).as_deref(),
+            Some("c-9")
+        );
+        assert_eq!(
+            DecodeError::UnknownMessageType.code(),
+            ErrorCode::UnsupportedType
+        );
     }
 
     #[test]

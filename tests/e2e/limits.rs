@@ -3,6 +3,8 @@
 //! threads is refused; buyers start a limited number of threads; REST
 //! answers 429 with `Retry-After`.
 
+use std::time::Duration;
+
 use chat_e2e::{Client, Server, Via, send_message};
 use chat_protocol::{ErrorCode, ServerEvent, topics};
 use serde_json::json;
@@ -195,16 +197,18 @@ async fn one_runaway_device_is_limited_not_the_users_other_devices() {
     phone
         .publish(&topics::thread_inbound(&thread), send_message("p3", "tin"))
         .await;
+    // The refusal is the send's ack: the outbox can settle it.
     let retry = phone
-        .expect("the error event", |_, e| match e {
-            ServerEvent::Error { error, topic, .. } => {
+        .expect("the refused ack", |_, e| match e {
+            ServerEvent::MessageSentAck {
+                client_msg_id,
+                error: Some(error),
+                ..
+            } if client_msg_id == "p3" => {
                 assert_eq!(error.code, ErrorCode::RateLimited);
-                assert_eq!(
-                    topic.as_deref(),
-                    Some(topics::thread_inbound(&thread).as_str())
-                );
                 error.retry_after_ms
             }
+            ServerEvent::Error { .. } => panic!("an error event instead of the ack: {e:?}"),
             _ => None,
         })
         .await;
@@ -216,4 +220,124 @@ async fn one_runaway_device_is_limited_not_the_users_other_devices() {
     };
     assert!(laptop.subscribe(&topics::user("twodev")).await);
     send(&mut laptop, &thread, "l0", "từ laptop").await.unwrap();
+}
+
+/// Typing and read receipts have budgets of their own: a user who types and
+/// reads a lot can still send. Stopping typing counts too (it is relayed
+/// like starting), so many connections cannot relay more than the user's
+/// typing budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_and_receipts_do_not_spend_the_send_budget() {
+    let server = Server::start_with(
+        CHATD,
+        &[
+            ("CHAT_RATE_LIMITS__CONNECTION_MESSAGES_BURST", "3"),
+            ("CHAT_RATE_LIMITS__CONNECTION_MESSAGES_PER_MINUTE", "1"),
+            ("CHAT_RATE_LIMITS__TYPING_BURST", "5"),
+            ("CHAT_RATE_LIMITS__TYPING_PER_MINUTE", "6"),
+            ("CHAT_RATE_LIMITS__RECEIPTS_BURST", "40"),
+        ],
+    )
+    .await;
+    let thread = server.thread_between("typist", "tseller").await;
+    let mut seller = Client::connect(&server, "tseller", "seller", Via::Tcp).await;
+    assert!(seller.subscribe(&topics::thread(&thread)).await);
+    let mut typist = Client::connect(&server, "typist", "buyer", Via::Tcp).await;
+    assert!(typist.subscribe(&topics::user("typist")).await);
+    let inbound = topics::thread_inbound(&thread);
+    let first = typist.send_text(&thread, "t0", "chào").await.unwrap();
+    for i in 0..30 {
+        let typing = chat_protocol::ClientEvent::Typing { active: i % 2 == 0 };
+        typist
+            .publish(&inbound, chat_protocol::encode(&typing))
+            .await;
+        let read = chat_protocol::ClientEvent::MarkRead {
+            up_to: first.clone(),
+        };
+        typist.publish(&inbound, chat_protocol::encode(&read)).await;
+    }
+    // Two more sends fit the connection's burst of 3: typing and reading
+    // spent none of it.
+    send(&mut typist, &thread, "t1", "còn size M không?")
+        .await
+        .unwrap();
+    send(&mut typist, &thread, "t2", "ship Hà Nội nhé")
+        .await
+        .unwrap();
+
+    // Five connections of one user, 20 "stopped typing" each.
+    let token = server.token("typist", "buyer");
+    let mut devices = Vec::new();
+    for d in 0..5 {
+        let opts = chat_e2e::options(&server, &format!("typist:d{d}"), "typist", &token, Via::Tcp);
+        match Client::try_connect(opts, "typist").await {
+            chat_e2e::Connect::Accepted(c) => devices.push(c),
+            chat_e2e::Connect::Refused(why) => panic!("{why}"),
+        }
+    }
+    let stop = chat_protocol::encode(&chat_protocol::ClientEvent::Typing { active: false });
+    for device in &mut devices {
+        for _ in 0..20 {
+            device.publish(&inbound, stop.clone()).await;
+        }
+    }
+    let relayed = seller
+        .drain(Duration::from_millis(800))
+        .await
+        .into_iter()
+        .filter(|(_, e)| matches!(e, ServerEvent::Typing { .. }))
+        .count();
+    // The burst of 5 was spent by the first typist loop; 6 a minute refill.
+    assert!(
+        relayed <= 8,
+        "{relayed} typing events relayed for a budget of 5"
+    );
+}
+
+/// A connection that keeps publishing garbage gets answers for a while,
+/// then none, then is closed; the server's answers stay bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_publishes_are_answered_then_dropped_then_the_connection_closed() {
+    let server = Server::start_with(
+        CHATD,
+        &[
+            ("CHAT_RATE_LIMITS__REFUSALS_BURST", "5"),
+            ("CHAT_RATE_LIMITS__REFUSALS_PER_MINUTE", "1"),
+            ("CHAT_RATE_LIMITS__REFUSALS_TO_DISCONNECT", "10"),
+        ],
+    )
+    .await;
+    let thread = server.thread_between("noisy", "nseller").await;
+    let mut noisy = Client::connect(&server, "noisy", "buyer", Via::Tcp).await;
+    assert!(noisy.subscribe(&topics::user("noisy")).await);
+    let inbound = topics::thread_inbound(&thread);
+    let foreign = format!("thread/{}/in", "x".repeat(60_000));
+    for i in 0..15 {
+        let topic = if i % 2 == 0 { &inbound } else { &foreign };
+        noisy.publish(topic, b"\xc1 not msgpack".to_vec()).await;
+    }
+    let mut errors = Vec::new();
+    while let Some((_, e)) = noisy.event(Duration::from_millis(500)).await {
+        if let ServerEvent::Error { topic, .. } = e {
+            errors.push(topic.unwrap_or_default());
+        }
+    }
+    assert_eq!(errors.len(), 5, "answered within the budget only");
+    assert!(
+        errors.iter().all(|t| t.len() <= 128),
+        "echoed topics are cut short"
+    );
+    // Still refused after the budget: closed.
+    noisy
+        .mqtt
+        .publish(&inbound, rumqttc::QoS::AtLeastOnce, false, b"\xc1".to_vec())
+        .await
+        .unwrap();
+    assert!(
+        noisy.closed(Duration::from_secs(5)).await.is_some(),
+        "closed after 10 unanswered refusals"
+    );
+    // Others are fine.
+    let mut other = Client::connect(&server, "nseller", "seller", Via::Tcp).await;
+    assert!(other.subscribe(&topics::user("nseller")).await);
 }

@@ -24,12 +24,23 @@ pub struct RateLimitConfig {
     /// Messages per user (all devices): sustained rate and burst.
     pub messages_per_minute: u32,
     pub messages_burst: u32,
-    /// Messages per MQTT connection (one device).
+    /// Messages (`send_message` only) per MQTT connection (one device).
     pub connection_messages_per_minute: u32,
     pub connection_messages_burst: u32,
-    /// Typing events per user (each is also throttled per thread).
+    /// Typing events per user, `active` true or false (each start is also
+    /// throttled per thread). Over-limit ones are dropped.
     pub typing_per_minute: u32,
     pub typing_burst: u32,
+    /// Read receipts (`mark_read`) per MQTT connection.
+    pub receipts_per_minute: u32,
+    pub receipts_burst: u32,
+    /// Refused publishes (garbage, forbidden topics, limits) per MQTT
+    /// connection answered with an error; beyond it they are dropped
+    /// without an answer, and `refusals_to_disconnect` more within the
+    /// minute close the connection (MQTT 5: `DISCONNECT 0x96`).
+    pub refusals_per_minute: u32,
+    pub refusals_burst: u32,
+    pub refusals_to_disconnect: u32,
     /// Threads a buyer may start per hour (opening an existing one is free).
     pub new_threads_per_hour: u32,
     /// The same text into more than this many threads within the window
@@ -57,6 +68,11 @@ impl Default for RateLimitConfig {
             connection_messages_burst: 20,
             typing_per_minute: 120,
             typing_burst: 20,
+            receipts_per_minute: 120,
+            receipts_burst: 30,
+            refusals_per_minute: 30,
+            refusals_burst: 20,
+            refusals_to_disconnect: 20,
             new_threads_per_hour: 30,
             duplicate_threads: 5,
             duplicate_window_secs: 600,
@@ -69,6 +85,18 @@ impl Default for RateLimitConfig {
             mute_secs: 300,
         }
     }
+}
+
+/// What becomes of a refused publish on one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Within the budget: tell the sender why.
+    Tell,
+    /// Over it: drop without an answer (answers cost memory and bandwidth
+    /// of their own, queued in an offline session).
+    Quiet,
+    /// Still refused after that: close the connection.
+    Disconnect,
 }
 
 /// Why something was refused, and when to try again.
@@ -107,6 +135,10 @@ pub struct RateLimiter {
     messages: DefaultKeyedRateLimiter<String>,
     connections: DefaultKeyedRateLimiter<String>,
     typing: DefaultKeyedRateLimiter<String>,
+    receipts: DefaultKeyedRateLimiter<String>,
+    refusals: DefaultKeyedRateLimiter<String>,
+    /// Refusals past the budget, per connection, since it was last within.
+    quiet_refusals: Mutex<HashMap<String, u32>>,
     threads: DefaultKeyedRateLimiter<String>,
     connects: DefaultKeyedRateLimiter<IpAddr>,
     rest: DefaultKeyedRateLimiter<String>,
@@ -137,6 +169,17 @@ impl RateLimiter {
                 config.typing_burst,
                 minute,
             )),
+            receipts: DefaultKeyedRateLimiter::keyed(quota(
+                config.receipts_per_minute,
+                config.receipts_burst,
+                minute,
+            )),
+            refusals: DefaultKeyedRateLimiter::keyed(quota(
+                config.refusals_per_minute,
+                config.refusals_burst,
+                minute,
+            )),
+            quiet_refusals: Mutex::new(HashMap::new()),
             threads: DefaultKeyedRateLimiter::keyed(quota(
                 config.new_threads_per_hour,
                 config.new_threads_per_hour,
@@ -174,6 +217,8 @@ impl RateLimiter {
             &self.messages,
             &self.connections,
             &self.typing,
+            &self.receipts,
+            &self.refusals,
             &self.threads,
             &self.rest,
         ] {
@@ -181,6 +226,7 @@ impl RateLimiter {
             limiter.shrink_to_fit();
         }
         self.connects.retain_recent();
+        self.quiet_refusals.lock().clear();
         let now = Instant::now();
         let window = Duration::from_secs(self.config.duplicate_window_secs);
         self.floods
@@ -272,11 +318,39 @@ impl RateLimiter {
         Ok(())
     }
 
-    /// A publish into a thread on connection `client_id` of `user_id`.
-    /// (A mute is the send path's business: its refusal is the ack.)
+    /// A `send_message` on connection `client_id` of `user_id`. (A mute
+    /// is the send path's business: its refusal is the ack.)
     pub fn check_connection(&self, user_id: &str, client_id: &str) -> Result<(), Limited> {
+        self.housekeeping();
         self.check(&self.connections, client_id)
             .map_err(|wait| self.strike(user_id, wait))
+    }
+
+    /// A `mark_read` on connection `client_id`: its own budget, so a
+    /// reader scrolling through threads never mutes their sending.
+    pub fn check_receipt(&self, client_id: &str) -> Result<(), Limited> {
+        self.housekeeping();
+        self.check(&self.receipts, client_id)
+            .map_err(Limited::RateLimited)
+    }
+
+    /// A publish refused on connection `client_id`: answer, drop, or
+    /// disconnect.
+    pub fn refusal(&self, client_id: &str) -> Refusal {
+        self.housekeeping();
+        let mut quiet = self.quiet_refusals.lock();
+        if self.check(&self.refusals, client_id).is_ok() {
+            quiet.remove(client_id);
+            return Refusal::Tell;
+        }
+        let over = quiet.entry(client_id.to_owned()).or_insert(0);
+        *over += 1;
+        if *over > self.config.refusals_to_disconnect {
+            *over = 0;
+            Refusal::Disconnect
+        } else {
+            Refusal::Quiet
+        }
     }
 
     /// Users muted since the last call.
@@ -284,8 +358,10 @@ impl RateLimiter {
         std::mem::take(&mut *self.newly_muted.lock())
     }
 
-    /// A typing event; limited ones are dropped (typing is never an error).
+    /// A typing event, started or stopped (both are relayed, so both
+    /// count); limited ones are dropped (typing is never an error).
     pub fn allow_typing(&self, user_id: &str) -> bool {
+        self.housekeeping();
         self.muted_for(user_id).is_none() && self.check(&self.typing, user_id).is_ok()
     }
 
@@ -362,6 +438,44 @@ mod tests {
             l.check_connection("u", "u:web").is_ok(),
             "another device of the same user"
         );
+    }
+
+    #[test]
+    fn sends_typing_and_receipts_have_budgets_of_their_own() {
+        let l = limiter(RateLimitConfig {
+            connection_messages_burst: 2,
+            typing_burst: 3,
+            receipts_burst: 2,
+            ..RateLimitConfig::default()
+        });
+        // A reader and a typist: none of it touches the send budget.
+        assert!((0..3).all(|_| l.allow_typing("u")));
+        assert!(!l.allow_typing("u"), "started or stopped, typing counts");
+        assert!(l.check_receipt("u:phone").is_ok() && l.check_receipt("u:phone").is_ok());
+        assert!(matches!(
+            l.check_receipt("u:phone"),
+            Err(Limited::RateLimited(_))
+        ));
+        assert!(l.check_connection("u", "u:phone").is_ok());
+        assert!(l.check_connection("u", "u:phone").is_ok());
+        assert!(l.check_connection("u", "u:phone").is_err());
+    }
+
+    #[test]
+    fn refusals_are_answered_then_dropped_then_the_connection_closed() {
+        let l = limiter(RateLimitConfig {
+            refusals_per_minute: 1,
+            refusals_burst: 3,
+            refusals_to_disconnect: 4,
+            ..RateLimitConfig::default()
+        });
+        let verdicts: Vec<Refusal> = (0..8).map(|_| l.refusal("bad:1")).collect();
+        use Refusal::*;
+        assert_eq!(
+            verdicts,
+            [Tell, Tell, Tell, Quiet, Quiet, Quiet, Quiet, Disconnect]
+        );
+        assert_eq!(l.refusal("good:1"), Tell, "per connection");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use chat_protocol::{
     Card, ClientEvent, DecodeError, ErrorBody, ErrorCode, MAX_CLIENT_MSG_ID_LEN, Message,
-    MessageType, ServerEvent, topics,
+    MessageType, ServerEvent, topics, valid_client_msg_id,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -28,7 +28,7 @@ use crate::moderation::{Moderation, ModerationConfig};
 use crate::notify::{Job, JobSink};
 use crate::outbound::{Outbound, Qos};
 use crate::presence::{LocalPresence, Presence};
-use crate::ratelimit::{Limited, RateLimitConfig, RateLimiter};
+use crate::ratelimit::{Limited, RateLimitConfig, RateLimiter, Refusal};
 use crate::store::{Appended, ChatStore, ReadMarked, StoreError};
 
 /// Limits on what clients may send (section `[limits]`).
@@ -110,17 +110,42 @@ pub enum OpenFrom {
     Order { order_id: String },
 }
 
-/// The `client_msg_id` of a payload that did not decode as a whole, so the
-/// sender can match the error to its outbox entry.
-fn client_msg_id_of(payload: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Loose {
-        client_msg_id: Option<String>,
+/// What the broker does with a connection after one of its publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterInbound {
+    Keep,
+    /// It keeps sending refused publishes: close it.
+    Disconnect,
+}
+
+/// Longest topic echoed back in an error event, and logged, in bytes: a
+/// refused topic may be 64 KiB of anything.
+const MAX_ECHOED_TOPIC: usize = 128;
+
+/// `text` cut to at most `max` bytes on a character boundary.
+pub fn truncated(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
     }
-    rmp_serde::from_slice::<Loose>(payload)
-        .ok()
-        .and_then(|l| l.client_msg_id)
-        .filter(|id| !id.is_empty() && id.len() <= MAX_CLIENT_MSG_ID_LEN)
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
+
+/// Whether `content` shows nothing: whitespace and invisible format
+/// characters only (zero-width spaces and joiners, word joiner, BOM, soft
+/// hyphen, variation selectors).
+fn shows_nothing(content: &str) -> bool {
+    content.chars().all(|c| {
+        c.is_whitespace()
+            || matches!(c,
+                '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+                | '\u{FFA0}' | '\u{E0000}'..='\u{E007F}')
+    })
 }
 
 pub struct ChatService {
@@ -344,7 +369,18 @@ impl ChatService {
     /// Handles a payload a participant published to `thread/<id>/in`. The
     /// caller has checked membership; every outcome, good or bad, is told
     /// to the sender on `user/<id>`.
-    pub async fn handle_inbound(&self, user_id: &str, thread_id: &str, payload: &[u8]) {
+    /// One publish to `thread/<id>/in`, already allowed by the broker's ACL.
+    /// `connection` is the MQTT client id it came on (`None` from a
+    /// persistence worker): sends, typing and receipts each spend their own
+    /// budget of it, and refusals beyond its refusal budget go unanswered,
+    /// then close it.
+    pub async fn handle_inbound(
+        &self,
+        user_id: &str,
+        connection: Option<&str>,
+        thread_id: &str,
+        payload: &[u8],
+    ) -> AfterInbound {
         let topic = topics::thread_inbound(thread_id);
         if payload.len() > self.limits.max_payload_bytes {
             tracing::info!(
@@ -353,29 +389,51 @@ impl ChatService {
                 size = payload.len(),
                 "inbound refused: too large"
             );
-            self.send_error(
-                user_id,
-                ErrorCode::TooLarge,
-                Some(topic),
-                client_msg_id_of(payload),
-            )
-            .await;
-            return;
+            let send = chat_protocol::send_reference(payload);
+            return self
+                .refuse(
+                    user_id,
+                    connection,
+                    thread_id,
+                    ErrorCode::TooLarge,
+                    send,
+                    None,
+                    None,
+                )
+                .await;
         }
         let event = match chat_protocol::decode_client(payload) {
             Ok(event) => event,
             Err(e) => {
-                tracing::info!(user_id, thread_id, error = %e, "inbound refused");
-                let reference = client_msg_id_of(payload).or(match &e {
+                tracing::info!(user_id, thread_id, error = ?e, "inbound refused");
+                let send = chat_protocol::send_reference(payload);
+                let reference = match &e {
                     DecodeError::UnknownEvent(name)
-                    | DecodeError::InvalidField { event: name, .. } => Some(name.clone()),
+                    | DecodeError::InvalidField { event: name, .. } => {
+                        Some(truncated(name, 32).to_owned())
+                    }
                     _ => None,
-                });
-                self.send_error(user_id, e.code(), Some(topic), reference)
+                };
+                return self
+                    .refuse(
+                        user_id,
+                        connection,
+                        thread_id,
+                        e.code(),
+                        send,
+                        reference,
+                        None,
+                    )
                     .await;
-                return;
             }
         };
+        if let Some(connection) = connection
+            && let Err(after) = self
+                .within_budget(user_id, connection, thread_id, &event)
+                .await
+        {
+            return after;
+        }
         match event {
             ClientEvent::SendMessage {
                 client_msg_id,
@@ -396,19 +454,14 @@ impl ChatService {
                     Err(e) => {
                         tracing::info!(user_id, thread_id, client_msg_id, error = %e, "send refused");
                         metrics.publish_refused(e.code().as_str());
-                        let lang = self.lang_of(user_id).await;
-                        let ack = ServerEvent::MessageSentAck {
+                        self.send_failed(
+                            user_id,
+                            thread_id,
                             client_msg_id,
-                            thread_id: thread_id.to_owned(),
-                            message_id: None,
-                            created_at: None,
-                            error: Some(ErrorBody {
-                                code: e.code(),
-                                message: error_text(e.code(), lang).to_owned(),
-                                retry_after_ms: e.retry_after_ms(),
-                            }),
-                        };
-                        self.emit_to_user(user_id, &ack).await;
+                            e.code(),
+                            e.retry_after_ms(),
+                        )
+                        .await;
                     }
                 }
                 metrics
@@ -424,6 +477,162 @@ impl ChatService {
             }
             ClientEvent::Typing { active } => self.typing(user_id, thread_id, active).await,
         }
+        AfterInbound::Keep
+    }
+
+    /// Spends `event`'s budget of `connection`: sends and read receipts
+    /// have one each (typing has the user's, in [`ChatService::typing`]).
+    /// Over it, the event is refused here: a send with its ack.
+    pub async fn within_budget(
+        &self,
+        user_id: &str,
+        connection: &str,
+        thread_id: &str,
+        event: &ClientEvent,
+    ) -> Result<(), AfterInbound> {
+        let (limited, send, reference) = match event {
+            ClientEvent::SendMessage { client_msg_id, .. } => {
+                match self.limiter.check_connection(user_id, connection) {
+                    Ok(()) => return Ok(()),
+                    Err(limited) => (limited, Some(client_msg_id.clone()), None),
+                }
+            }
+            ClientEvent::MarkRead { .. } => match self.limiter.check_receipt(connection) {
+                Ok(()) => return Ok(()),
+                Err(limited) => (limited, None, Some("mark_read".to_owned())),
+            },
+            ClientEvent::Typing { .. } => return Ok(()),
+        };
+        tracing::info!(
+            user_id,
+            connection,
+            ?limited,
+            "publish limited on its connection"
+        );
+        let code = match limited {
+            Limited::RateLimited(_) => ErrorCode::RateLimited,
+            Limited::Muted(_) => ErrorCode::Muted,
+        };
+        let retry = Some(limited.retry_after().as_millis() as u64);
+        Err(self
+            .refuse(
+                user_id,
+                Some(connection),
+                thread_id,
+                code,
+                send,
+                reference,
+                retry,
+            )
+            .await)
+    }
+
+    /// Refuses a publish of `user_id` into `thread_id` (or, with an empty
+    /// thread id, to a topic that is no thread's): a decodable send
+    /// (`send` = its `client_msg_id`) gets a failed `message_sent_ack` its
+    /// outbox can settle, anything else an `error` event. Within the
+    /// connection's refusal budget only; beyond it nothing is answered.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn refuse(
+        &self,
+        user_id: &str,
+        connection: Option<&str>,
+        thread_id: &str,
+        code: ErrorCode,
+        send: Option<String>,
+        reference: Option<String>,
+        retry_after_ms: Option<u64>,
+    ) -> AfterInbound {
+        let verdict = connection.map_or(Refusal::Tell, |c| self.limiter.refusal(c));
+        match verdict {
+            Refusal::Tell => {}
+            Refusal::Quiet => {
+                chat_ops::metrics().publish_refused(code.as_str());
+                return AfterInbound::Keep;
+            }
+            Refusal::Disconnect => {
+                chat_ops::metrics().publish_refused(code.as_str());
+                tracing::info!(
+                    user_id,
+                    connection,
+                    "disconnecting: too many refused publishes"
+                );
+                return AfterInbound::Disconnect;
+            }
+        }
+        match send {
+            Some(client_msg_id) => {
+                chat_ops::metrics().publish_refused(code.as_str());
+                self.send_failed(user_id, thread_id, client_msg_id, code, retry_after_ms)
+                    .await
+            }
+            None => {
+                let topic = if thread_id.is_empty() {
+                    None
+                } else {
+                    Some(topics::thread_inbound(thread_id))
+                };
+                self.send_error_retry(user_id, code, topic, reference, retry_after_ms)
+                    .await
+            }
+        }
+        AfterInbound::Keep
+    }
+
+    /// A publish to a topic no user may publish to, or a thread the user
+    /// is not in: an `error` naming the topic (cut to 128 bytes), within
+    /// the connection's refusal budget.
+    pub async fn refuse_topic(
+        &self,
+        user_id: &str,
+        connection: &str,
+        topic: &str,
+        code: ErrorCode,
+    ) -> AfterInbound {
+        match self.limiter.refusal(connection) {
+            Refusal::Tell => {
+                let topic = truncated(topic, MAX_ECHOED_TOPIC).to_owned();
+                self.send_error(user_id, code, Some(topic), None).await;
+                AfterInbound::Keep
+            }
+            Refusal::Quiet => {
+                chat_ops::metrics().publish_refused(code.as_str());
+                AfterInbound::Keep
+            }
+            Refusal::Disconnect => {
+                chat_ops::metrics().publish_refused(code.as_str());
+                tracing::info!(
+                    user_id,
+                    connection,
+                    "disconnecting: too many refused publishes"
+                );
+                AfterInbound::Disconnect
+            }
+        }
+    }
+
+    /// The failed `message_sent_ack` of a send: nothing was stored.
+    async fn send_failed(
+        &self,
+        user_id: &str,
+        thread_id: &str,
+        client_msg_id: String,
+        code: ErrorCode,
+        retry_after_ms: Option<u64>,
+    ) {
+        let lang = self.lang_of(user_id).await;
+        let ack = ServerEvent::MessageSentAck {
+            client_msg_id,
+            thread_id: thread_id.to_owned(),
+            message_id: None,
+            created_at: None,
+            error: Some(ErrorBody {
+                code,
+                message: error_text(code, lang).to_owned(),
+                retry_after_ms,
+            }),
+        };
+        self.emit_to_user(user_id, &ack).await;
     }
 
     /// Tells a user that something they published was refused.
@@ -470,10 +679,12 @@ impl ChatService {
         kind: MessageType,
         content: String,
     ) -> Result<Appended, ServiceError> {
-        if client_msg_id.is_empty() || client_msg_id.len() > MAX_CLIENT_MSG_ID_LEN {
+        if !valid_client_msg_id(client_msg_id) {
             return Err(ServiceError::invalid(
                 ErrorCode::InvalidField,
-                "client_msg_id must be 1 to 64 bytes",
+                format!(
+                    "client_msg_id must be 1 to {MAX_CLIENT_MSG_ID_LEN} of A-Z a-z 0-9 - _ . :"
+                ),
             ));
         }
         match kind {
@@ -494,7 +705,7 @@ impl ChatService {
                 ));
             }
         }
-        if content.trim().is_empty() {
+        if shows_nothing(&content) {
             return Err(ServiceError::invalid(
                 ErrorCode::InvalidField,
                 "empty message",
@@ -820,7 +1031,7 @@ impl ChatService {
 
     /// Relays a typing indicator to the thread, throttled, never stored.
     pub async fn typing(&self, user_id: &str, thread_id: &str, active: bool) {
-        if active && !self.limiter.allow_typing(user_id) {
+        if !self.limiter.allow_typing(user_id) {
             return;
         }
         if active {
