@@ -354,6 +354,8 @@ impl Target {
                 .env("CHAT_RATE_LIMITS__NEW_THREADS_PER_HOUR", "100000000")
                 .env("CHAT_RATE_LIMITS__REST_PER_MINUTE", "100000000")
                 .env("CHAT_RATE_LIMITS__REST_BURST", "10000000")
+                // Thousands of clients connect from 127.0.0.1.
+                .env("CHAT_RATE_LIMITS__CONNECTS_PER_MINUTE_PER_IP", "0")
                 .envs(env.iter().map(|(k, v)| (k, v)))
                 .stdout(Stdio::from(log.try_clone()?))
                 .stderr(Stdio::from(log))

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_core::auth::{Role, TokenVerifier, client_id_belongs_to, user_of_client_id};
+use chat_core::ratelimit::Refusal;
 use chat_core::service::{AfterInbound, ChatService};
 use chat_protocol::ErrorCode;
 use chat_protocol::topics::{self, Topic};
@@ -124,22 +125,34 @@ impl ChatHooks {
             metrics.connect_refused("draining");
             return AuthResult::NotAuthorized;
         }
+        // Refusals are logged and audited a few a minute per address; a
+        // flood of them is counted in metrics only.
+        let record = || {
+            self.service
+                .rate_limiter()
+                .record_refused_connect(addr.map(|a| a.ip()))
+        };
         if let Some(addr) = addr
             && !self.service.rate_limiter().allow_connect(addr.ip())
         {
-            tracing::info!(
-                client_id,
-                ?addr,
-                "connect refused: too many attempts from this address"
-            );
+            if record() {
+                tracing::info!(
+                    client_id,
+                    ?addr,
+                    "connect refused: too many attempts from this address"
+                );
+            }
             metrics.connect_refused("rate_limited");
             return AuthResult::NotAuthorized;
         }
         let claims = match self.verifier.verify(&token) {
             Ok(claims) => claims,
             Err(e) => {
-                tracing::info!(client_id, ?addr, reason = %e, "connect refused: bad token");
                 metrics.connect_refused("bad_token");
+                if !record() {
+                    return AuthResult::BadUsernameOrPassword;
+                }
+                tracing::info!(client_id, ?addr, reason = %e, "connect refused: bad token");
                 let service = self.service.clone();
                 let actor = match addr {
                     Some(addr) => format!("ip:{}", addr.ip()),
@@ -163,22 +176,24 @@ impl ChatHooks {
         // a forged event on another user's topic. Presence comes from the
         // connect/disconnect hooks instead; wills are refused outright.
         if info.last_will().is_some() {
-            tracing::info!(client_id, user_id = %claims.sub, ?addr, "connect refused: will messages are not supported");
+            record().then(|| tracing::info!(client_id, user_id = %claims.sub, ?addr, "connect refused: will messages are not supported"));
             metrics.connect_refused("not_allowed");
             return AuthResult::NotAuthorized;
         }
         if !client_id_belongs_to(&client_id, &claims.sub) {
-            tracing::info!(client_id, user_id = %claims.sub, ?addr, "connect refused: client id of another user");
+            record().then(|| tracing::info!(client_id, user_id = %claims.sub, ?addr, "connect refused: client id of another user"));
             metrics.connect_refused("not_allowed");
             return AuthResult::NotAuthorized;
         }
         if claims.role == Role::Loadtest {
             if !self.allow_loadtest {
-                tracing::info!(
-                    client_id,
-                    ?addr,
-                    "connect refused: loadtest role is disabled"
-                );
+                if record() {
+                    tracing::info!(
+                        client_id,
+                        ?addr,
+                        "connect refused: loadtest role is disabled"
+                    );
+                }
                 metrics.connect_refused("not_allowed");
                 return AuthResult::NotAuthorized;
             }
@@ -238,8 +253,6 @@ impl ChatHooks {
         topic: &str,
         code: ErrorCode,
     ) -> AfterInbound {
-        let shown = chat_core::service::truncated(topic, 128);
-        tracing::info!(user_id, topic = ?shown, code = code.as_str(), "publish refused");
         self.service
             .refuse_topic(user_id, client_id, topic, code)
             .await
@@ -337,7 +350,18 @@ impl Handler for ChatHooks {
                 let result = if allowed {
                     SubscribeAclResult::new_success(subscribe.opts.qos(), None)
                 } else {
-                    tracing::info!(user_id, filter, "subscribe refused");
+                    // Counted like refused publishes: a flood of them is
+                    // not logged, then closes the connection.
+                    match self.service.rate_limiter().refusal(&session.id.client_id) {
+                        Refusal::Tell => {
+                            let shown = chat_core::service::truncated(&filter, 128);
+                            tracing::info!(user_id, filter = ?shown, "subscribe refused");
+                        }
+                        Refusal::Quiet => {}
+                        Refusal::Disconnect => {
+                            self.disconnect(session, DisconnectReasonCode::MessageRateTooHigh)
+                        }
+                    }
                     SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized)
                 };
                 (false, Some(HookResult::SubscribeAclResult(result)))

@@ -59,7 +59,16 @@ pub struct BrokerConfig {
     /// Accept `loadtest` tokens: plain pub/sub under `bench/`, for generic
     /// MQTT benchmark tools. Off by default.
     pub allow_loadtest: bool,
+    /// Longest session expiry a client may ask for (MQTT 5 Session Expiry
+    /// Interval; "never" is cut to this): an offline session holds up to
+    /// `max_mqueue_len` messages until it expires.
+    pub max_session_expiry_secs: u64,
 }
+
+/// Longest client id accepted (`<user id>[:<device>]`); longer ones are
+/// refused with "identifier rejected" before authentication, so no log line
+/// or audit row ever carries more than this of it.
+pub const MAX_CLIENT_ID_LEN: usize = 128;
 
 impl Default for BrokerConfig {
     fn default() -> Self {
@@ -72,6 +81,7 @@ impl Default for BrokerConfig {
             max_inflight: 32,
             busy_check: false,
             allow_loadtest: false,
+            max_session_expiry_secs: 2 * 86_400,
         }
     }
 }
@@ -148,6 +158,10 @@ impl Broker {
                 .max_connections(self.config.max_connections)
                 .max_mqueue_len(self.config.max_mqueue_len)
                 .max_inflight(NonZeroU16::new(self.config.max_inflight.max(1)).expect("max(1)"))
+                .max_clientid_len(MAX_CLIENT_ID_LEN)
+                .max_session_expiry_interval(std::time::Duration::from_secs(
+                    self.config.max_session_expiry_secs.max(1),
+                ))
                 .bind()
         };
         let tcp = listener("tcp", self.config.tcp_addr)?.tcp()?;

@@ -2,6 +2,7 @@
 //! Compiled as an integration test of the `chatd` package so that cargo
 //! builds the binary first and tells us where it is.
 
+mod abuse;
 mod attachments;
 mod bad_input;
 mod chat_flow;

@@ -299,6 +299,22 @@ impl Server {
         std::fs::read_to_string(self.dir.join("chatd.log")).unwrap_or_default()
     }
 
+    /// Bytes of log written so far.
+    pub fn log_bytes(&self) -> u64 {
+        std::fs::metadata(self.dir.join("chatd.log")).map_or(0, |m| m.len())
+    }
+
+    /// Resident memory of the chatd process, in KiB (`VmRSS`).
+    pub fn rss_kb(&self) -> u64 {
+        let pid = self.child.as_ref().expect("chatd is running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.http_port)
     }

@@ -50,6 +50,10 @@ pub struct RateLimitConfig {
     /// MQTT connection attempts per IP address.
     pub connects_per_minute_per_ip: u32,
     pub connects_burst: u32,
+    /// Addresses exempt from the per-IP connection limit: a reverse proxy
+    /// on this machine, say, whose clients all share its address. Empty by
+    /// default: loopback is limited like anyone.
+    pub connect_exempt_ips: Vec<IpAddr>,
     /// REST requests per caller (token subject, else IP address).
     pub rest_per_minute: u32,
     pub rest_burst: u32,
@@ -78,6 +82,7 @@ impl Default for RateLimitConfig {
             duplicate_window_secs: 600,
             connects_per_minute_per_ip: 120,
             connects_burst: 60,
+            connect_exempt_ips: Vec::new(),
             rest_per_minute: 600,
             rest_burst: 100,
             strikes_to_mute: 20,
@@ -86,6 +91,10 @@ impl Default for RateLimitConfig {
         }
     }
 }
+
+/// Refused connection attempts per IP and minute that get a log line and
+/// an audit row.
+const REFUSED_CONNECTS_RECORDED_PER_MINUTE: u32 = 10;
 
 /// What becomes of a refused publish on one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +150,8 @@ pub struct RateLimiter {
     quiet_refusals: Mutex<HashMap<String, u32>>,
     threads: DefaultKeyedRateLimiter<String>,
     connects: DefaultKeyedRateLimiter<IpAddr>,
+    /// Refused connection attempts logged and audited per IP.
+    refused_connects: DefaultKeyedRateLimiter<IpAddr>,
     rest: DefaultKeyedRateLimiter<String>,
     floods: Mutex<HashMap<(String, u64), Flood>>,
     strikes: Mutex<HashMap<String, VecDeque<Instant>>>,
@@ -190,6 +201,11 @@ impl RateLimiter {
                 config.connects_burst,
                 minute,
             )),
+            refused_connects: DefaultKeyedRateLimiter::keyed(quota(
+                REFUSED_CONNECTS_RECORDED_PER_MINUTE,
+                REFUSED_CONNECTS_RECORDED_PER_MINUTE,
+                minute,
+            )),
             rest: DefaultKeyedRateLimiter::keyed(quota(
                 config.rest_per_minute,
                 config.rest_burst,
@@ -226,6 +242,7 @@ impl RateLimiter {
             limiter.shrink_to_fit();
         }
         self.connects.retain_recent();
+        self.refused_connects.retain_recent();
         self.quiet_refusals.lock().clear();
         let now = Instant::now();
         let window = Duration::from_secs(self.config.duplicate_window_secs);
@@ -374,15 +391,24 @@ impl RateLimiter {
             .map_err(|wait| self.strike(user_id, wait))
     }
 
-    /// An MQTT connection attempt from `ip`. Loopback is not limited (a
-    /// local proxy, tests, benchmarks); 0 per minute turns the limit off
-    /// (behind a load balancer that hides client addresses).
+    /// An MQTT connection attempt from `ip`. Addresses in
+    /// `connect_exempt_ips` are not limited; 0 per minute turns the limit
+    /// off (behind a load balancer that hides client addresses).
     pub fn allow_connect(&self, ip: IpAddr) -> bool {
-        if ip.is_loopback() || self.config.connects_per_minute_per_ip == 0 {
+        if self.config.connects_per_minute_per_ip == 0
+            || self.config.connect_exempt_ips.contains(&ip)
+        {
             return true;
         }
         self.housekeeping();
         self.connects.check_key(&ip).is_ok()
+    }
+
+    /// Whether a refused connection attempt from `ip` is still logged and
+    /// audited: a few a minute per address, counted in metrics beyond.
+    pub fn record_refused_connect(&self, ip: Option<IpAddr>) -> bool {
+        let ip = ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        self.refused_connects.check_key(&ip).is_ok()
     }
 
     /// A REST request by `caller` (token subject or IP address).
@@ -539,9 +565,16 @@ mod tests {
         assert!(!l.allow_connect(a));
         assert!(l.allow_connect(b));
         let local: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(l.allow_connect(local) && l.allow_connect(local));
+        assert!(!l.allow_connect(local), "loopback is limited like anyone");
+        let proxied = limiter(RateLimitConfig {
+            connects_burst: 2,
+            connect_exempt_ips: vec![local],
+            ..RateLimitConfig::default()
+        });
         assert!(
-            (0..100).all(|_| l.allow_connect(local)),
-            "loopback is not limited"
+            (0..100).all(|_| proxied.allow_connect(local)),
+            "an exempt proxy is not limited"
         );
     }
 }

@@ -383,11 +383,11 @@ impl ChatService {
     ) -> AfterInbound {
         let topic = topics::thread_inbound(thread_id);
         if payload.len() > self.limits.max_payload_bytes {
-            tracing::info!(
+            tracing::debug!(
                 user_id,
                 thread_id,
                 size = payload.len(),
-                "inbound refused: too large"
+                "inbound too large"
             );
             let send = chat_protocol::send_reference(payload);
             return self
@@ -405,7 +405,8 @@ impl ChatService {
         let event = match chat_protocol::decode_client(payload) {
             Ok(event) => event,
             Err(e) => {
-                tracing::info!(user_id, thread_id, error = ?e, "inbound refused");
+                // Its detail may quote the payload: not at info.
+                tracing::debug!(user_id, thread_id, error = ?e, "inbound does not decode");
                 let send = chat_protocol::send_reference(payload);
                 let reference = match &e {
                     DecodeError::UnknownEvent(name)
@@ -545,7 +546,15 @@ impl ChatService {
     ) -> AfterInbound {
         let verdict = connection.map_or(Refusal::Tell, |c| self.limiter.refusal(c));
         match verdict {
-            Refusal::Tell => {}
+            Refusal::Tell => {
+                tracing::info!(
+                    user_id,
+                    connection,
+                    thread_id,
+                    code = code.as_str(),
+                    "publish refused"
+                );
+            }
             Refusal::Quiet => {
                 chat_ops::metrics().publish_refused(code.as_str());
                 return AfterInbound::Keep;
@@ -592,6 +601,7 @@ impl ChatService {
         match self.limiter.refusal(connection) {
             Refusal::Tell => {
                 let topic = truncated(topic, MAX_ECHOED_TOPIC).to_owned();
+                tracing::info!(user_id, connection, topic = ?topic, code = code.as_str(), "publish refused");
                 self.send_error(user_id, code, Some(topic), None).await;
                 AfterInbound::Keep
             }

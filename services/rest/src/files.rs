@@ -76,13 +76,16 @@ fn refused(status: StatusCode, why: &'static str) -> Response {
     (status, why).into_response()
 }
 
-/// `PUT /files/<key>`: the local backend's upload URL.
+/// `PUT /files/<key>`: the local backend's upload URL. The signature and
+/// the declared length are checked before a byte of the body is read, so an
+/// unsigned or oversized upload costs the server nothing; a signed one is
+/// read up to its signed length and no further.
 pub async fn upload(
     State(state): State<AppState>,
     Path(key): Path<String>,
     Query(signed): Query<Signed>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Some(storage) = &state.local_files else {
         return refused(StatusCode::NOT_FOUND, "not found");
@@ -111,12 +114,18 @@ pub async fn upload(
     if !local.verify(&parts, signed.exp, &signed.sig) {
         return refused(StatusCode::FORBIDDEN, "signature does not match or expired");
     }
-    if body.len().to_string() != declared {
-        return refused(
-            StatusCode::BAD_REQUEST,
-            "body size differs from content-length",
-        );
-    }
+    let Ok(length) = declared.parse::<usize>() else {
+        return refused(StatusCode::LENGTH_REQUIRED, "content-length required");
+    };
+    let body: Bytes = match axum::body::to_bytes(body, length).await {
+        Ok(bytes) if bytes.len() == length => bytes,
+        _ => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                "body size differs from content-length",
+            );
+        }
+    };
     match storage.put(&key, body.to_vec(), &content_type).await {
         Ok(()) => StatusCode::OK.into_response(),
         Err(e) => {

@@ -101,11 +101,9 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/threads/{id}/uploads", post(files::create_upload))
         .route(
             "/files/{*key}",
-            get(files::download)
-                .put(files::upload)
-                // Uploads up to the configured image size (checked again
-                // against the signed content-length).
-                .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024)),
+            // The upload reads its body itself, after the signature and
+            // only up to the signed content-length.
+            get(files::download).put(files::upload),
         )
         .route("/admin/moderation/preview", post(moderation::preview))
         .route("/admin/moderation/queue", get(moderation::queue))

@@ -1,0 +1,193 @@
+//! What a hostile client costs the server, measured on the running process:
+//! resident memory and log bytes while it floods refused publishes, refused
+//! subscriptions and bad CONNECTs, and while it PUTs huge unsigned uploads.
+//! Bounds, not timings: each figure is a budget the server must stay in.
+
+use std::time::{Duration, Instant};
+
+use chat_e2e::{Client, Connect, Server, Via};
+use chat_protocol::topics;
+
+use crate::CHATD;
+
+/// Samples the server's RSS every 10 ms while `work` runs: the peak, KiB.
+async fn peak_rss_during<F: std::future::Future<Output = ()>>(server: &Server, work: F) -> u64 {
+    let mut work = std::pin::pin!(work);
+    let mut peak = server.rss_kb();
+    loop {
+        tokio::select! {
+            () = &mut work => return peak.max(server.rss_kb()),
+            () = tokio::time::sleep(Duration::from_millis(10)) => {
+                peak = peak.max(server.rss_kb());
+            }
+        }
+    }
+}
+
+/// Four concurrent 60 MB PUTs with a forged signature: refused before the
+/// body is read, so they cost the server next to nothing (they once took it
+/// from 97 to 336 MB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_unsigned_60_mb_uploads_do_not_raise_memory() {
+    let server = Server::start(CHATD).await;
+    let thread = server.thread_between("upb", "ups").await;
+    let token = server.token("upb", "buyer");
+    let (status, slot) = server
+        .request(
+            "POST",
+            &format!("/chat/threads/{thread}/uploads"),
+            &token,
+            Some(serde_json::json!({"contentType": "image/jpeg", "size": 60_000_000})),
+        )
+        .await;
+    // The slot may be refused for its size; the forged URL is what counts.
+    let url = if status == 201 {
+        let url = slot["url"].as_str().unwrap().to_owned();
+        let (base, _) = url.split_once("sig=").unwrap();
+        format!("{base}sig=0000000000000000")
+    } else {
+        server.url("/files/uploads/forged?exp=9999999999&sig=00")
+    };
+    let before = server.rss_kb();
+    let body = vec![0x42u8; 60_000_000];
+    let http = reqwest::Client::new();
+    let puts = async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let (http, url, body) = (http.clone(), url.clone(), body.clone());
+            tasks.spawn(async move {
+                http.put(url)
+                    .header("content-type", "image/jpeg")
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            });
+        }
+        while let Some(result) = tasks.join_next().await {
+            // 403 at once, or the socket closed under the unread body.
+            match result.unwrap() {
+                Ok(status) => assert_eq!(status, 403),
+                Err(e) => eprintln!("upload cut off: {e}"),
+            }
+        }
+    };
+    let peak = peak_rss_during(&server, puts).await;
+    let grew = peak.saturating_sub(before);
+    eprintln!("rss before {before} KiB, peak {peak} KiB: +{grew} KiB for 4 × 60 MB unsigned PUTs");
+    assert!(grew < 10 * 1024, "RSS grew by {grew} KiB");
+}
+
+/// One account floods for 30 s: garbage and forbidden publishes (with
+/// 60 KB topics), refused subscriptions, reconnects of a persistent session
+/// that asks to be kept forever, and bad CONNECTs (forged tokens, 60 KB
+/// client ids). The server answers a bounded number of refusals, closes the
+/// connection, logs a few lines a minute, and holds on to little memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_30_second_flood_of_refusals_stays_within_memory_and_log_budgets() {
+    // No per-address connection limit (as behind a balancer that hides
+    // client addresses): the bounds must hold without it.
+    let server = Server::start_with(
+        CHATD,
+        &[("CHAT_RATE_LIMITS__CONNECTS_PER_MINUTE_PER_IP", "0")],
+    )
+    .await;
+    let thread = server.thread_between("victimb", "victims").await;
+    let inbound = topics::thread_inbound(&thread);
+    let token = server.token("abuser", "buyer");
+    let huge_topic = format!("thread/{}/in", "x".repeat(60_000));
+    let huge_filter = format!("user/{}", "y".repeat(60_000));
+    // Warm up: one ordinary session, so the baseline holds what any
+    // connected server holds.
+    {
+        let mut c = Client::connect(&server, "abuser", "buyer", Via::Tcp).await;
+        assert!(c.subscribe(&topics::user("abuser")).await);
+        c.disconnect().await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss_before, log_before) = (server.rss_kb(), server.log_bytes());
+
+    let until = Instant::now() + Duration::from_secs(30);
+    let publisher = async {
+        let (mut publishes, mut sessions) = (0u64, 0u64);
+        while Instant::now() < until {
+            let mut opts = chat_e2e::options(&server, "abuser", "abuser", &token, Via::Tcp);
+            opts.set_clean_session(false);
+            let Connect::Accepted(client) = Client::try_connect(opts, "abuser").await else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            sessions += 1;
+            let _ = client
+                .mqtt
+                .subscribe(huge_filter.as_str(), rumqttc::QoS::AtLeastOnce)
+                .await;
+            // Fire and forget until the server closes the connection (the
+            // request queue fills when it stops reading).
+            for i in 0..400u64 {
+                let topic = if i.is_multiple_of(2) {
+                    &inbound
+                } else {
+                    &huge_topic
+                };
+                let payload = if i.is_multiple_of(3) {
+                    vec![0xc1; 2000]
+                } else {
+                    vec![0x91; 900]
+                };
+                let sent = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    client
+                        .mqtt
+                        .publish(topic.as_str(), rumqttc::QoS::AtLeastOnce, false, payload),
+                )
+                .await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    break;
+                }
+                publishes += 1;
+            }
+            // Leave the session offline (its answers queue there).
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            client.disconnect().await;
+        }
+        (publishes, sessions)
+    };
+    let connector = async {
+        let mut attempts = 0u64;
+        while Instant::now() < until {
+            let long_id = "z".repeat(60_000);
+            let (id, password) = if attempts.is_multiple_of(2) {
+                (
+                    "abuser:x",
+                    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZG1pbiJ9.forged",
+                )
+            } else {
+                (long_id.as_str(), token.as_str())
+            };
+            let mut opts = chat_e2e::options(&server, id, "abuser", password, Via::Tcp);
+            opts.set_keep_alive(Duration::from_secs(5));
+            if let Connect::Accepted(_) = Client::try_connect(opts, "abuser").await {
+                panic!("a bad CONNECT was accepted");
+            }
+            attempts += 1;
+        }
+        attempts
+    };
+    let ((publishes, sessions), attempts) = tokio::join!(publisher, connector);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss_after, log_after) = (server.rss_kb(), server.log_bytes());
+    let rss_grew = rss_after.saturating_sub(rss_before);
+    let log_grew = log_after.saturating_sub(log_before);
+    eprintln!(
+        "30 s flood: {publishes} refused publishes in {sessions} sessions, {attempts} bad CONNECTs; \
+         RSS {rss_before} → {rss_after} KiB (+{rss_grew}), log +{log_grew} bytes"
+    );
+    assert!(publishes > 100, "the flood flowed: {publishes}");
+    assert!(attempts > 20, "bad CONNECTs were tried: {attempts}");
+    assert!(rss_grew < 20 * 1024, "RSS grew by {rss_grew} KiB");
+    assert!(log_grew < 1024 * 1024, "log grew by {log_grew} bytes");
+    // And the server still serves others.
+    let mut ok = Client::connect(&server, "victimb", "buyer", Via::Tcp).await;
+    assert!(ok.subscribe(&topics::user("victimb")).await);
+}
