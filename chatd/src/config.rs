@@ -301,6 +301,33 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API, not ours
+    fn connect_exemptions_from_env() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None).expect("loads");
+            assert!(
+                config.rate_limits.connect_exempt_ips.is_empty(),
+                "none by default"
+            );
+            jail.set_env(
+                "CHAT_RATE_LIMITS__CONNECT_EXEMPT_IPS",
+                r#"["127.0.0.1","::1"]"#,
+            );
+            jail.set_env("CHAT_MQTT__MAX_SESSION_EXPIRY_SECS", "3600");
+            let config = Config::load(None).expect("loads");
+            assert_eq!(
+                config.rate_limits.connect_exempt_ips,
+                [
+                    "127.0.0.1".parse::<std::net::IpAddr>().unwrap(),
+                    "::1".parse().unwrap()
+                ]
+            );
+            assert_eq!(config.mqtt.max_session_expiry_secs, 3600);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn dev_secret_is_created_once() {
         let dir = tempfile::tempdir().unwrap();
         let config = Config {

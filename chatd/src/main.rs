@@ -215,6 +215,7 @@ pub(crate) fn open_attachments(
             &config.attachments,
             &config.data_dir,
             secret.as_bytes(),
+            config.http_addr,
         )
         .context("setting up attachment storage")?,
     ))

@@ -18,8 +18,9 @@ pub struct AttachmentsConfig {
     /// For `local`: the directory (default `<data_dir>/attachments`).
     pub local_dir: Option<std::path::PathBuf>,
     /// For `local`: where clients reach this server's REST facade, which
-    /// serves the signed upload and download URLs.
-    pub public_base_url: String,
+    /// serves the signed upload and download URLs. Unset: `http_addr`'s port
+    /// on `localhost` (or its address when it names one).
+    pub public_base_url: Option<String>,
     pub s3: S3Config,
     /// How long an upload URL is valid.
     pub upload_ttl_secs: u64,
@@ -41,7 +42,7 @@ impl Default for AttachmentsConfig {
         AttachmentsConfig {
             backend: Backend::Local,
             local_dir: None,
-            public_base_url: "http://localhost:8080".into(),
+            public_base_url: None,
             s3: S3Config::default(),
             upload_ttl_secs: 600,
             download_ttl_secs: 3600,
@@ -52,6 +53,17 @@ impl Default for AttachmentsConfig {
             max_pixels: limits.max_pixels,
             thumb_side: limits.thumb_side,
         }
+    }
+}
+
+/// Where clients reach a REST facade listening on `http_addr`, when no
+/// `public_base_url` is configured.
+pub fn default_base_url(http_addr: std::net::SocketAddr) -> String {
+    let ip = http_addr.ip();
+    if ip.is_unspecified() || ip.is_loopback() {
+        format!("http://localhost:{}", http_addr.port())
+    } else {
+        format!("http://{http_addr}")
     }
 }
 
@@ -74,6 +86,7 @@ impl ImageAttachments {
         config: &AttachmentsConfig,
         data_dir: &std::path::Path,
         secret: &[u8],
+        http_addr: std::net::SocketAddr,
     ) -> Result<ImageAttachments, StorageError> {
         let storage = match config.backend {
             Backend::Local => Storage::local(
@@ -82,7 +95,10 @@ impl ImageAttachments {
                     .clone()
                     .unwrap_or_else(|| data_dir.join("attachments")),
                 secret,
-                &config.public_base_url,
+                &config
+                    .public_base_url
+                    .clone()
+                    .unwrap_or_else(|| default_base_url(http_addr)),
             ),
             Backend::S3 => Storage::s3(&config.s3)?,
         };
@@ -197,5 +213,20 @@ impl Attachments for ImageAttachments {
 
     async fn delete(&self, key: &str) -> Result<(), AttachmentError> {
         self.storage.delete(key).await.map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_base_url;
+
+    #[test]
+    fn the_default_base_url_follows_http_addr() {
+        let url = |a: &str| default_base_url(a.parse().unwrap());
+        assert_eq!(url("0.0.0.0:8080"), "http://localhost:8080");
+        assert_eq!(url("0.0.0.0:9000"), "http://localhost:9000");
+        assert_eq!(url("127.0.0.1:18080"), "http://localhost:18080");
+        assert_eq!(url("10.1.2.3:8081"), "http://10.1.2.3:8081");
+        assert_eq!(url("[2001:db8::1]:8080"), "http://[2001:db8::1]:8080");
     }
 }

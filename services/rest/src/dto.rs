@@ -92,6 +92,7 @@ pub struct ThreadPage {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ThreadsQuery {
     pub cursor: Option<String>,
     /// 1 to 100, default 30.
@@ -242,6 +243,7 @@ impl From<ReadMarker> for ReadMarkerView {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MessagesQuery {
     /// Messages strictly older than this message id (newest page if absent).
     pub before: Option<String>,
@@ -353,6 +355,7 @@ pub struct NotificationLog {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct NotificationQuery {
     pub user: String,
     pub limit: Option<usize>,

@@ -147,6 +147,7 @@ pub struct QueuePage {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QueueQuery {
     pub after: Option<String>,
     pub limit: Option<usize>,
@@ -431,6 +432,7 @@ pub struct AuditPage {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     pub actor: Option<String>,
     pub before: Option<String>,
