@@ -45,6 +45,10 @@ trap 'for c in "${cleanup[@]}"; do $c || true; done' EXIT
 scripts/cassandra.sh start
 S3_BUCKETS="chat-test" scripts/s3.sh start
 
+# Python tools from PyPI the tests drive (OpenAPI validator, schemathesis),
+# pinned, in a virtualenv of their own.
+scripts/python-tools.sh
+
 # The web packages' dependencies, from the lock file (the Rust end-to-end
 # tests also run the SDK and the browser tests against the real server),
 # and the check that the committed demo bundle (web/dist, which chatd

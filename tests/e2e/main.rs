@@ -16,6 +16,7 @@ mod jetstream;
 mod limits;
 mod moderation;
 mod notify;
+mod openapi;
 mod ops;
 mod push;
 mod scylla;

@@ -58,7 +58,7 @@ pub struct AppState {
         moderation::ReportCreated, moderation::AuditView, moderation::AuditPage, ops::ReadyView,
         files::UploadRequest, files::UploadCreated
     )),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &CommonErrors)
 )]
 pub struct ApiDoc;
 
@@ -77,6 +77,73 @@ impl utoipa::Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Every error a route can answer, on every operation that lacks it: the
+/// OpenAPI document must list each status a client can see (generated
+/// clients fail on an undocumented one; schemathesis checks it in the test
+/// command). Bodies are the one error envelope.
+struct CommonErrors;
+
+impl utoipa::Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        const ERRORS: [(&str, &str); 7] = [
+            (
+                "400",
+                "The request is malformed: body, query or path parameter",
+            ),
+            ("401", "No token, or a token that is invalid or expired"),
+            ("403", "The caller's role or membership does not allow this"),
+            (
+                "404",
+                "The thread, message, record or device does not exist",
+            ),
+            ("413", "The body is larger than accepted"),
+            (
+                "429",
+                "Too many requests: retry after `Retry-After` seconds",
+            ),
+            ("503", "The store is unavailable: retry later"),
+        ];
+        // Operations every caller may use without a token.
+        const OPEN: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if OPEN.contains(&path.as_str()) {
+                continue;
+            }
+            let has_id = path.contains('{');
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for (code, why) in ERRORS {
+                    if code == "404" && !has_id && operation.request_body.is_none() {
+                        continue;
+                    }
+                    operation
+                        .responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| {
+                            ResponseBuilder::new()
+                                .description(why)
+                                .content(
+                                    "application/json",
+                                    ContentBuilder::new()
+                                        .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                                        .build(),
+                                )
+                                .into()
+                        });
+                }
+            }
+        }
     }
 }
 
