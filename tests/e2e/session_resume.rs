@@ -130,3 +130,70 @@ async fn a_resumed_session_gets_unacked_messages_again_in_order_then_the_queued_
     .await;
     assert!(nothing.is_err(), "nothing owed any more");
 }
+
+/// QoS 0 events are for the moment: a persistent session that was offline
+/// gets the messages it missed (QoS 1), not the `thread_updated` and
+/// `typing` of that time (five stale inbox refreshes and a typing
+/// indicator were replayed before; `vendor/rmqtt/PATCHED.md` §5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_session_gets_the_missed_messages_not_stale_qos0_events() {
+    let server = Server::start(CHATD).await;
+    let thread = server.thread_between("qb", "qs").await;
+    let token = server.token("qb", "buyer");
+    let phone = || {
+        let mut opts = options(&server, "qb:phone", "qb", &token, Via::Tcp);
+        opts.set_clean_session(false);
+        opts
+    };
+    let connect = |opts| async move {
+        match Client::try_connect(opts, "qb").await {
+            chat_e2e::Connect::Accepted(c) => c,
+            chat_e2e::Connect::Refused(why) => panic!("{why}"),
+        }
+    };
+    let mut buyer = connect(phone()).await;
+    assert!(buyer.subscribe(&topics::user("qb")).await);
+    assert!(buyer.subscribe(&topics::thread(&thread)).await);
+    buyer.disconnect().await;
+
+    let mut seller = Client::connect(&server, "qs", "seller", Via::Tcp).await;
+    assert!(seller.subscribe(&topics::user("qs")).await);
+    let inbound = topics::thread_inbound(&thread);
+    let typing = chat_protocol::encode(&chat_protocol::ClientEvent::Typing { active: true });
+    seller.publish(&inbound, typing).await;
+    for i in 0..5 {
+        seller
+            .send_text(&thread, &format!("q{i}"), &format!("tin {i}"))
+            .await
+            .unwrap();
+    }
+
+    let mut buyer = connect(phone()).await;
+    let replayed = buyer.drain(Duration::from_secs(2)).await;
+    let news = replayed
+        .iter()
+        .filter(|(_, e)| matches!(e, ServerEvent::MessageNew { .. }))
+        .count();
+    let stale: Vec<&ServerEvent> = replayed
+        .iter()
+        .map(|(_, e)| e)
+        .filter(|e| {
+            matches!(
+                e,
+                ServerEvent::ThreadUpdated { .. } | ServerEvent::Typing { .. }
+            )
+        })
+        .collect();
+    assert_eq!(news, 5, "the missed messages: {replayed:?}");
+    assert!(stale.is_empty(), "stale QoS 0 events replayed: {stale:?}");
+    // Live QoS 0 events still arrive once connected.
+    seller
+        .send_text(&thread, "q5", "còn đó không?")
+        .await
+        .unwrap();
+    buyer
+        .expect("a live thread_updated", |_, e| {
+            matches!(e, ServerEvent::ThreadUpdated { .. }).then_some(())
+        })
+        .await;
+}

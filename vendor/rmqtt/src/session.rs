@@ -427,6 +427,14 @@ impl SessionState {
                     if let Some(msg) = msg {
                         match msg {
                             Message::Forward(from, p) => {
+                                // PATCHED(chatd): QoS 0 events (typing,
+                                // inbox refreshes) are never queued for an
+                                // offline session: replayed on reconnect
+                                // they would be stale (PATCHED.md §5).
+                                if p.qos == QoS::AtMostOnce {
+                                    self.scx.extends.hook_mgr().message_dropped(Some(self.id.clone()), from, p, Reason::MessageExpiration).await;
+                                    continue;
+                                }
 
                                 //hook, offline_message
                                 self.hook.offline_message(from.clone(), &p).await;
