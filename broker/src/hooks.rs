@@ -20,8 +20,7 @@ use rmqtt::context::ServerContext;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType};
 use rmqtt::session::Session;
 use rmqtt::types::{
-    AuthResult, ConnectAckReason, ConnectInfo, Message, PublishAclResult, Reason,
-    SubscribeAclResult,
+    AuthResult, ConnectAckReason, ConnectInfo, Message, PublishAclResult, SubscribeAclResult,
 };
 
 use crate::drain::DrainState;
@@ -240,7 +239,10 @@ impl ChatHooks {
             }
             if let Some(tx) = entry.tx() {
                 tracing::info!(client_id = %id.client_id, "token expired: disconnecting");
-                let _ = tx.unbounded_send(Message::Closed(Reason::from_static("token expired")));
+                // MQTT 5: DISCONNECT 0x87 "token expired", so the client
+                // refreshes its token instead of retrying the old one.
+                let reason = crate::drain::disconnect_reason(DisconnectReasonCode::NotAuthorized);
+                let _ = tx.unbounded_send(Message::Closed(reason));
             }
         });
     }

@@ -162,7 +162,7 @@ fn mqtt_string(s: &str, out: &mut Vec<u8>) {
 
 /// A CONNECT (clean start, user name and password) of protocol level 4
 /// (3.1.1) or 5.
-fn connect_packet(level: u8, client_id: &str, token: &str) -> Vec<u8> {
+pub(crate) fn connect_packet(level: u8, client_id: &str, token: &str) -> Vec<u8> {
     let mut body = Vec::new();
     mqtt_string("MQTT", &mut body);
     body.push(level);
@@ -182,7 +182,7 @@ fn connect_packet(level: u8, client_id: &str, token: &str) -> Vec<u8> {
 
 /// Sends the CONNECT on an already open connection and returns the
 /// CONNACK's return (3.1.1) or reason (5) code.
-async fn connack_code(stream: &mut tokio::net::TcpStream, connect: &[u8]) -> u8 {
+pub(crate) async fn connack_code(stream: &mut tokio::net::TcpStream, connect: &[u8]) -> u8 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream.write_all(connect).await.expect("CONNECT written");
     let mut head = [0u8; 4];

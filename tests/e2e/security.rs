@@ -363,3 +363,95 @@ async fn the_loadtest_role_is_off_by_default_and_confined_to_bench_topics() {
         .await;
     assert_eq!(status, 403);
 }
+
+/// One MQTT packet: its first byte and its body; `None` at the end.
+async fn read_packet(stream: &mut tokio::net::TcpStream) -> Option<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut kind = [0u8; 1];
+    stream.read_exact(&mut kind).await.ok()?;
+    let (mut len, mut shift) = (0usize, 0);
+    loop {
+        let mut b = [0u8; 1];
+        stream.read_exact(&mut b).await.ok()?;
+        len |= usize::from(b[0] & 0x7f) << shift;
+        shift += 7;
+        if b[0] & 0x80 == 0 || shift > 21 {
+            break;
+        }
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.ok()?;
+    Some((kind[0], body))
+}
+
+/// A take-over by a second connection with the same client id is `0x8E
+/// Session taken over` and an expired token `0x87 Not authorized`: an
+/// MQTT 5 client can tell both from a network loss (the socket just closed
+/// before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_clients_are_told_why_the_server_closes_their_session() {
+    use rumqttc::v5::mqttbytes::v5::DisconnectReasonCode;
+    let server = Server::start(CHATD).await;
+    let token = server.token("tk", "buyer");
+    // Raw sockets: exactly what the server writes to the first one.
+    use tokio::io::AsyncWriteExt;
+    let connect = crate::drain::connect_packet(5, "tk:phone", &token);
+    let mut first = tokio::net::TcpStream::connect(("127.0.0.1", server.tcp_port))
+        .await
+        .unwrap();
+    first.write_all(&connect).await.unwrap();
+    let (kind, connack) = read_packet(&mut first).await.expect("a CONNACK");
+    assert_eq!((kind, connack[1]), (0x20, 0), "accepted");
+    let mut second = tokio::net::TcpStream::connect(("127.0.0.1", server.tcp_port))
+        .await
+        .unwrap();
+    assert_eq!(crate::drain::connack_code(&mut second, &connect).await, 0);
+    let disconnect = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some((kind, body)) = read_packet(&mut first).await {
+            if kind == 0xE0 {
+                return Some(body);
+            }
+        }
+        None
+    })
+    .await
+    .expect("something within 5 s");
+    let body = disconnect.expect("a DISCONNECT before the socket closed");
+    assert_eq!(
+        DisconnectReasonCode::try_from(body[0]).ok(),
+        Some(DisconnectReasonCode::SessionTakenOver),
+        "reason {:#04x}",
+        body[0]
+    );
+    drop(second);
+
+    let mut claims = Server::claims("tx", "buyer");
+    claims.exp = now_secs() + 2;
+    let short = server.token_with(&claims);
+    let mut expiring = tokio::net::TcpStream::connect(("127.0.0.1", server.tcp_port))
+        .await
+        .unwrap();
+    expiring
+        .write_all(&crate::drain::connect_packet(5, "tx", &short))
+        .await
+        .unwrap();
+    let (kind, connack) = read_packet(&mut expiring).await.expect("a CONNACK");
+    assert_eq!((kind, connack[1]), (0x20, 0), "accepted");
+    let disconnect = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some((kind, body)) = read_packet(&mut expiring).await {
+            if kind == 0xE0 {
+                return Some(body);
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed within 15 s");
+    let body = disconnect.expect("a DISCONNECT before the socket closed");
+    assert_eq!(
+        DisconnectReasonCode::try_from(body[0]).ok(),
+        Some(DisconnectReasonCode::NotAuthorized),
+        "an expired token: reason {:#04x}",
+        body[0]
+    );
+}

@@ -212,6 +212,23 @@ impl SessionState {
                 if let (Sink::V5(s), Reason::ConnectDisconnect(Some(Disconnect::V5(d)))) = (&mut sink, &reason) {
                     let _ = s.send_disconnect(d.clone()).await;
                 }
+                // PATCHED(chatd): a session taken over by a newer connection
+                // with the same client id tells an MQTT 5 client so (0x8E),
+                // without `send_disconnect`'s 500 ms linger (PATCHED.md §6).
+                if let (Sink::V5(s), Reason::ConnectKicked(false)) = (&mut sink, &reason) {
+                    let d = v5::Disconnect {
+                        reason_code: v5::DisconnectReasonCode::SessionTakenOver,
+                        session_expiry_interval_secs: None,
+                        server_reference: None,
+                        reason_string: Some(ByteString::from_static(
+                            "Phiên đã được mở ở nơi khác / session taken over",
+                        )),
+                        user_properties: Default::default(),
+                    };
+                    if s.send(v5::Packet::Disconnect(d)).await.is_ok() {
+                        let _ = s.flush().await;
+                    }
+                }
                 let _ = self.disconnected_reason_add(reason).await;
             }
         }
