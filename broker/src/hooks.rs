@@ -184,6 +184,17 @@ impl ChatHooks {
             metrics.connect_refused("not_allowed");
             return AuthResult::NotAuthorized;
         }
+        let cap = self.service.limits().max_connections_per_user;
+        if cap > 0 && claims.role != Role::Loadtest && claims.role != Role::Service {
+            let live = self.service.presence().local_client_ids(&claims.sub);
+            if live.len() >= cap && !live.contains(&client_id) {
+                if record() {
+                    tracing::info!(client_id, user_id = %claims.sub, ?addr, live = live.len(), "connect refused: too many connections for this user");
+                }
+                metrics.connect_refused("too_many_connections");
+                return AuthResult::NotAuthorized;
+            }
+        }
         if claims.role == Role::Loadtest {
             if !self.allow_loadtest {
                 if record() {

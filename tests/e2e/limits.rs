@@ -341,3 +341,41 @@ async fn refused_publishes_are_answered_then_dropped_then_the_connection_closed(
     let mut other = Client::connect(&server, "nseller", "seller", Via::Tcp).await;
     assert!(other.subscribe(&topics::user("nseller")).await);
 }
+
+/// One user holds a bounded number of connections (300 of 300 were
+/// accepted); a reconnect with a client id already connected is a
+/// take-over, not one more, so it is let in at the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_user_are_capped_and_a_takeover_is_not_one_more() {
+    let server = Server::start_with(CHATD, &[("CHAT_LIMITS__MAX_CONNECTIONS_PER_USER", "4")]).await;
+    let token = server.token("many", "buyer");
+    let attempt = |device: String| {
+        let opts = chat_e2e::options(&server, &format!("many:{device}"), "many", &token, Via::Tcp);
+        Client::try_connect(opts, "many")
+    };
+    let mut held = Vec::new();
+    for d in 0..4 {
+        match attempt(format!("d{d}")).await {
+            chat_e2e::Connect::Accepted(c) => held.push(c),
+            chat_e2e::Connect::Refused(why) => panic!("device {d}: {why}"),
+        }
+    }
+    assert!(
+        matches!(attempt("d4".into()).await, chat_e2e::Connect::Refused(_)),
+        "a fifth connection"
+    );
+    assert!(
+        matches!(attempt("d0".into()).await, chat_e2e::Connect::Accepted(_)),
+        "a take-over of a connected client id"
+    );
+    // Another user is not affected.
+    let mut other = Client::connect(&server, "few", "buyer", Via::Tcp).await;
+    assert!(other.subscribe(&topics::user("few")).await);
+    // One goes away: room for another.
+    held.pop().unwrap().disconnect().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(matches!(
+        attempt("d5".into()).await,
+        chat_e2e::Connect::Accepted(_)
+    ));
+}

@@ -24,6 +24,15 @@ pub trait Presence: Send + Sync + 'static {
     fn session_started(&self, user_id: &str, session: &str);
     fn session_ended(&self, user_id: &str, session: &str);
     fn status(&self, user_id: &str) -> PresenceStatus;
+    /// Client ids of the user's live sessions on this node (a cap on
+    /// connections per user counts them; a take-over by the same client id
+    /// does not add one).
+    fn local_client_ids(&self, user_id: &str) -> Vec<String>;
+}
+
+/// The client id part of a session key (`<client id>@<created>`).
+fn client_id_of_session(session: &str) -> &str {
+    session.rsplit_once('@').map_or(session, |(id, _)| id)
 }
 
 #[derive(Default)]
@@ -63,6 +72,19 @@ impl LocalPresence {
 }
 
 impl Presence for LocalPresence {
+    fn local_client_ids(&self, user_id: &str) -> Vec<String> {
+        self.users.lock().get(user_id).map_or_else(Vec::new, |u| {
+            let mut ids: Vec<String> = u
+                .sessions
+                .iter()
+                .map(|s| client_id_of_session(s).to_owned())
+                .collect();
+            ids.sort();
+            ids.dedup();
+            ids
+        })
+    }
+
     fn session_started(&self, user_id: &str, session: &str) {
         let mut users = self.users.lock();
         let entry = users.entry(user_id.to_owned()).or_default();
@@ -100,6 +122,18 @@ impl Presence for LocalPresence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_ids_of_live_sessions_count_a_takeover_once() {
+        let presence = LocalPresence::new();
+        presence.session_started("u", "u:phone@1");
+        presence.session_started("u", "u:phone@2");
+        presence.session_started("u", "u:web@1");
+        assert_eq!(presence.local_client_ids("u"), ["u:phone", "u:web"]);
+        presence.session_ended("u", "u:web@1");
+        assert_eq!(presence.local_client_ids("u"), ["u:phone"]);
+        assert!(presence.local_client_ids("nobody").is_empty());
+    }
 
     #[test]
     fn online_while_any_session_lives_even_across_a_takeover() {

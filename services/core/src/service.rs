@@ -43,6 +43,9 @@ pub struct Limits {
     /// Minimum time between two relayed `typing: true` of one user in one
     /// thread, in milliseconds.
     pub typing_throttle_ms: u64,
+    /// MQTT connections one user may hold at once on a node (phones,
+    /// tablets, browser tabs: distinct client ids); 0 = no cap.
+    pub max_connections_per_user: usize,
 }
 
 impl Default for Limits {
@@ -51,6 +54,7 @@ impl Default for Limits {
             max_text_chars: 4000,
             max_payload_bytes: 32 * 1024,
             typing_throttle_ms: 2000,
+            max_connections_per_user: 20,
         }
     }
 }

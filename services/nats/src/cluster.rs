@@ -563,6 +563,10 @@ impl NatsPresence {
 }
 
 impl Presence for NatsPresence {
+    fn local_client_ids(&self, user_id: &str) -> Vec<String> {
+        self.local.local_client_ids(user_id)
+    }
+
     fn session_started(&self, user_id: &str, session: &str) {
         self.local.session_started(user_id, session);
         let _ = self.writes.send(user_id.to_owned());

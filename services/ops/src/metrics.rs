@@ -25,7 +25,13 @@ pub const STORE_OPS: &[&str] = &["append", "mark_read", "history"];
 /// Kinds of topic counted by `chat_messages_out_total`.
 pub const TOPIC_KINDS: &[&str] = &["thread", "user", "service", "other"];
 /// Why a CONNECT was refused (`chat_connect_refused_total`).
-pub const CONNECT_REFUSALS: &[&str] = &["bad_token", "rate_limited", "not_allowed", "draining"];
+pub const CONNECT_REFUSALS: &[&str] = &[
+    "bad_token",
+    "rate_limited",
+    "not_allowed",
+    "draining",
+    "too_many_connections",
+];
 
 pub struct Metrics {
     registry: Registry,
