@@ -59,9 +59,6 @@ enum Command {
     /// Read server events from stdin, one per line as `mosquitto_sub -F
     /// '%t %x'` prints them (topic, space, hex payload), and print JSON.
     Decode,
-    /// Fill the configured store with one long thread, for history benchmarks
-    /// (run it while the server is stopped). Prints the thread id and the
-    /// ids at the top and in the middle of its history as JSON.
     /// Run a persistence worker: process the inbound messages gateways
     /// (`persist.mode = "workers"`) hand over, against the shared store.
     Persist,
@@ -71,6 +68,9 @@ enum Command {
     /// Create the ScyllaDB keyspace if needed and apply pending CQL
     /// migrations (idempotent; safe to run from several nodes at once).
     Migrate,
+    /// Fill the configured store with one long thread, for history benchmarks
+    /// (run it while the server is stopped). Prints the thread id and the
+    /// ids at the top and in the middle of its history as JSON.
     SeedHistory {
         #[arg(long, default_value_t = 1_000_000)]
         messages: u32,

@@ -10,7 +10,7 @@
 //! Reads use a small pool of read-only connections on tokio's blocking
 //! pool; WAL lets them run beside the writer.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -361,6 +361,7 @@ impl SqliteStore {
     pub fn open(data_dir: &Path) -> StoreResult<Self> {
         std::fs::create_dir_all(data_dir).map_err(backend)?;
         let path = data_dir.join("chat.db");
+        owner_only(&path)?;
         let mut conn = Connection::open(&path).map_err(backend)?;
         // Every page a commit touches is written whole to the WAL; small
         // pages write less for the scattered index updates of chat
@@ -1552,6 +1553,30 @@ impl ChatStore for SqliteStore {
     }
 }
 
+/// The database holds unmasked originals (moderation records): readable by
+/// its owner only. Created 0600 before SQLite opens it (its `-wal` and `-shm`
+/// files take the database file's mode); an existing one is narrowed.
+fn owner_only(path: &Path) -> StoreResult<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(backend)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(backend)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod contract {
     use std::sync::Arc;
@@ -1574,6 +1599,35 @@ mod contract {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_database_and_its_wal_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["chat.db", "chat.db-wal", "chat.db-shm"];
+        let modes = || {
+            names.map(|name| {
+                std::fs::metadata(dir.path().join(name))
+                    .unwrap_or_else(|e| panic!("{name}: {e}"))
+                    .permissions()
+                    .mode()
+                    & 0o777
+            })
+        };
+        // A new database, and one left world-readable by an older version.
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(modes(), [0o600; 3], "new");
+        drop(store);
+        for name in names {
+            let path = dir.path().join(name);
+            if path.exists() {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+        let _store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(modes(), [0o600; 3], "reopened");
+    }
 
     fn text(thread_id: &str, from: &str, cmid: &str) -> NewMessage {
         NewMessage {
