@@ -191,3 +191,98 @@ async fn a_30_second_flood_of_refusals_stays_within_memory_and_log_budgets() {
     let mut ok = Client::connect(&server, "victimb", "buyer", Via::Tcp).await;
     assert!(ok.subscribe(&topics::user("victimb")).await);
 }
+
+/// Image messages whose pictures are large in pixels but small in bytes
+/// (an 8000 × 5000 PNG), sent at once by four buyers: each waits for its
+/// share of the decoder's memory budget (three such images cost +413 MB at
+/// once before; a burst of 30 would have asked for ~4 GB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_large_images_is_decoded_within_the_memory_budget() {
+    use chat_attachments::image_check::{ImageFormat, samples};
+    let server = Server::start(CHATD).await;
+    let png = samples::image(8000, 5000, ImageFormat::Png);
+    let mut senders = Vec::new();
+    for i in 0..4 {
+        let (buyer, seller) = (format!("imgb{i}"), format!("imgs{i}"));
+        let thread = server.thread_between(&buyer, &seller).await;
+        let token = server.token(&buyer, "buyer");
+        let (status, slot) = server
+            .request(
+                "POST",
+                &format!("/chat/threads/{thread}/uploads"),
+                &token,
+                Some(serde_json::json!({"contentType": "image/png", "size": png.len()})),
+            )
+            .await;
+        assert_eq!(status, 201, "{slot}");
+        let mut put = reqwest::Client::new()
+            .put(slot["url"].as_str().unwrap())
+            .body(png.clone());
+        for pair in slot["headers"].as_array().unwrap() {
+            let (name, value) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
+            if name != "content-length" {
+                put = put.header(name, value);
+            }
+        }
+        assert_eq!(put.send().await.unwrap().status().as_u16(), 200);
+        let mut client = Client::connect(&server, &buyer, "buyer", Via::Tcp).await;
+        assert!(client.subscribe(&topics::user(&buyer)).await);
+        senders.push((
+            client,
+            thread,
+            slot["uploadId"].as_str().unwrap().to_owned(),
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = server.rss_kb();
+    let sends = async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (mut client, thread, upload) in senders {
+            tasks.spawn(async move {
+                // Its PUBACK waits for the decode: no 5 s PUBACK deadline.
+                let payload = chat_protocol::encode(&chat_protocol::ClientEvent::SendMessage {
+                    client_msg_id: "big-1".into(),
+                    kind: chat_protocol::MessageType::Image,
+                    content: upload,
+                });
+                client
+                    .mqtt
+                    .publish(
+                        topics::thread_inbound(&thread),
+                        rumqttc::QoS::AtLeastOnce,
+                        false,
+                        payload,
+                    )
+                    .await
+                    .unwrap();
+                loop {
+                    match client.event(Duration::from_secs(120)).await {
+                        Some((
+                            _,
+                            chat_protocol::ServerEvent::MessageSentAck {
+                                message_id, error, ..
+                            },
+                        )) => {
+                            return message_id.ok_or(error);
+                        }
+                        Some(_) => continue,
+                        None => panic!("no ack within 2 minutes"),
+                    }
+                }
+            });
+        }
+        while let Some(sent) = tasks.join_next().await {
+            sent.unwrap().expect("the image message is stored");
+        }
+    };
+    let peak = peak_rss_during(&server, sends).await;
+    let grew = peak.saturating_sub(before) / 1024;
+    eprintln!(
+        "4 × 8000×5000 PNG ({} KB each) at once: RSS {} → peak {} MB (+{grew} MB)",
+        png.len() / 1024,
+        before / 1024,
+        peak / 1024
+    );
+    // One such image in flight at a time under the default 512 MiB budget.
+    assert!(grew < 400, "RSS grew by {grew} MB");
+}

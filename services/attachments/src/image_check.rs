@@ -112,12 +112,13 @@ pub struct Processed {
     pub thumb_height: u32,
 }
 
-/// Checks and cleans an upload declared as `declared_mime`.
-pub fn process(
+/// What the header says, checked against the limits: kind and dimensions,
+/// before a pixel is decoded.
+pub fn inspect(
     bytes: &[u8],
     declared_mime: &str,
     limits: &ImageLimits,
-) -> Result<Processed, ImageError> {
+) -> Result<(Kind, u32, u32), ImageError> {
     if bytes.len() as u64 > limits.max_bytes {
         return Err(ImageError::TooLarge(bytes.len() as u64));
     }
@@ -131,7 +132,7 @@ pub fn process(
     if !complete(kind, bytes) {
         return Err(ImageError::Corrupt("the file is truncated".into()));
     }
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), kind.format());
+    let reader = ImageReader::with_format(Cursor::new(bytes), kind.format());
     // Dimensions from the header first: a bomb never gets decoded.
     let (width, height) = reader
         .into_dimensions()
@@ -144,7 +145,24 @@ pub fn process(
     {
         return Err(ImageError::TooManyPixels { width, height });
     }
-    reader = ImageReader::with_format(Cursor::new(bytes), kind.format());
+    Ok((kind, width, height))
+}
+
+/// Bytes of memory decoding and re-encoding a `width` × `height` image
+/// takes at most: its RGBA8 pixels twice (the decoded image and the
+/// encoder's working copy), plus the decoder's own buffers.
+pub fn decode_cost(width: u32, height: u32) -> u64 {
+    u64::from(width) * u64::from(height) * 8 + 8 * 1024 * 1024
+}
+
+/// Checks and cleans an upload declared as `declared_mime`.
+pub fn process(
+    bytes: &[u8],
+    declared_mime: &str,
+    limits: &ImageLimits,
+) -> Result<Processed, ImageError> {
+    let (kind, width, height) = inspect(bytes, declared_mime, limits)?;
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), kind.format());
     let mut decoder_limits = Limits::default();
     decoder_limits.max_image_width = Some(limits.max_side);
     decoder_limits.max_image_height = Some(limits.max_side);

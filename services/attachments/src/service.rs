@@ -34,6 +34,10 @@ pub struct AttachmentsConfig {
     pub max_side: u32,
     pub max_pixels: u64,
     pub thumb_side: u32,
+    /// Memory the image decoder may use at once, in MiB, across concurrent
+    /// image messages: each waits for its share (pixels × 8 bytes) before
+    /// decoding. At least one largest image always fits.
+    pub decode_memory_mib: u64,
 }
 
 impl Default for AttachmentsConfig {
@@ -52,8 +56,22 @@ impl Default for AttachmentsConfig {
             max_side: limits.max_side,
             max_pixels: limits.max_pixels,
             thumb_side: limits.thumb_side,
+            decode_memory_mib: 512,
         }
     }
+}
+
+/// The decoder's budget in MiB: as configured, but never less than one
+/// largest allowed image.
+fn decode_budget_mib(config: &AttachmentsConfig) -> u32 {
+    let largest = image_check::decode_cost(config.max_side, config.max_side)
+        .min(image_check::decode_cost(1, 1) + config.max_pixels * 8)
+        .div_ceil(1024 * 1024);
+    config
+        .decode_memory_mib
+        .max(1)
+        .min(u64::from(u32::MAX))
+        .max(largest.min(u64::from(u32::MAX))) as u32
 }
 
 /// Where clients reach a REST facade listening on `http_addr`, when no
@@ -73,6 +91,9 @@ pub struct ImageAttachments {
     limits: ImageLimits,
     upload_ttl_secs: u64,
     download_ttl_secs: u64,
+    /// The decoder's memory budget, one permit a MiB.
+    decode_budget: std::sync::Arc<tokio::sync::Semaphore>,
+    decode_budget_mib: u32,
 }
 
 fn unavailable(e: StorageError) -> AttachmentError {
@@ -112,6 +133,10 @@ impl ImageAttachments {
             },
             upload_ttl_secs: config.upload_ttl_secs,
             download_ttl_secs: config.download_ttl_secs,
+            decode_budget: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                decode_budget_mib(config) as usize,
+            )),
+            decode_budget_mib: decode_budget_mib(config),
         })
     }
 }
@@ -160,6 +185,21 @@ impl Attachments for ImageAttachments {
         };
         let limits = self.limits.clone();
         let declared = upload.content_type.clone();
+        // Its share of the decoder's memory budget first (header only, no
+        // pixels yet): a burst of large images waits instead of asking for
+        // gigabytes at once.
+        let share = match image_check::inspect(&bytes, &declared, &limits) {
+            Ok((_, width, height)) => {
+                let mib = image_check::decode_cost(width, height).div_ceil(1024 * 1024);
+                mib.min(u64::from(self.decode_budget_mib)) as u32
+            }
+            Err(_) => 1,
+        };
+        let _permit = self
+            .decode_budget
+            .acquire_many(share)
+            .await
+            .map_err(|e| AttachmentError::Unavailable(e.to_string()))?;
         // Decoding is CPU work: off the async threads.
         let processed =
             tokio::task::spawn_blocking(move || image_check::process(&bytes, &declared, &limits))
