@@ -73,6 +73,10 @@ pub struct DemoConfig {
     /// name the browser used for the page, the port of `mqtt.ws_addr` and
     /// path `/mqtt` (`ws://localhost:8083/mqtt`).
     pub mqtt_ws_url: Option<String>,
+    /// Hand out demo tokens to browsers on other machines too. Off: only to
+    /// this machine (loopback peers), so a server whose demo is on by
+    /// default mints no tokens for the network it listens on.
+    pub allow_remote_sessions: bool,
 }
 
 /// Where inbound chat messages are processed (section `[persist]`).

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -196,6 +196,12 @@ pub struct Demo {
     auth: AuthConfig,
     mqtt_ws_url: Option<String>,
     ws_addr: SocketAddr,
+    allow_remote_sessions: bool,
+}
+
+/// Whether a demo session may be handed to a browser at `peer`.
+fn may_hand_out(peer: SocketAddr, allow_remote: bool) -> bool {
+    allow_remote || peer.ip().to_canonical().is_loopback()
 }
 
 impl Demo {
@@ -220,6 +226,7 @@ impl Demo {
             auth: config.auth.clone(),
             mqtt_ws_url: config.demo.mqtt_ws_url.clone(),
             ws_addr: config.mqtt.ws_addr,
+            allow_remote_sessions: config.demo.allow_remote_sessions,
         }))
     }
 }
@@ -460,10 +467,15 @@ struct Session {
 /// `chatd token` subcommand signs them.
 async fn session(
     State(demo): State<Arc<Demo>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     uri: Uri,
     ApiJson(request): ApiJson<SessionRequest>,
 ) -> Result<Json<Session>, ApiError> {
+    if !may_hand_out(peer, demo.allow_remote_sessions) {
+        tracing::info!(%peer, "demo session refused: not from this machine");
+        return Err(ApiError::forbidden(lang_of(&headers)));
+    }
     let user = USERS
         .iter()
         .find(|u| u.id == request.user_id)
@@ -530,6 +542,18 @@ fn host_name(authority: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn demo_sessions_go_to_this_machine_only_unless_allowed() {
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        for local in ["127.0.0.1:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
+            assert!(may_hand_out(at(local), false), "{local}");
+        }
+        for remote in ["192.0.2.2:5000", "10.0.0.7:40000", "[2001:db8::1]:5000"] {
+            assert!(!may_hand_out(at(remote), false), "{remote}");
+            assert!(may_hand_out(at(remote), true), "{remote} when allowed");
+        }
+    }
 
     fn config_with(auth: AuthConfig, enabled: Option<bool>) -> Config {
         let mut config = Config {

@@ -703,14 +703,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(url) = demo_url {
         tracing::info!("demo storefront: {url}");
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(ops::drain_after(
-            shutdown_signal(),
-            readiness,
-            mqtt,
-            config.drain.clone(),
-        ))
-        .await?;
+    // The peer address reaches handlers that need it (demo sessions).
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(ops::drain_after(
+        shutdown_signal(),
+        readiness,
+        mqtt,
+        config.drain.clone(),
+    ))
+    .await?;
     // Updates held by the collapse window go out now rather than when the
     // jobs' leases end (after a restart, or on another node).
     if let Some(notifications) = notifications {
