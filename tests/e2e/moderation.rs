@@ -446,3 +446,46 @@ async fn blocking_stops_both_sides_reports_queue_and_the_audit_log_records_it() 
     }
     assert_eq!(refused, [("login_refused".to_owned(), "mqtt".to_owned())]);
 }
+
+/// The idempotency key is the sender's business: a phone number used as a
+/// `client_msg_id` passed moderation and reached the seller intact. Now the
+/// thread's `message_new` carries none, and REST history shows it only in
+/// the sender's own messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_msg_id_never_reaches_the_other_party() {
+    let server = Server::start(CHATD).await;
+    let thread = server.thread_between("kb", "ks").await;
+    let mut seller = Client::connect(&server, "ks", "seller", Via::Tcp).await;
+    assert!(seller.subscribe(&topics::thread(&thread)).await);
+    let mut buyer = Client::connect(&server, "kb", "buyer", Via::Tcp).await;
+    assert!(buyer.subscribe(&topics::user("kb")).await);
+    let key = "0938471265";
+    buyer
+        .send_text(&thread, key, "chào shop")
+        .await
+        .expect("acked, key and all");
+    let delivered = seller
+        .expect("message_new", |_, e| match e {
+            ServerEvent::MessageNew { message } => Some(message.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(delivered.content, "chào shop");
+    assert_eq!(delivered.client_msg_id, None, "the key reached the seller");
+    let history = |user: &str, role: &str| {
+        let token = server.token(user, role);
+        let path = format!("/chat/threads/{thread}/messages");
+        let server = &server;
+        async move { server.request("GET", &path, &token, None).await.1 }
+    };
+    let seen_by_seller = history("ks", "seller").await;
+    assert_eq!(
+        seen_by_seller["messages"][0]["clientMsgId"],
+        serde_json::Value::Null
+    );
+    let seen_by_buyer = history("kb", "buyer").await;
+    assert_eq!(
+        seen_by_buyer["messages"][0]["clientMsgId"], key,
+        "the sender's own"
+    );
+}

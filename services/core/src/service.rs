@@ -247,8 +247,19 @@ impl ChatService {
         self.attachments.as_ref()
     }
 
+    /// A message as `viewer` gets it: image cards carry signed URLs, and
+    /// the idempotency key is the sender's business (it could carry text
+    /// past moderation): only the sender sees it. `None`: a broadcast to
+    /// the thread, which carries no key.
+    pub fn present_to(&self, viewer: Option<&str>, mut message: Message) -> Message {
+        if viewer != Some(message.from.as_str()) {
+            message.client_msg_id = None;
+        }
+        self.present(message)
+    }
+
     /// A message as a client gets it: image cards carry signed URLs.
-    pub fn present(&self, mut message: Message) -> Message {
+    fn present(&self, mut message: Message) -> Message {
         if let (
             Some(attachments),
             Some(Card::Image {
@@ -982,7 +993,7 @@ impl ChatService {
     async fn deliver_stored(&self, appended: &Appended) {
         let thread = &appended.thread;
         let new = ServerEvent::MessageNew {
-            message: self.present(appended.message.clone()),
+            message: self.present_to(None, appended.message.clone()),
         };
         self.outbound
             .publish(

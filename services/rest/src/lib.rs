@@ -431,7 +431,7 @@ async fn list_messages(
     Ok(Json(MessagePage {
         messages: messages
             .into_iter()
-            .map(|m| MessageView::from(state.service.present(m)))
+            .map(|m| MessageView::from(state.service.present_to(Some(&caller.claims.sub), m)))
             .collect(),
         has_more,
         read_markers: markers.into_iter().map(ReadMarkerView::from).collect(),
