@@ -379,3 +379,44 @@ async fn connections_per_user_are_capped_and_a_takeover_is_not_one_more() {
         chat_e2e::Connect::Accepted(_)
     ));
 }
+
+/// Upload slots hold disk until used or swept: a user gets a burst of them,
+/// then 429 with `Retry-After` (five 10 MB slots of random bytes, never
+/// sent, stayed a day before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_slots_are_rate_limited_per_user() {
+    let server = Server::start_with(
+        CHATD,
+        &[
+            ("CHAT_RATE_LIMITS__UPLOADS_BURST", "3"),
+            ("CHAT_RATE_LIMITS__UPLOADS_PER_HOUR", "3"),
+        ],
+    )
+    .await;
+    let thread = server.thread_between("upq", "upqs").await;
+    let ask = |user: &str, role: &str| {
+        let token = server.token(user, role);
+        let path = format!("/chat/threads/{thread}/uploads");
+        let server = &server;
+        async move {
+            server
+                .request(
+                    "POST",
+                    &path,
+                    &token,
+                    Some(json!({"contentType": "image/jpeg", "size": 10_000_000})),
+                )
+                .await
+        }
+    };
+    for i in 0..3 {
+        let (status, body) = ask("upq", "buyer").await;
+        assert_eq!(status, 201, "slot {i}: {body}");
+    }
+    let (status, body) = ask("upq", "buyer").await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // The other participant has slots of their own.
+    let (status, body) = ask("upqs", "seller").await;
+    assert_eq!(status, 201, "{body}");
+}

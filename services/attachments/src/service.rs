@@ -50,7 +50,7 @@ impl Default for AttachmentsConfig {
             s3: S3Config::default(),
             upload_ttl_secs: 600,
             download_ttl_secs: 3600,
-            unused_upload_ttl_secs: 24 * 3600,
+            unused_upload_ttl_secs: 3600,
             sweep_interval_secs: 600,
             max_bytes: limits.max_bytes,
             max_side: limits.max_side,

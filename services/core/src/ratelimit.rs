@@ -43,6 +43,10 @@ pub struct RateLimitConfig {
     pub refusals_to_disconnect: u32,
     /// Threads a buyer may start per hour (opening an existing one is free).
     pub new_threads_per_hour: u32,
+    /// Image upload slots per user: each may hold up to
+    /// `attachments.max_bytes` of disk until it is used or swept.
+    pub uploads_per_hour: u32,
+    pub uploads_burst: u32,
     /// The same text into more than this many threads within the window
     /// is a flood.
     pub duplicate_threads: usize,
@@ -78,6 +82,8 @@ impl Default for RateLimitConfig {
             refusals_burst: 20,
             refusals_to_disconnect: 20,
             new_threads_per_hour: 30,
+            uploads_per_hour: 60,
+            uploads_burst: 10,
             duplicate_threads: 5,
             duplicate_window_secs: 600,
             connects_per_minute_per_ip: 120,
@@ -149,6 +155,7 @@ pub struct RateLimiter {
     /// Refusals past the budget, per connection, since it was last within.
     quiet_refusals: Mutex<HashMap<String, u32>>,
     threads: DefaultKeyedRateLimiter<String>,
+    uploads: DefaultKeyedRateLimiter<String>,
     connects: DefaultKeyedRateLimiter<IpAddr>,
     /// Refused connection attempts logged and audited per IP.
     refused_connects: DefaultKeyedRateLimiter<IpAddr>,
@@ -196,6 +203,11 @@ impl RateLimiter {
                 config.new_threads_per_hour,
                 Duration::from_secs(3600),
             )),
+            uploads: DefaultKeyedRateLimiter::keyed(quota(
+                config.uploads_per_hour,
+                config.uploads_burst,
+                Duration::from_secs(3600),
+            )),
             connects: DefaultKeyedRateLimiter::keyed(quota(
                 config.connects_per_minute_per_ip,
                 config.connects_burst,
@@ -236,6 +248,7 @@ impl RateLimiter {
             &self.receipts,
             &self.refusals,
             &self.threads,
+            &self.uploads,
             &self.rest,
         ] {
             limiter.retain_recent();
@@ -388,6 +401,14 @@ impl RateLimiter {
             return Err(Limited::Muted(left));
         }
         self.check(&self.threads, user_id)
+            .map_err(|wait| self.strike(user_id, wait))
+    }
+
+    /// An image upload slot for `user_id`: slots are disk until used or
+    /// swept, so they are counted.
+    pub fn check_upload(&self, user_id: &str) -> Result<(), Limited> {
+        self.housekeeping();
+        self.check(&self.uploads, user_id)
             .map_err(|wait| self.strike(user_id, wait))
     }
 

@@ -304,6 +304,9 @@ impl ChatService {
                 format!("size: 1 to {} bytes", attachments.max_bytes()),
             ));
         }
+        self.limiter
+            .check_upload(&caller.sub)
+            .map_err(ServiceError::Limited)?;
         let upload = Upload {
             id: crate::new_id(),
             thread_id: thread_id.to_owned(),
