@@ -448,3 +448,49 @@ pub async fn other_presence(server: &Server, token: &str) -> (bool, Option<i64>)
         inbox["threads"][0]["otherLastSeen"].as_i64(),
     )
 }
+
+/// Replying marks the thread read for the replier (answering means having
+/// read), and the other side is told at once: "Đã xem" updates live. Only
+/// when the conversation turns: a second message in a row adds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_tells_the_other_side_its_messages_were_read() {
+    let server = Server::start(CHATD).await;
+    let thread = server.thread_between("rdb", "rds").await;
+    let mut buyer = Client::connect(&server, "rdb", "buyer", Via::Tcp).await;
+    assert!(buyer.subscribe(&topics::user("rdb")).await);
+    assert!(buyer.subscribe(&topics::thread(&thread)).await);
+    let mut seller = Client::connect(&server, "rds", "seller", Via::Tcp).await;
+    assert!(seller.subscribe(&topics::user("rds")).await);
+    buyer
+        .send_text(&thread, "q1", "còn size M không?")
+        .await
+        .unwrap();
+    buyer.send_text(&thread, "q2", "màu đen nhé").await.unwrap();
+    buyer.drain(Duration::from_millis(300)).await;
+    let reply = seller.send_text(&thread, "a1", "còn ạ").await.unwrap();
+    let reads: Vec<(String, String)> = buyer
+        .drain(Duration::from_millis(500))
+        .await
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            ServerEvent::MessageRead { user_id, up_to, .. } => Some((user_id, up_to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reads,
+        [("rds".to_owned(), reply.clone())],
+        "the seller read up to its reply"
+    );
+    seller
+        .send_text(&thread, "a2", "size M màu đen còn 3 cái")
+        .await
+        .unwrap();
+    let again = buyer
+        .drain(Duration::from_millis(500))
+        .await
+        .into_iter()
+        .filter(|(_, e)| matches!(e, ServerEvent::MessageRead { .. }))
+        .count();
+    assert_eq!(again, 0, "nothing new was read");
+}

@@ -159,6 +159,10 @@ pub struct ChatService {
     bus: Arc<dyn EventBus>,
     limits: Limits,
     typing_seen: Mutex<HashMap<(String, String), Instant>>,
+    /// Who sent the last message this node delivered in a thread: a reply
+    /// after the other party's message moves the replier's read marker past
+    /// it, which the other party must see (`message_read`, "Đã xem").
+    last_sender: Mutex<HashMap<String, String>>,
     presence: Arc<dyn Presence>,
     /// Where notification jobs go when the store does not write them
     /// itself (JetStream, or the in-memory queue).
@@ -207,6 +211,7 @@ impl ChatService {
             bus,
             limits,
             typing_seen: Mutex::new(HashMap::new()),
+            last_sender: Mutex::new(HashMap::new()),
             presence: Arc::new(LocalPresence::new()),
             jobs: None,
             limiter: Arc::new(RateLimiter::new(RateLimitConfig::default())),
@@ -1005,6 +1010,32 @@ impl ChatService {
                 Qos::AtLeastOnce,
             )
             .await;
+        // Sending marks the thread read for the sender: when the other party
+        // spoke last (or this node does not know), say so on the thread.
+        let message = &appended.message;
+        let turned = {
+            let mut last = self.last_sender.lock();
+            if last.len() > 100_000 {
+                last.clear();
+            }
+            last.insert(thread.id.clone(), message.from.clone())
+                .is_none_or(|previous| previous != message.from)
+        };
+        if turned && !message.from.is_empty() {
+            let read = ServerEvent::MessageRead {
+                thread_id: thread.id.clone(),
+                user_id: message.from.clone(),
+                up_to: message.id.clone(),
+                read_at: message.created_at,
+            };
+            self.outbound
+                .publish(
+                    topics::thread(&thread.id),
+                    chat_protocol::encode(&read),
+                    Qos::AtLeastOnce,
+                )
+                .await;
+        }
         self.emit_thread_updated(thread, &[&thread.buyer_id, &thread.seller_id])
             .await;
     }
