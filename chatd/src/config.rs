@@ -30,6 +30,9 @@ pub struct Config {
     /// `chatd persist`), which have no REST facade. `chatd serve` answers
     /// these on `http_addr`.
     pub worker_http_addr: SocketAddr,
+    /// Lets a Prometheus on another machine read `/metrics` (sent as
+    /// `Authorization: Bearer <token>`); unset: only this machine may.
+    pub metrics_token: Option<String>,
     /// Origins whose pages may call the REST facade from a browser (CORS),
     /// e.g. `["https://shop.example.vn"]` for a chat widget embedded in the
     /// marketplace: each an exact `scheme://host[:port]`, no path. Empty
@@ -146,6 +149,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             http_addr: "0.0.0.0:8080".parse().expect("literal address"),
             worker_http_addr: "0.0.0.0:9090".parse().expect("literal address"),
+            metrics_token: None,
             cors_allowed_origins: Vec::new(),
             log: "info,rmqtt=warn,rmqtt_net=warn".into(),
             store: StoreKind::Sqlite,

@@ -347,7 +347,12 @@ async fn push_worker(config: Config) -> anyhow::Result<()> {
         };
     let readiness = ops::readiness(store.clone(), Some(queue.clone()));
     ops::sample_queue_depth(queue.clone());
-    ops::serve_worker_http(config.worker_http_addr, readiness.clone()).await?;
+    ops::serve_worker_http(
+        config.worker_http_addr,
+        readiness.clone(),
+        config.metrics_token.clone(),
+    )
+    .await?;
     let dispatcher = Dispatcher::new(&config.push, &config.email, store, presence, queue)
         .context("setting up notifications")?;
     tracing::info!(
@@ -689,7 +694,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(demo) = demo {
         app = app.merge(demo::router(demo));
     }
-    app = app.merge(chat_rest::ops::router(readiness.clone()));
+    app = app.merge(chat_rest::ops::router(
+        readiness.clone(),
+        config.metrics_token.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP {}", config.http_addr))?;

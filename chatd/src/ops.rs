@@ -109,14 +109,19 @@ pub fn sample_queue_depth(queue: Arc<dyn NotificationQueue>) {
 
 /// Serves `/healthz`, `/readyz` and `/metrics` of a worker (`chatd push`,
 /// `chatd persist`) on `addr` for as long as the process runs.
-pub async fn serve_worker_http(addr: SocketAddr, readiness: Readiness) -> anyhow::Result<()> {
+pub async fn serve_worker_http(
+    addr: SocketAddr,
+    readiness: Readiness,
+    metrics_token: Option<String>,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the worker's HTTP {addr} (worker_http_addr)"))?;
     // Port 0 picks a free one; the log says which.
     let addr = listener.local_addr().unwrap_or(addr);
     tracing::info!(http = %addr, "operations endpoint: /healthz /readyz /metrics");
-    let app = chat_rest::ops::router(readiness);
+    let app = chat_rest::ops::router(readiness, metrics_token)
+        .into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "the operations endpoint stopped");

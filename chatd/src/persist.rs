@@ -145,7 +145,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             async move { answer }
         });
     }
-    crate::ops::serve_worker_http(config.worker_http_addr, readiness.clone()).await?;
+    crate::ops::serve_worker_http(
+        config.worker_http_addr,
+        readiness.clone(),
+        config.metrics_token.clone(),
+    )
+    .await?;
     let mut stop = std::pin::pin!(crate::shutdown_signal());
 
     // One queue per thread keeps a thread's messages in order while
