@@ -33,6 +33,10 @@ pub struct Config {
     /// Lets a Prometheus on another machine read `/metrics` (sent as
     /// `Authorization: Bearer <token>`); unset: only this machine may.
     pub metrics_token: Option<String>,
+    /// A client must send its request headers within this (slowloris).
+    pub http_header_timeout_secs: u64,
+    /// A request not answered within this gets 408.
+    pub http_request_timeout_secs: u64,
     /// Origins whose pages may call the REST facade from a browser (CORS),
     /// e.g. `["https://shop.example.vn"]` for a chat widget embedded in the
     /// marketplace: each an exact `scheme://host[:port]`, no path. Empty
@@ -150,6 +154,8 @@ impl Default for Config {
             http_addr: "0.0.0.0:8080".parse().expect("literal address"),
             worker_http_addr: "0.0.0.0:9090".parse().expect("literal address"),
             metrics_token: None,
+            http_header_timeout_secs: 10,
+            http_request_timeout_secs: 60,
             cors_allowed_origins: Vec::new(),
             log: "info,rmqtt=warn,rmqtt_net=warn".into(),
             store: StoreKind::Sqlite,

@@ -3,6 +3,7 @@
 mod config;
 mod cors;
 mod demo;
+mod http;
 mod ops;
 mod persist;
 
@@ -711,18 +712,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(url) = demo_url {
         tracing::info!("demo storefront: {url}");
     }
-    // The peer address reaches handlers that need it (demo sessions).
-    axum::serve(
+    // The peer address reaches handlers that need it (demo sessions,
+    // metrics); header and request timeouts bound slow clients.
+    http::serve(
         listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        app,
+        Duration::from_secs(config.http_header_timeout_secs.max(1)),
+        Duration::from_secs(config.http_request_timeout_secs.max(1)),
+        ops::drain_after(shutdown_signal(), readiness, mqtt, config.drain.clone()),
     )
-    .with_graceful_shutdown(ops::drain_after(
-        shutdown_signal(),
-        readiness,
-        mqtt,
-        config.drain.clone(),
-    ))
-    .await?;
+    .await;
     // Updates held by the collapse window go out now rather than when the
     // jobs' leases end (after a restart, or on another node).
     if let Some(notifications) = notifications {

@@ -286,3 +286,46 @@ async fn a_burst_of_large_images_is_decoded_within_the_memory_budget() {
     // One such image in flight at a time under the default 512 MiB budget.
     assert!(grew < 400, "RSS grew by {grew} MB");
 }
+
+/// A client that trickles its request headers (slowloris) is cut off once
+/// the header timeout passes; it held a connection and a task for ever
+/// before. Meanwhile others are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_trickling_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start_with(CHATD, &[("CHAT_HTTP_HEADER_TIMEOUT_SECS", "2")]).await;
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", server.http_port))
+        .await
+        .unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let trickle = async {
+        // One header byte a second, never the blank line.
+        for b in b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaa".iter().cycle() {
+            if slow.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            let mut buf = [0u8; 256];
+            match tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(_)) => return, // an answer (408) then the close
+                Err(_) => {}
+            }
+        }
+    };
+    let cut = tokio::time::timeout(Duration::from_secs(10), trickle).await;
+    assert!(
+        cut.is_ok(),
+        "still connected after 10 s of trickled headers"
+    );
+    let held = started.elapsed();
+    assert!(
+        held >= Duration::from_millis(1500),
+        "cut before the timeout: {held:?}"
+    );
+    let (status, _) = server.request("GET", "/healthz", "", None).await;
+    assert_eq!(status, 200, "others are served");
+}
