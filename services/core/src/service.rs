@@ -1022,18 +1022,7 @@ impl ChatService {
                 .is_none_or(|previous| previous != message.from)
         };
         if turned && !message.from.is_empty() {
-            let read = ServerEvent::MessageRead {
-                thread_id: thread.id.clone(),
-                user_id: message.from.clone(),
-                up_to: message.id.clone(),
-                read_at: message.created_at,
-            };
-            self.outbound
-                .publish(
-                    topics::thread(&thread.id),
-                    chat_protocol::encode(&read),
-                    Qos::AtLeastOnce,
-                )
+            self.publish_read(&thread.id, &message.from, &message.id, message.created_at)
                 .await;
         }
         self.emit_thread_updated(thread, &[&thread.buyer_id, &thread.seller_id])
@@ -1055,6 +1044,23 @@ impl ChatService {
         }
     }
 
+    /// `message_read` on the thread: `user_id` has read up to `up_to`.
+    async fn publish_read(&self, thread_id: &str, user_id: &str, up_to: &str, read_at: i64) {
+        let read = ServerEvent::MessageRead {
+            thread_id: thread_id.to_owned(),
+            user_id: user_id.to_owned(),
+            up_to: up_to.to_owned(),
+            read_at,
+        };
+        self.outbound
+            .publish(
+                topics::thread(thread_id),
+                chat_protocol::encode(&read),
+                Qos::AtLeastOnce,
+            )
+            .await;
+    }
+
     pub async fn mark_read(
         &self,
         user_id: &str,
@@ -1070,18 +1076,7 @@ impl ChatService {
         };
         tracing::info!(user_id, thread_id, up_to = %marked.up_to, moved = marked.moved, "read marker");
         if marked.moved {
-            let read = ServerEvent::MessageRead {
-                thread_id: thread_id.to_owned(),
-                user_id: user_id.to_owned(),
-                up_to: marked.up_to.clone(),
-                read_at: crate::now_millis(),
-            };
-            self.outbound
-                .publish(
-                    topics::thread(thread_id),
-                    chat_protocol::encode(&read),
-                    Qos::AtLeastOnce,
-                )
+            self.publish_read(thread_id, user_id, &marked.up_to, crate::now_millis())
                 .await;
         }
         self.emit_thread_updated(&marked.thread, &[user_id]).await;
