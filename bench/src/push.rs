@@ -64,7 +64,7 @@ pub async fn run(chatd: &std::path::Path, pairs: u32) -> anyhow::Result<PushResu
                 for user in [&buyer, &seller] {
                     http.put(format!("{base}/internal/users/{user}"))
                         .bearer_auth(&platform)
-                        .json(&json!({"displayName": format!("Shop {user}")}))
+                        .json(&json!({"displayName": format!("Shop {user}"), "seller": user == &seller}))
                         .send()
                         .await?
                         .error_for_status()?;

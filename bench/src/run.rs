@@ -170,7 +170,7 @@ async fn seed_chatd(target: &Target, pairs: u32) -> anyhow::Result<Vec<String>> 
             for user in [format!("bb{pair}"), format!("bs{pair}")] {
                 http.put(format!("{base}/internal/users/{user}"))
                     .bearer_auth(&platform)
-                    .json(&json!({"displayName": user}))
+                    .json(&json!({"displayName": user, "seller": user.starts_with("bs")}))
                     .send()
                     .await?
                     .error_for_status()?;

@@ -34,6 +34,10 @@ const TOKEN_TTL_SECS: i64 = 3600;
 
 const CURRENCY: &str = "VND";
 
+/// Every demo user's id starts with this; the chat service keeps them to
+/// themselves (`ChatService::with_sandbox`).
+pub const ID_PREFIX: &str = "demo-";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Buyer,
@@ -251,6 +255,7 @@ pub async fn seed(store: &dyn ChatStore) -> StoreResult<()> {
                 avatar_url: None,
                 email: None,
                 locale: u.locale.to_owned(),
+                seller: u.kind == Kind::Seller,
             })
             .await?;
     }
@@ -659,6 +664,7 @@ mod tests {
     fn seed_tables_are_consistent() {
         let is = |id: &str, kind: Kind| USERS.iter().any(|u| u.id == id && u.kind == kind);
         assert!(PRODUCTS.iter().all(|p| is(p.seller_id, Kind::Seller)));
+        assert!(USERS.iter().all(|u| u.id.starts_with(ID_PREFIX)));
         assert!(
             ORDERS
                 .iter()

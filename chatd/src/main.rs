@@ -415,6 +415,7 @@ async fn seed_history(
                 avatar_url: None,
                 email: None,
                 locale: "vi".into(),
+                seller: user == seller,
             })
             .await?;
     }
@@ -572,6 +573,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     if let Some(cluster) = &cluster {
         service = service.with_presence(cluster.presence.clone());
+    }
+    if demo.is_some() {
+        // Whoever gets a demo token talks to the demo shops, not to real users.
+        service = service.with_sandbox(demo::ID_PREFIX);
     }
     let moderation = load_moderation(&config, store.clone()).await?;
     let attachments = open_attachments(&config)?;

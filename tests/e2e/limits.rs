@@ -121,7 +121,7 @@ async fn floods_are_limited_then_muted_and_others_are_unaffected() {
     // New threads per buyer: three were started; a fourth is refused, an
     // existing one reopens.
     let token = server.token("spammer", "buyer");
-    server.put_users(&["s4"]).await;
+    server.put_sellers(&["s4"]).await;
     let (status, body) = server
         .request(
             "POST",

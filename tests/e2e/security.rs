@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use chat_e2e::{Client, Connect, Server, Via, now_secs, options, send_message};
+use chat_e2e::{Client, Connect, PLATFORM, Server, Via, now_secs, options, send_message};
 use chat_protocol::{ErrorCode, ServerEvent, topics};
 
 use crate::CHATD;
@@ -454,4 +454,110 @@ async fn mqtt5_clients_are_told_why_the_server_closes_their_session() {
         "an expired token: reason {:#04x}",
         body[0]
     );
+}
+
+/// Opens `{"sellerId"|"orderId": target}` as `user` with `role`.
+async fn open(server: &Server, user: &str, role: &str, body: serde_json::Value) -> (u16, String) {
+    let (status, body) = server
+        .request(
+            "POST",
+            "/chat/threads",
+            &server.token(user, role),
+            Some(body),
+        )
+        .await;
+    (status, body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_buyers_open_threads_and_only_with_sellers() {
+    let server = Server::start(CHATD).await;
+    server.put_users(&["rb1", "rb2"]).await;
+    server.put_sellers(&["rs1", "rs2"]).await;
+    let with = |id: &str| serde_json::json!({ "sellerId": id });
+
+    let (status, body) = open(&server, "rb1", "buyer", with("rs1")).await;
+    assert_eq!(status, 200, "a buyer opens a chat with a shop: {body}");
+    let (status, body) = open(&server, "rb1", "buyer", with("rb2")).await;
+    assert_eq!(
+        status, 404,
+        "a buyer cannot open one with another buyer: {body}"
+    );
+    let (status, body) = open(&server, "rs1", "seller", with("rs2")).await;
+    assert_eq!(status, 403, "a seller does not cold-open chats: {body}");
+    let (status, _) = open(&server, "ops", "admin", with("rs1")).await;
+    assert_eq!(status, 403, "nor does an admin");
+    let (status, _) = open(&server, PLATFORM, "platform", with("rs1")).await;
+    assert_eq!(status, 403, "nor the platform");
+
+    // A shop that closes (registered again without `seller`) can no
+    // longer be contacted; its existing threads stay.
+    server.put_users(&["rs2"]).await;
+    let (status, _) = open(&server, "rb2", "buyer", with("rs2")).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_and_user_ids_cannot_be_probed() {
+    let server = Server::start(CHATD).await;
+    server.put_users(&["pb1", "pb2"]).await;
+    server.put_sellers(&["ps1"]).await;
+    let (status, body) = server
+        .request(
+            "PUT",
+            "/internal/orders/po1",
+            &server.token(PLATFORM, "platform"),
+            Some(serde_json::json!({"buyerId": "pb1", "sellerId": "ps1", "summary": "1 x Áo"})),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let order = |id: &str| serde_json::json!({ "orderId": id });
+    let seller = |id: &str| serde_json::json!({ "sellerId": id });
+
+    // Each party opens the order's thread on its own side.
+    assert_eq!(open(&server, "pb1", "buyer", order("po1")).await.0, 200);
+    assert_eq!(open(&server, "ps1", "seller", order("po1")).await.0, 200);
+
+    // Everyone else gets exactly what an unknown order gets.
+    let missing = open(&server, "pb2", "buyer", order("po-nope")).await;
+    assert_eq!(missing.0, 404, "{}", missing.1);
+    for (user, role, why) in [
+        ("pb2", "buyer", "another buyer"),
+        ("pb1", "seller", "the buyer with a seller token"),
+        ("ps1", "buyer", "the seller with a buyer token"),
+        ("ops", "admin", "an admin"),
+    ] {
+        assert_eq!(
+            open(&server, user, role, order("po1")).await,
+            missing,
+            "{why} can tell the order exists"
+        );
+    }
+
+    // A buyer's id answers like an unknown id.
+    let missing = open(&server, "pb2", "buyer", seller("nobody")).await;
+    assert_eq!(missing.0, 404, "{}", missing.1);
+    let buyer = open(&server, "pb2", "buyer", seller("pb1")).await;
+    assert_eq!(
+        buyer.1.replace("pb1", "nobody"),
+        missing.1,
+        "a buyer's id can be told from an unknown one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_users_are_kept_to_the_demo_shops() {
+    let server = Server::start_with(CHATD, &[("CHAT_DEMO__ENABLED", "true")]).await;
+    server.put_users(&["real-buyer"]).await;
+    server.put_sellers(&["real-shop"]).await;
+    let with = |id: &str| serde_json::json!({ "sellerId": id });
+
+    let (status, body) = open(&server, "demo-buyer-1", "buyer", with("demo-shop-2")).await;
+    assert_eq!(status, 200, "a demo buyer chats with a demo shop: {body}");
+    let (status, body) = open(&server, "real-buyer", "buyer", with("real-shop")).await;
+    assert_eq!(status, 200, "real users are not affected: {body}");
+    let (status, _) = open(&server, "demo-buyer-1", "buyer", with("real-shop")).await;
+    assert_eq!(status, 404, "a demo buyer cannot reach a real shop");
+    let (status, _) = open(&server, "real-buyer", "buyer", with("demo-shop-1")).await;
+    assert_eq!(status, 404, "a real buyer cannot reach a demo shop");
 }

@@ -440,7 +440,17 @@ impl Server {
         assert_eq!(status, 204, "{body}");
     }
 
+    /// Registers accounts that buy (nobody can open a chat with them).
     pub async fn put_users(&self, users: &[&str]) {
+        self.register(users, false).await;
+    }
+
+    /// Registers shops: buyers may open a chat with them.
+    pub async fn put_sellers(&self, sellers: &[&str]) {
+        self.register(sellers, true).await;
+    }
+
+    async fn register(&self, users: &[&str], seller: bool) {
         let token = self.token(PLATFORM, "platform");
         for user in users {
             let (status, body) = self
@@ -448,7 +458,7 @@ impl Server {
                     "PUT",
                     &format!("/internal/users/{user}"),
                     &token,
-                    Some(json!({"displayName": format!("Tên {user}")})),
+                    Some(json!({"displayName": format!("Tên {user}"), "seller": seller})),
                 )
                 .await;
             assert_eq!(status, 204, "{body}");
@@ -473,7 +483,8 @@ impl Server {
 
     /// Registers buyer and seller and opens their general thread.
     pub async fn thread_between(&self, buyer: &str, seller: &str) -> String {
-        self.put_users(&[buyer, seller]).await;
+        self.put_users(&[buyer]).await;
+        self.put_sellers(&[seller]).await;
         let (status, body) = self
             .request(
                 "POST",

@@ -86,11 +86,13 @@ pub async fn reference_data_round_trips(store: &dyn ChatStore) {
         avatar_url: Some("https://cdn.example/a.png".into()),
         email: None,
         locale: "vi".into(),
+        seller: false,
     };
     store.put_user(&user).await.unwrap();
     assert_eq!(store.user(&user.id).await.unwrap(), Some(user.clone()));
     let renamed = User {
         display_name: "Shop A".into(),
+        seller: true,
         ..user.clone()
     };
     store.put_user(&renamed).await.unwrap();

@@ -13,6 +13,12 @@ pub struct User {
     pub email: Option<String>,
     /// BCP 47 tag; `vi` unless the platform says otherwise.
     pub locale: String,
+    /// The account has a shop: buyers may open a chat with it. Only the
+    /// platform says so (`PUT /internal/users/{id}` with `"seller": true`);
+    /// a token's role says which side a person acts on, not who may be
+    /// contacted.
+    #[serde(default)]
+    pub seller: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -173,6 +173,9 @@ pub struct ChatService {
     attachments: Option<Arc<dyn Attachments>>,
     /// Whether a pair of users is blocked, cached briefly: every send asks.
     blocks: Mutex<HashMap<(String, String), (bool, Instant)>>,
+    /// Users whose id starts with this (the demo's) open threads among
+    /// themselves only, and nobody else opens one with them.
+    sandbox_prefix: Option<String>,
 }
 
 /// How long a cached block state is trusted (a change made through this
@@ -216,6 +219,7 @@ impl ChatService {
             jobs: None,
             limiter: Arc::new(RateLimiter::new(RateLimitConfig::default())),
             blocks: Mutex::new(HashMap::new()),
+            sandbox_prefix: None,
             attachments: None,
             moderation: Arc::new(Moderation::without_keywords(
                 ModerationConfig::default(),
@@ -240,6 +244,21 @@ impl ChatService {
 
     pub fn moderation(&self) -> &Arc<Moderation> {
         &self.moderation
+    }
+
+    /// Keeps the users whose id starts with `prefix` (the demo's) to
+    /// themselves: they open threads with each other only.
+    pub fn with_sandbox(mut self, prefix: &str) -> Self {
+        self.sandbox_prefix = Some(prefix.to_owned());
+        self
+    }
+
+    /// Whether `a` and `b` are on the same side of the sandbox.
+    fn may_meet(&self, a: &str, b: &str) -> bool {
+        match &self.sandbox_prefix {
+            Some(prefix) => a.starts_with(prefix.as_str()) == b.starts_with(prefix.as_str()),
+            None => true,
+        }
     }
 
     /// Object storage for image messages.
@@ -1124,24 +1143,29 @@ impl ChatService {
 
     /// Opens (or finds) a thread for the caller. Product context shows up as
     /// a product-card system message whenever it changes.
+    ///
+    /// A buyer opens the thread with a seller (an account the platform
+    /// registered as one); either party opens the thread of their order, on
+    /// the side their token says. Someone else's order and an account that
+    /// is not a seller answer like missing ones, so that ids cannot be
+    /// probed.
     pub async fn open_thread(
         &self,
         caller: &Claims,
         from: OpenFrom,
     ) -> Result<Thread, ServiceError> {
-        if caller.role == Role::Platform {
-            return Err(ServiceError::Forbidden);
-        }
         let (spec, card) = match from {
             OpenFrom::Order { order_id } => {
                 let order = self
                     .store
                     .order(&order_id)
                     .await?
+                    .filter(|order| match caller.role {
+                        Role::Buyer => order.buyer_id == caller.sub,
+                        Role::Seller => order.seller_id == caller.sub,
+                        _ => false,
+                    })
                     .ok_or(ServiceError::NotFound("order"))?;
-                if order.buyer_id != caller.sub && order.seller_id != caller.sub {
-                    return Err(ServiceError::Forbidden);
-                }
                 let card = Card::Order {
                     order_id: order.id.clone(),
                     summary: order.summary.clone(),
@@ -1159,13 +1183,22 @@ impl ChatService {
                 seller_id,
                 product_id,
             } => {
+                if caller.role != Role::Buyer {
+                    return Err(ServiceError::Forbidden);
+                }
                 if seller_id == caller.sub {
                     return Err(ServiceError::invalid(
                         ErrorCode::InvalidField,
                         "cannot open a thread with yourself",
                     ));
                 }
-                if self.store.user(&seller_id).await?.is_none() {
+                let contactable = self.may_meet(&caller.sub, &seller_id)
+                    && self
+                        .store
+                        .user(&seller_id)
+                        .await?
+                        .is_some_and(|user| user.seller);
+                if !contactable {
                     return Err(ServiceError::NotFound("seller"));
                 }
                 let card = match product_id {

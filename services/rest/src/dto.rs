@@ -283,6 +283,10 @@ pub struct UserBody {
     pub email: Option<String>,
     /// `vi` (default) or `en`.
     pub locale: Option<String>,
+    /// The account has a shop: buyers may open a chat with it. Default
+    /// `false`: a buyer cannot start a chat with another buyer.
+    #[serde(default)]
+    pub seller: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -495,6 +495,7 @@ async fn put_user(
         avatar_url: body.avatar_url,
         email: body.email,
         locale: body.locale.unwrap_or_else(|| "vi".into()),
+        seller: body.seller,
     };
     state
         .service

@@ -58,6 +58,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0007_uploads.cql",
         cql: include_str!("../../../cql/migrations/0007_uploads.cql"),
     },
+    Migration {
+        version: 8,
+        name: "0008_sellers.cql",
+        cql: include_str!("../../../cql/migrations/0008_sellers.cql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -382,8 +382,8 @@ impl Statements {
             devices_of: prepare(format!("SELECT push_token, platform, app_id, locale, updated_at FROM {ks}.devices WHERE user_id = ?"), true).await?,
             delete_device: prepare(format!("DELETE FROM {ks}.devices WHERE user_id = ? AND push_token = ?"), true).await?,
             delete_device_owner: prepare(format!("DELETE FROM {ks}.device_owners WHERE push_token = ?"), true).await?,
-            put_user: prepare(format!("INSERT INTO {ks}.users (id, display_name, avatar_url, email, locale) VALUES (?, ?, ?, ?, ?)"), true).await?,
-            get_user: prepare(format!("SELECT id, display_name, avatar_url, email, locale FROM {ks}.users WHERE id = ?"), true).await?,
+            put_user: prepare(format!("INSERT INTO {ks}.users (id, display_name, avatar_url, email, locale, seller) VALUES (?, ?, ?, ?, ?, ?)"), true).await?,
+            get_user: prepare(format!("SELECT id, display_name, avatar_url, email, locale, seller FROM {ks}.users WHERE id = ?"), true).await?,
             put_product: prepare(format!("INSERT INTO {ks}.products (id, seller_id, title, price, currency, image_url) VALUES (?, ?, ?, ?, ?, ?)"), true).await?,
             get_product: prepare(format!("SELECT id, seller_id, title, price, currency, image_url FROM {ks}.products WHERE id = ?"), true).await?,
             put_order: prepare(format!("INSERT INTO {ks}.orders (id, buyer_id, seller_id, summary) VALUES (?, ?, ?, ?)"), true).await?,
@@ -895,6 +895,7 @@ impl ChatStore for ScyllaStore {
                 &user.avatar_url,
                 &user.email,
                 &user.locale,
+                user.seller,
             ),
         )
         .await?;
@@ -914,17 +915,22 @@ impl ChatStore for ScyllaStore {
             Option<String>,
             Option<String>,
             Option<String>,
+            Option<bool>,
         );
         let row: Option<Columns> = self.first(&self.statements.get_user, (id,)).await?;
-        Ok(
-            row.map(|(id, display_name, avatar_url, email, locale)| User {
+        Ok(row.map(
+            |(id, display_name, avatar_url, email, locale, seller)| User {
                 display_name: display_name.unwrap_or_else(|| id.clone()),
                 id,
                 avatar_url,
                 email,
                 locale: locale.unwrap_or_else(|| "vi".into()),
-            }),
-        )
+                // Null: registered before migration 0008, when anyone could
+                // be contacted; CQL cannot backfill from other tables, so
+                // such rows keep that until the platform registers them again.
+                seller: seller.unwrap_or(true),
+            },
+        ))
     }
 
     async fn put_product(&self, p: &Product) -> StoreResult<()> {

@@ -207,6 +207,16 @@ CREATE TABLE uploads (
 );
 CREATE INDEX uploads_pending ON uploads (created_at) WHERE status = 'pending';
 "#,
+    // Which accounts are shops. Before this, anyone could be contacted;
+    // whoever already sold, or already had a buyer write to them, stays
+    // contactable.
+    r#"
+ALTER TABLE users ADD COLUMN seller INTEGER NOT NULL DEFAULT 0;
+UPDATE users SET seller = 1 WHERE id IN (
+    SELECT seller_id FROM products UNION SELECT seller_id FROM orders
+    UNION SELECT seller_id FROM threads
+);
+"#,
 ];
 
 const UPLOAD_COLUMNS: &str = "id, thread_id, user_id, content_type, size, status, card, created_at";
@@ -785,10 +795,17 @@ impl ChatStore for SqliteStore {
         let u = user.clone();
         self.write(move |c| {
             c.execute(
-                "INSERT INTO users (id, display_name, avatar_url, email, locale) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO UPDATE SET \
-                 display_name = ?2, avatar_url = ?3, email = ?4, locale = ?5",
-                params![u.id, u.display_name, u.avatar_url, u.email, u.locale],
+                "INSERT INTO users (id, display_name, avatar_url, email, locale, seller) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO UPDATE SET \
+                 display_name = ?2, avatar_url = ?3, email = ?4, locale = ?5, seller = ?6",
+                params![
+                    u.id,
+                    u.display_name,
+                    u.avatar_url,
+                    u.email,
+                    u.locale,
+                    u.seller
+                ],
             )
             .map_err(backend)?;
             Ok(())
@@ -814,7 +831,7 @@ impl ChatStore for SqliteStore {
         let id = id.to_owned();
         self.read(move |c| {
             c.query_row(
-                "SELECT id, display_name, avatar_url, email, locale FROM users WHERE id = ?1",
+                "SELECT id, display_name, avatar_url, email, locale, seller FROM users WHERE id = ?1",
                 [id],
                 |r| {
                     Ok(User {
@@ -823,6 +840,7 @@ impl ChatStore for SqliteStore {
                         avatar_url: r.get(2)?,
                         email: r.get(3)?,
                         locale: r.get(4)?,
+                        seller: r.get(5)?,
                     })
                 },
             )
@@ -1627,6 +1645,53 @@ mod tests {
         }
         let _store = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(modes(), [0o600; 3], "reopened");
+    }
+
+    #[tokio::test]
+    async fn an_older_database_keeps_its_shops_contactable() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The schema as the release before sellers were recorded left it.
+            let mut conn = Connection::open(dir.path().join("chat.db")).unwrap();
+            let before = MIGRATIONS.len() - 1;
+            for sql in &MIGRATIONS[..before] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", before).unwrap();
+            let tx = conn.transaction().unwrap();
+            for id in ["buyer", "sells", "ordered-from", "written-to"] {
+                tx.execute(
+                    "INSERT INTO users (id, display_name, locale) VALUES (?1, ?1, 'vi')",
+                    [id],
+                )
+                .unwrap();
+            }
+            tx.execute_batch(
+                "INSERT INTO products VALUES ('p', 'sells', 'Áo', 1, 'VND', NULL);
+                 INSERT INTO orders VALUES ('o', 'buyer', 'ordered-from', '1 x Áo');
+                 INSERT INTO threads (id, buyer_id, seller_id, pair_key, activity_at,
+                     created_at, updated_at)
+                 VALUES ('t', 'buyer', 'written-to', 'buyer/written-to', 1, 1, 1);",
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let seller = |id: &'static str| {
+            let store = &store;
+            async move { store.user(id).await.unwrap().unwrap().seller }
+        };
+        assert!(!seller("buyer").await);
+        assert!(seller("sells").await);
+        assert!(seller("ordered-from").await);
+        assert!(seller("written-to").await);
+        // From now on only the platform says who sells.
+        let mut closed = store.user("sells").await.unwrap().unwrap();
+        closed.seller = false;
+        store.put_user(&closed).await.unwrap();
+        drop(store);
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert!(!store.user("sells").await.unwrap().unwrap().seller);
     }
 
     fn text(thread_id: &str, from: &str, cmid: &str) -> NewMessage {
