@@ -191,6 +191,7 @@ fn uses_dev_secret(auth: &AuthConfig) -> bool {
         && auth.algorithms.iter().any(|a| a == "HS256")
         && auth.public_key_pem.is_none()
         && auth.jwks_file.is_none()
+        && auth.jwks_url.is_none()
 }
 
 /// What the demo routes need.

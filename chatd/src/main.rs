@@ -4,6 +4,7 @@ mod config;
 mod cors;
 mod demo;
 mod http;
+mod jwks;
 mod ops;
 mod persist;
 
@@ -548,7 +549,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
             "using the development HS256 secret from the data directory; configure auth for production"
         );
     }
-    let verifier = Arc::new(TokenVerifier::new(&config.auth, secret.as_deref())?);
+    let jwks_source = jwks::Source::from_config(&config.auth)?;
+    let initial_jwks = match &jwks_source {
+        Some(source) => Some(
+            source
+                .load(&jwks::client())
+                .await
+                .context("reading the JWKS (auth.jwks_file or auth.jwks_url)")?,
+        ),
+        None => None,
+    };
+    let verifier = Arc::new(TokenVerifier::with_jwks(
+        &config.auth,
+        secret.as_deref(),
+        initial_jwks.as_ref(),
+    )?);
+    if let Some(source) = jwks_source {
+        jwks::keep_fresh(&verifier, source, &config.auth);
+    }
     let demo = demo::Demo::from_config(&config, secret.as_deref())?;
     let (store, sqlite) = open_stores(&config).await?;
     if demo.is_some() {

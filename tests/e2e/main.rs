@@ -13,6 +13,7 @@ mod devices;
 mod drain;
 mod durability;
 mod jetstream;
+mod keys;
 mod limits;
 mod moderation;
 mod notify;

@@ -7,10 +7,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -71,6 +74,16 @@ pub struct AuthConfig {
     pub public_key_pem: Option<PathBuf>,
     /// JWKS file with RS256/ES256 public keys, chosen by `kid`.
     pub jwks_file: Option<PathBuf>,
+    /// URL of the identity provider's JWKS (e.g.
+    /// `https://id.example.vn/.well-known/jwks.json`), instead of a file.
+    pub jwks_url: Option<String>,
+    /// How often the JWKS (file or URL) is read again, so that a rotated
+    /// key is taken without a restart. A token whose `kid` is unknown
+    /// brings the next read forward, at most every `jwks_min_refresh_secs`.
+    pub jwks_refresh_secs: u64,
+    /// The soonest a token with an unknown `kid` reads the JWKS again after
+    /// the last read (forged `kid`s must not make us hammer the provider).
+    pub jwks_min_refresh_secs: u64,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
 }
@@ -84,6 +97,9 @@ impl Default for AuthConfig {
             hs256_secret: None,
             public_key_pem: None,
             jwks_file: None,
+            jwks_url: None,
+            jwks_refresh_secs: 300,
+            jwks_min_refresh_secs: 30,
             leeway_secs: 5,
         }
     }
@@ -120,15 +136,23 @@ pub enum KeyError {
     Parse { path: PathBuf, reason: String },
 }
 
+type KidKeys = HashMap<String, (Algorithm, DecodingKey)>;
+
 /// Verifies tokens against the configured keys.
 pub struct TokenVerifier {
     issuer: String,
     audience: String,
     leeway: u64,
+    /// The accepted algorithms.
+    algorithms: Vec<Algorithm>,
     /// Key without `kid`, per algorithm.
     default_keys: HashMap<Algorithm, DecodingKey>,
-    /// JWKS keys by `kid`, with their algorithm.
-    kid_keys: HashMap<String, (Algorithm, DecodingKey)>,
+    /// JWKS keys by `kid`, with their algorithm; replaced whole when the
+    /// identity provider rotates its keys.
+    kid_keys: RwLock<Arc<KidKeys>>,
+    /// Woken by a token whose `kid` is not in the set (a key published
+    /// since the last read, or a forgery: the reader rate-limits).
+    unknown_kid: Notify,
 }
 
 fn parse_algorithm(name: &str) -> Result<Algorithm, KeyError> {
@@ -149,23 +173,33 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, KeyError> {
 
 impl TokenVerifier {
     /// Builds a verifier. `hs256_secret` overrides `config.hs256_secret`
-    /// (the development secret from the data directory).
+    /// (the development secret from the data directory). Reads
+    /// `config.jwks_file`; a JWKS from `jwks_url` is fetched by the caller
+    /// and given to [`TokenVerifier::with_jwks`].
     pub fn new(config: &AuthConfig, hs256_secret: Option<&str>) -> Result<Self, KeyError> {
-        let mut default_keys = HashMap::new();
-        let mut kid_keys = HashMap::new();
-        let jwks: Option<JwkSet> = match &config.jwks_file {
-            Some(path) => {
-                Some(
-                    serde_json::from_slice(&read(path)?).map_err(|e| KeyError::Parse {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?,
-                )
-            }
+        let jwks = match &config.jwks_file {
+            Some(path) => Some(parse_jwks(&read(path)?, &path.display().to_string())?),
             None => None,
         };
-        for name in &config.algorithms {
-            let alg = parse_algorithm(name)?;
+        Self::with_jwks(config, hs256_secret, jwks.as_ref())
+    }
+
+    /// Builds a verifier with this JWKS (read from wherever it lives).
+    pub fn with_jwks(
+        config: &AuthConfig,
+        hs256_secret: Option<&str>,
+        jwks: Option<&JwkSet>,
+    ) -> Result<Self, KeyError> {
+        let mut default_keys = HashMap::new();
+        let algorithms = config
+            .algorithms
+            .iter()
+            .map(|name| parse_algorithm(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let kid_keys = jwks
+            .map(|set| kid_keys(set, &algorithms))
+            .unwrap_or_default();
+        for (name, &alg) in config.algorithms.iter().zip(&algorithms) {
             match alg {
                 Algorithm::HS256 => {
                     let secret = hs256_secret
@@ -186,21 +220,7 @@ impl TokenVerifier {
                             found = true;
                         }
                     }
-                    for jwk in jwks.iter().flat_map(|set| set.keys.iter()) {
-                        let key_alg = jwk
-                            .common
-                            .key_algorithm
-                            .and_then(|a| parse_algorithm(&format!("{a:?}")).ok());
-                        if key_alg != Some(alg) {
-                            continue;
-                        }
-                        let (Some(kid), Ok(key)) = (&jwk.common.key_id, DecodingKey::from_jwk(jwk))
-                        else {
-                            continue;
-                        };
-                        kid_keys.insert(kid.clone(), (alg, key));
-                        found = true;
-                    }
+                    found |= kid_keys.values().any(|(key_alg, _)| *key_alg == alg);
                     if !found {
                         return Err(KeyError::NoPublicKey(name.clone()));
                     }
@@ -211,9 +231,37 @@ impl TokenVerifier {
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             leeway: config.leeway_secs,
+            algorithms,
             default_keys,
-            kid_keys,
+            kid_keys: RwLock::new(Arc::new(kid_keys)),
+            unknown_kid: Notify::new(),
         })
+    }
+
+    /// Replaces the JWKS keys with those of `set` (a rotation: keys left
+    /// out are revoked at once). A set with no usable key is refused and
+    /// the current keys stay: an identity provider answering `{"keys":[]}`
+    /// by mistake must not lock every user out. Returns the number of keys.
+    pub fn replace_jwks(&self, set: &JwkSet) -> Result<usize, KeyError> {
+        let keys = kid_keys(set, &self.algorithms);
+        if keys.is_empty() {
+            return Err(KeyError::NoPublicKey("the new JWKS".into()));
+        }
+        let count = keys.len();
+        *self.kid_keys.write() = Arc::new(keys);
+        Ok(count)
+    }
+
+    /// The `kid`s currently trusted, sorted.
+    pub fn key_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.kid_keys.read().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Resolves when a token named a `kid` the verifier does not know.
+    pub async fn unknown_kid_seen(&self) {
+        self.unknown_kid.notified().await
     }
 
     /// Clock skew tolerated on `exp`, for sessions that outlive a check.
@@ -228,13 +276,18 @@ impl TokenVerifier {
         // Header parsing refuses `alg: none` (no such `Algorithm`).
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
-        let key = match header.kid.as_deref().and_then(|kid| self.kid_keys.get(kid)) {
-            Some((alg, key)) if *alg == header.alg => key,
-            Some(_) => return Err(AuthError::Algorithm(format!("{:?}", header.alg))),
-            None => self
-                .default_keys
-                .get(&header.alg)
-                .ok_or_else(|| AuthError::Algorithm(format!("{:?}", header.alg)))?,
+        let kid_keys = self.kid_keys.read().clone();
+        let key = match header.kid.as_deref().map(|kid| kid_keys.get(kid)) {
+            Some(Some((alg, key))) if *alg == header.alg => key,
+            Some(Some(_)) => return Err(AuthError::Algorithm(format!("{:?}", header.alg))),
+            found => {
+                if found.is_some() && header.alg != Algorithm::HS256 {
+                    self.unknown_kid.notify_one();
+                }
+                self.default_keys
+                    .get(&header.alg)
+                    .ok_or_else(|| AuthError::Algorithm(format!("{:?}", header.alg)))?
+            }
         };
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.issuer]);
@@ -253,6 +306,34 @@ impl TokenVerifier {
         }
         Ok(data.claims)
     }
+}
+
+/// Parses a JWKS document; `source` names it in the error.
+pub fn parse_jwks(bytes: &[u8], source: &str) -> Result<JwkSet, KeyError> {
+    serde_json::from_slice(bytes).map_err(|e| KeyError::Parse {
+        path: PathBuf::from(source),
+        reason: e.to_string(),
+    })
+}
+
+/// The keys of `set` usable with the accepted algorithms, by `kid`. Each
+/// key is bound to the algorithm it declares, so a token cannot choose.
+fn kid_keys(set: &JwkSet, accepted: &[Algorithm]) -> KidKeys {
+    let mut keys = HashMap::new();
+    for jwk in &set.keys {
+        let Some(alg) = jwk
+            .common
+            .key_algorithm
+            .and_then(|a| parse_algorithm(&format!("{a:?}")).ok())
+            .filter(|alg| *alg != Algorithm::HS256 && accepted.contains(alg))
+        else {
+            continue;
+        };
+        if let (Some(kid), Ok(key)) = (&jwk.common.key_id, DecodingKey::from_jwk(jwk)) {
+            keys.insert(kid.clone(), (alg, key));
+        }
+    }
+    keys
 }
 
 /// Mints an HS256 token (development and tests).
@@ -456,6 +537,46 @@ mod tests {
             v.verify(&sign(Algorithm::ES256, Some("nope"), &es256_key(), &claims))
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn a_rotated_jwks_replaces_the_keys_and_an_empty_one_is_refused() {
+        let cfg = AuthConfig {
+            algorithms: vec!["ES256".into(), "RS256".into()],
+            jwks_file: Some(testdata("jwks.json")),
+            ..config()
+        };
+        let v = TokenVerifier::new(&cfg, None).unwrap();
+        let claims = claims_for(&config(), "u1", Role::Buyer, 60);
+        let old = sign(Algorithm::RS256, Some("rsa-1"), &rs256_key(), &claims);
+        let new_key =
+            EncodingKey::from_rsa_pem(&std::fs::read(testdata("rs256-2-private.pem")).unwrap())
+                .unwrap();
+        let new = sign(Algorithm::RS256, Some("rs-2"), &new_key, &claims);
+        assert!(v.verify(&old).is_ok());
+        assert!(v.verify(&new).is_err());
+        // The unknown kid asked for a fresh read.
+        tokio::time::timeout(std::time::Duration::from_secs(1), v.unknown_kid_seen())
+            .await
+            .expect("an unknown kid wakes the reader");
+
+        let rotated = parse_jwks(
+            &std::fs::read(testdata("jwks-rotated.json")).unwrap(),
+            "rotated",
+        )
+        .unwrap();
+        assert_eq!(v.replace_jwks(&rotated).unwrap(), 1);
+        assert_eq!(v.key_ids(), ["rs-2"]);
+        assert!(v.verify(&new).is_ok());
+        assert!(v.verify(&old).is_err(), "a key left out is revoked");
+
+        let empty = parse_jwks(br#"{"keys": []}"#, "empty").unwrap();
+        assert!(v.replace_jwks(&empty).is_err());
+        assert!(
+            v.verify(&new).is_ok(),
+            "an empty set keeps the current keys"
+        );
+        assert!(parse_jwks(b"<html>", "garbage").is_err());
     }
 
     #[test]
