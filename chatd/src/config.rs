@@ -104,6 +104,10 @@ pub struct PersistConfig {
     pub worker: Option<String>,
     /// How long the broker keeps hand-overs for a disconnected worker.
     pub session_expiry_secs: u32,
+    /// For `chatd persist`: a hand-over delivered more often than this
+    /// (it crashed the worker each time) is set aside for the operator
+    /// instead of processed again.
+    pub max_deliveries: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +126,7 @@ impl Default for PersistConfig {
             token: None,
             worker: None,
             session_expiry_secs: 600,
+            max_deliveries: 3,
         }
     }
 }

@@ -7,6 +7,7 @@ mod http;
 mod jwks;
 mod ops;
 mod persist;
+mod poison;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -12,6 +12,8 @@
 //! processing, so a worker that dies mid-way gets it again from its
 //! persistent session — and the store's idempotency key makes that, or the
 //! sender's own retry, harmless; recipients only ever see processed events.
+//! A hand-over the worker fails on is set aside rather than retried
+//! forever (`poison`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +34,36 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, StoreKind};
+use crate::poison::{self, Ledger};
+
+/// What a thread queue needs to set a failing hand-over aside.
+struct Poison {
+    ledger: Ledger,
+    /// Redelivered hand-overs are processed one at a time, so that a crash
+    /// counts against the one that caused it, not against every
+    /// redelivery under way beside it.
+    one_redelivery: tokio::sync::Mutex<()>,
+    data_dir: std::path::PathBuf,
+    worker: String,
+}
+
+impl Poison {
+    async fn set_aside(
+        &self,
+        service: &ChatService,
+        thread: &str,
+        sender: &str,
+        payload: &[u8],
+        why: &str,
+    ) {
+        let kept = poison::keep(&self.data_dir, thread, sender, payload);
+        let why = match kept {
+            Some(path) => format!("{why} (worker {}, kept in {})", self.worker, path.display()),
+            None => format!("{why} (worker {}, payload not kept)", self.worker),
+        };
+        service.dead_letter(sender, thread, payload, &why).await;
+    }
+}
 
 /// Events go back through the broker as an MQTT client.
 struct MqttOutbound {
@@ -90,6 +122,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
         .context("persist.broker must be host:port")?;
+    let poison = Arc::new(Poison {
+        ledger: Ledger::open(
+            &config.data_dir,
+            &persist.worker_id(),
+            persist.max_deliveries,
+        )
+        .context("opening the delivery ledger in the data directory")?,
+        one_redelivery: tokio::sync::Mutex::new(()),
+        data_dir: config.data_dir.clone(),
+        worker: persist.worker_id(),
+    });
     let client_id = format!("{}:{}", persist.user, persist.worker_id());
     let mut options = MqttOptions::new(client_id.clone(), host, port);
     options
@@ -198,7 +241,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 let mut job = publish;
                 loop {
                     let queue = queues.entry(thread.clone()).or_insert_with(|| {
-                        spawn_thread_queue(&processing, service.clone(), client.clone())
+                        spawn_thread_queue(
+                            &processing,
+                            service.clone(),
+                            client.clone(),
+                            poison.clone(),
+                        )
                     });
                     match queue.send(job) {
                         Ok(()) => break,
@@ -279,6 +327,7 @@ fn spawn_thread_queue(
     processing: &TaskTracker,
     service: Arc<ChatService>,
     client: AsyncClient,
+    poison: Arc<Poison>,
 ) -> mpsc::UnboundedSender<Publish> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Publish>();
     processing.spawn(async move {
@@ -286,10 +335,7 @@ fn spawn_thread_queue(
         {
             let topic = String::from_utf8_lossy(&publish.topic).into_owned();
             if let Some((thread, sender)) = parse_handover(&topic) {
-                service
-                    .handle_inbound(sender, None, thread, &publish.payload)
-                    .await;
-                tracing::debug!(thread, sender, "handed-over message processed");
+                process(&service, &poison, &publish, thread, sender).await;
             }
             // Only now may the broker forget it.
             if let Err(e) = client.ack(&publish).await {
@@ -298,6 +344,73 @@ fn spawn_thread_queue(
         }
     });
     tx
+}
+
+/// Processes one hand-over, or sets it aside if it keeps failing.
+async fn process(
+    service: &Arc<ChatService>,
+    poison: &Poison,
+    publish: &Publish,
+    thread: &str,
+    sender: &str,
+) {
+    // Only a redelivery can be one that crashed us: first deliveries skip
+    // the ledger (and its fsync).
+    let redelivered = publish
+        .dup
+        .then(|| poison::fingerprint(&format!("{thread}/{sender}"), &publish.payload));
+    let _alone = match redelivered {
+        Some(_) => Some(poison.one_redelivery.lock().await),
+        None => None,
+    };
+    let admitted = match &redelivered {
+        Some(key) => poison.ledger.admit(key).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the delivery ledger cannot be written; processing anyway");
+            true
+        }),
+        None => true,
+    };
+    if admitted {
+        let run = {
+            let (service, payload) = (service.clone(), publish.payload.clone());
+            let (thread, sender) = (thread.to_owned(), sender.to_owned());
+            // Its own task, so that a panic is caught here.
+            tokio::spawn(async move {
+                poison::inject_fault(&payload);
+                service
+                    .handle_inbound(&sender, None, &thread, &payload)
+                    .await;
+            })
+        };
+        match run.await {
+            Ok(()) => tracing::debug!(thread, sender, "handed-over message processed"),
+            Err(e) if e.is_panic() => {
+                poison
+                    .set_aside(
+                        service,
+                        thread,
+                        sender,
+                        &publish.payload,
+                        "processing panicked",
+                    )
+                    .await;
+            }
+            Err(e) => tracing::warn!(error = %e, thread, sender, "processing was cancelled"),
+        }
+    } else {
+        poison
+            .set_aside(
+                service,
+                thread,
+                sender,
+                &publish.payload,
+                "delivered more than persist.max_deliveries times: it crashes the worker",
+            )
+            .await;
+    }
+    if let Some(key) = &redelivered {
+        poison.ledger.done(key);
+    }
 }
 
 #[cfg(test)]

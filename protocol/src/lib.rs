@@ -188,6 +188,10 @@ pub enum ErrorCode {
     /// The upload of an `image` message is missing, not an accepted image
     /// (by its bytes), too large, or cannot be decoded; nothing stored.
     InvalidAttachment,
+    /// The server failed on this message (it crashed processing it) and
+    /// set it aside for the operator; nothing stored. Sending it again as
+    /// it is will fail the same way.
+    Internal,
 }
 
 impl ErrorCode {
@@ -207,6 +211,7 @@ impl ErrorCode {
             ErrorCode::Muted => "muted",
             ErrorCode::ThreadBlocked => "thread_blocked",
             ErrorCode::InvalidAttachment => "invalid_attachment",
+            ErrorCode::Internal => "internal",
         }
     }
 }

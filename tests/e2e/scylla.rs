@@ -308,3 +308,143 @@ async fn acked_in_order_and_stored_once(
     let ids: Vec<String> = acked.iter().map(|(_, id)| id.clone()).collect();
     assert_eq!(stored, ids, "{buyer}: each message stored once, in order");
 }
+
+/// A hand-over the worker fails on is set aside, not retried forever: a
+/// panic at once, a crash (abort) after `persist.max_deliveries` deliveries.
+/// Either way its sender gets a failed ack (`internal`), the audit log and
+/// the worker's `dead-letters/` keep it, and the thread goes on. The faults
+/// are injected in the debug binary (`CHATD_FAULT_PERSIST`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_that_crashes_the_worker_is_set_aside() {
+    use chat_e2e::send_message;
+    use chat_protocol::{ErrorCode, ServerEvent, topics};
+    use std::time::{Duration, Instant};
+
+    let server = Server::start_scylla_with(
+        CHATD,
+        &[
+            ("CHAT_PERSIST__MODE", "workers"),
+            ("CHAT_SCYLLA__REQUEST_TIMEOUT_MS", "20000"),
+        ],
+    )
+    .await;
+    let worker =
+        |fault: &str| server.spawn_worker("persist", "wp", &[("CHATD_FAULT_PERSIST", fault)]);
+    let mut wp = worker("panic:PANIC-ME");
+    wp.wait_for_log("subscribed to hand-overs", Duration::from_secs(30))
+        .await;
+    let [(buyer, thread, mut client)]: [_; 1] = buyers_on_their_threads(&server, "pb", "ps", 1)
+        .await
+        .try_into()
+        .ok()
+        .unwrap();
+    let inbound = topics::thread_inbound(&thread);
+    // The ack of `cmid`: Ok(message id) or Err(code). While waiting, a
+    // worker that exited is started again, as a supervisor would.
+    async fn ack_of(
+        client: &mut chat_e2e::Client,
+        cmid: &str,
+        mut restart: impl FnMut() -> bool,
+    ) -> Result<String, ErrorCode> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            assert!(Instant::now() < deadline, "no ack for {cmid}");
+            restart();
+            if let Some((
+                _,
+                ServerEvent::MessageSentAck {
+                    client_msg_id,
+                    message_id,
+                    error,
+                    ..
+                },
+            )) = client.event(Duration::from_millis(500)).await
+                && client_msg_id == cmid
+            {
+                return match (message_id, error) {
+                    (Some(id), None) => Ok(id),
+                    (_, Some(error)) => Err(error.code),
+                    other => panic!("{other:?}"),
+                };
+            }
+        }
+    }
+
+    client
+        .publish(&inbound, send_message("p1", "xin chào PANIC-ME"))
+        .await;
+    assert_eq!(
+        ack_of(&mut client, "p1", || false).await,
+        Err(ErrorCode::Internal)
+    );
+    client.publish(&inbound, send_message("p2", "vẫn ổn")).await;
+    let p2 = ack_of(&mut client, "p2", || false)
+        .await
+        .expect("the thread goes on");
+    assert!(
+        wp.exited().is_none(),
+        "a panic does not take the worker down"
+    );
+    assert!(wp.terminate(Duration::from_secs(20)).await.is_some());
+
+    // A fault no unwinding survives: the worker dies on each delivery.
+    let mut wp = worker("abort:ABORT-ME");
+    wp.wait_for_log("subscribed to hand-overs", Duration::from_secs(30))
+        .await;
+    client
+        .publish(&inbound, send_message("a1", "ABORT-ME"))
+        .await;
+    let mut crashes = 0;
+    let outcome = ack_of(&mut client, "a1", || {
+        if wp.exited().is_some() {
+            crashes += 1;
+            assert!(crashes <= 5, "the worker keeps crashing:\n{}", wp.log());
+            wp = worker("abort:ABORT-ME");
+        }
+        true
+    })
+    .await;
+    assert_eq!(outcome, Err(ErrorCode::Internal));
+    assert_eq!(crashes, 3, "set aside after persist.max_deliveries (3)");
+    client
+        .publish(&inbound, send_message("a2", "vẫn ổn chứ"))
+        .await;
+    let a2 = ack_of(&mut client, "a2", || false)
+        .await
+        .expect("the thread goes on");
+
+    // Stored: only the good ones. Recorded: both set aside, with payloads.
+    let stored = server.text_message_ids(&buyer, "buyer", &thread).await;
+    assert_eq!(stored, [p2, a2]);
+    let (status, audit) = server
+        .request(
+            "GET",
+            "/admin/audit?limit=50",
+            &server.token("ops", "admin"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{audit}");
+    let dead: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "persist_dead_letter")
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(
+        dead.iter()
+            .any(|d| d.contains("a1") && d.contains("max_deliveries")),
+        "{dead:?}"
+    );
+    assert!(
+        dead.iter()
+            .any(|d| d.contains("p1") && d.contains("panicked")),
+        "{dead:?}"
+    );
+    let kept = std::fs::read_dir(server.data_dir().join("data-wp").join("dead-letters"))
+        .unwrap()
+        .count();
+    assert_eq!(kept, 2);
+}

@@ -967,6 +967,13 @@ impl Worker {
         panic!("{needle:?} not in the worker log:\n{}", self.log());
     }
 
+    /// Whether the process has exited (then it counts as gone).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().unwrap()?;
+        self.child = None;
+        Some(status)
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

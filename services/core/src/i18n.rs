@@ -56,6 +56,12 @@ pub fn error_text(code: ErrorCode, lang: Lang) -> &'static str {
         (InvalidAttachment, Lang::En) => {
             "The image was refused (only genuine JPEG, PNG or WebP within the size limits)."
         }
+        (Internal, Lang::Vi) => {
+            "Máy chủ gặp lỗi khi xử lý tin nhắn này nên chưa gửi được; đội vận hành đã nhận được thông tin."
+        }
+        (Internal, Lang::En) => {
+            "The server failed on this message, so it was not sent; the operators have been told."
+        }
         (ContentBlocked, Lang::Vi) => "Tin nhắn vi phạm quy định của sàn nên không được gửi.",
         (ContentBlocked, Lang::En) => {
             "This message breaks the marketplace's rules and was not sent."

@@ -96,7 +96,7 @@ pub struct AuditEntry {
     pub actor: String,
     /// `login_refused`, `message_blocked`, `user_muted`, `block`,
     /// `unblock`, `report`, `moderation_resolved`, `keyword_added`,
-    /// `keyword_removed`.
+    /// `keyword_removed`, `persist_dead_letter`.
     pub action: String,
     /// What it was done to: a user, thread, record or keyword list.
     pub target: String,

@@ -687,6 +687,38 @@ impl ChatService {
         self.emit_to_user(user_id, &ack).await;
     }
 
+    /// Sets aside a hand-over that the server failed on (a persistence
+    /// worker crashed on it, or panicked): recorded in the audit log as
+    /// `persist_dead_letter`, and its sender told with a failed ack
+    /// (`internal`) when the payload names a send, so that the outbox
+    /// settles instead of resending the poison forever. `why` is ours
+    /// (never message text).
+    pub async fn dead_letter(&self, user_id: &str, thread_id: &str, payload: &[u8], why: &str) {
+        let reference = chat_protocol::send_reference(payload);
+        tracing::error!(
+            user_id,
+            thread_id,
+            size = payload.len(),
+            why,
+            "hand-over set aside"
+        );
+        self.audit(AuditEntry::new(
+            "system",
+            "persist_dead_letter",
+            thread_id,
+            format!(
+                "from {user_id}, {} bytes, client_msg_id {}: {why}",
+                payload.len(),
+                reference.as_deref().unwrap_or("-")
+            ),
+        ))
+        .await;
+        if let Some(client_msg_id) = reference {
+            self.send_failed(user_id, thread_id, client_msg_id, ErrorCode::Internal, None)
+                .await;
+        }
+    }
+
     /// Tells a user that something they published was refused.
     pub async fn send_error(
         &self,

@@ -75,7 +75,8 @@ export type ErrorCode =
   | "rate_limited"
   | "muted"
   | "thread_blocked"
-  | "invalid_attachment";
+  | "invalid_attachment"
+  | "internal";
 
 export interface ErrorBody {
   code: ErrorCode;
@@ -131,4 +132,5 @@ export const FINAL_ERRORS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   "content_blocked",
   "thread_blocked",
   "invalid_attachment",
+  "internal",
 ]);
