@@ -52,6 +52,10 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// Messages queued per offline persistent session.
     pub max_mqueue_len: usize,
+    /// Bytes (payload and topic, plus 128 per message) queued per session;
+    /// past either bound the oldest queued message makes room (it stays in
+    /// history: a resumed client fetches what it missed over REST).
+    pub max_mqueue_bytes: usize,
     pub max_inflight: u16,
     /// rmqtt's CPU/load check refuses CONNECTs when the machine is busy.
     /// On small machines it trips under load tests; off by default.
@@ -78,6 +82,7 @@ impl Default for BrokerConfig {
             max_packet_size: 256 * 1024,
             max_connections: 100_000,
             max_mqueue_len: 1000,
+            max_mqueue_bytes: 1 << 20,
             max_inflight: 32,
             busy_check: false,
             allow_loadtest: false,
@@ -95,6 +100,8 @@ pub struct Broker {
 
 impl Broker {
     pub async fn new(config: BrokerConfig) -> Self {
+        // Process-wide in rmqtt (PATCHED.md §7): one broker per process.
+        rmqtt::queue::set_session_queue_max_bytes(config.max_mqueue_bytes);
         let scx = ServerContext::new()
             .busy_check_enable(config.busy_check)
             .build()

@@ -197,3 +197,76 @@ async fn an_offline_session_gets_the_missed_messages_not_stale_qos0_events() {
         })
         .await;
 }
+
+/// An offline session holds a bounded number of bytes, not only of
+/// messages: 30 messages of ~6 KB for a session bounded to 64 KiB keep
+/// the newest few (an abusive correspondent cannot pin megabytes per
+/// victim); the rest are in history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_session_holds_a_bounded_number_of_bytes() {
+    let server = Server::start_with(
+        CHATD,
+        &[
+            ("CHAT_MQTT__MAX_MQUEUE_BYTES", "65536"),
+            ("CHAT_RATE_LIMITS__MESSAGES_BURST", "1000"),
+            ("CHAT_RATE_LIMITS__CONNECTION_MESSAGES_BURST", "1000"),
+        ],
+    )
+    .await;
+    let thread = server.thread_between("bb", "bs").await;
+    let token = server.token("bb", "buyer");
+    let phone = || {
+        let mut opts = options(&server, "bb:phone", "bb", &token, Via::Tcp);
+        opts.set_clean_session(false);
+        opts
+    };
+    let connect = |opts| async move {
+        match Client::try_connect(opts, "bb").await {
+            chat_e2e::Connect::Accepted(c) => c,
+            chat_e2e::Connect::Refused(why) => panic!("{why}"),
+        }
+    };
+    let mut buyer = connect(phone()).await;
+    assert!(buyer.subscribe(&topics::thread(&thread)).await);
+    buyer.disconnect().await;
+
+    let mut seller = Client::connect(&server, "bs", "seller", Via::Tcp).await;
+    assert!(seller.subscribe(&topics::user("bs")).await);
+    // 4000 characters, a few of them two or three bytes: ~6 KB each on
+    // the wire, so 10 or 11 fit in 64 KiB (30 without the bound).
+    let long = "Shop gửi bạn thông tin chi tiết về sản phẩm. ".repeat(90);
+    let long: String = long.chars().take(4000).collect();
+    let mut sent = Vec::new();
+    for i in 0..30 {
+        sent.push(
+            seller
+                .send_text(&thread, &format!("b{i}"), &long)
+                .await
+                .unwrap(),
+        );
+    }
+
+    let mut buyer = connect(phone()).await;
+    let replayed: Vec<String> = buyer
+        .drain(Duration::from_secs(3))
+        .await
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            ServerEvent::MessageNew { message } => Some(message.id),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        (9..=11).contains(&replayed.len()),
+        "{} messages replayed for a 64 KiB session",
+        replayed.len()
+    );
+    assert_eq!(
+        replayed,
+        sent[sent.len() - replayed.len()..],
+        "the newest ones, in order"
+    );
+    // The others are in history, as always.
+    let stored = server.text_message_ids("bb", "buyer", &thread).await;
+    assert_eq!(stored.len(), 30);
+}

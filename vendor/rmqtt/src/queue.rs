@@ -145,10 +145,26 @@ impl<T> Sender<T> {
             match (self.policy_fn)(&v) {
                 Policy::Current => return Err(v),
                 Policy::Early => {
-                    let removed = self.queue.pop();
-                    if let Err(v) = self.queue.push(v) {
-                        log::warn!("queue is full, queue len is {}", self.queue.len());
-                        return Err(v);
+                    // PATCHED(chatd): under a byte bound one eviction may
+                    // not make room: evict oldest first until the item
+                    // fits (PATCHED.md §7). The first evicted is returned,
+                    // as before; the others are logged.
+                    let mut v = v;
+                    let mut removed = None;
+                    loop {
+                        match self.queue.pop() {
+                            Some(r) if removed.is_none() => removed = Some(r),
+                            Some(_) => log::debug!("queue over its byte bound: one more evicted"),
+                            None => {}
+                        }
+                        match self.queue.push(v) {
+                            Ok(()) => break,
+                            Err(back) if self.queue.is_empty() => {
+                                log::warn!("queue is full, queue len is {}", self.queue.len());
+                                return Err(back);
+                            }
+                            Err(back) => v = back,
+                        }
                     }
                     if let Some(removed) = removed {
                         return Err(removed);
@@ -242,6 +258,26 @@ pub struct Queue<T> {
     inner: Mutex<VecDeque<T>>,
     on_push_fn: Option<Arc<dyn OnEventFn>>,
     on_pop_fn: Option<Arc<dyn OnEventFn>>,
+    // PATCHED(chatd): an optional bound on the summed weight (bytes) of the
+    // items, besides their count (PATCHED.md §7).
+    max_weight: usize,
+    weigh: Option<fn(&T) -> usize>,
+    // Changed under the `inner` lock only.
+    weight: std::sync::atomic::AtomicUsize,
+}
+
+// PATCHED(chatd): the byte bound of every session's message queue, set once
+// by the embedding application; 0 = none (PATCHED.md §7).
+static SESSION_QUEUE_MAX_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// PATCHED(chatd): bounds the bytes queued per session (0 = no bound).
+pub fn set_session_queue_max_bytes(max: usize) {
+    SESSION_QUEUE_MAX_BYTES.store(max, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// PATCHED(chatd): the bound set by [`set_session_queue_max_bytes`].
+pub fn session_queue_max_bytes() -> usize {
+    SESSION_QUEUE_MAX_BYTES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 impl<T> Drop for Queue<T> {
@@ -254,7 +290,23 @@ impl<T> Drop for Queue<T> {
 impl<T> Queue<T> {
     #[inline]
     pub fn new(cap: usize) -> Self {
-        Self { cap, inner: Mutex::new(VecDeque::new()), on_push_fn: None, on_pop_fn: None }
+        Self {
+            cap,
+            inner: Mutex::new(VecDeque::new()),
+            on_push_fn: None,
+            on_pop_fn: None,
+            max_weight: 0,
+            weigh: None,
+            weight: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// PATCHED(chatd): refuses a push that would take the summed `weigh` of
+    /// the items over `max` (an item alone in the queue is always taken).
+    #[inline]
+    pub fn set_max_weight(&mut self, max: usize, weigh: fn(&T) -> usize) {
+        self.max_weight = max;
+        self.weigh = if max > 0 { Some(weigh) } else { None };
     }
 
     #[inline]
@@ -279,6 +331,14 @@ impl<T> Queue<T> {
         if inner.len() >= self.cap {
             return Err(v);
         }
+        if let Some(weigh) = self.weigh {
+            let w = weigh(&v);
+            let weight = self.weight.load(std::sync::atomic::Ordering::Relaxed);
+            if !inner.is_empty() && weight + w > self.max_weight {
+                return Err(v);
+            }
+            self.weight.store(weight + w, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(f) = self.on_push_fn.as_ref() {
             f();
         }
@@ -290,6 +350,10 @@ impl<T> Queue<T> {
     pub fn pop(&self) -> Option<T> {
         let mut inner = self.inner.lock();
         if let Some(v) = inner.pop_front() {
+            if let Some(weigh) = self.weigh {
+                let weight = self.weight.load(std::sync::atomic::Ordering::Relaxed);
+                self.weight.store(weight.saturating_sub(weigh(&v)), std::sync::atomic::Ordering::Relaxed);
+            }
             if let Some(f) = self.on_pop_fn.as_ref() {
                 f();
             }

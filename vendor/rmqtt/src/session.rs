@@ -2211,6 +2211,11 @@ impl Session {
         let message_expiry_interval = listen_cfg.message_expiry_interval.as_millis() as TimestampMillis;
         #[allow(unused_mut)]
         let mut deliver_queue = MessageQueue::new(max_mqueue_len);
+        // PATCHED(chatd): the bytes a session may hold, besides the count
+        // (PATCHED.md §7). Payload and topic plus a fixed overhead.
+        deliver_queue.set_max_weight(crate::queue::session_queue_max_bytes(), |(_, p)| {
+            p.payload.len() + p.topic.len() + 128
+        });
 
         #[cfg(feature = "stats")]
         {
