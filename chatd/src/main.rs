@@ -1,6 +1,7 @@
 //! `chatd`: the chat server and its tools.
 
 mod config;
+mod config_reference;
 mod cors;
 mod demo;
 mod http;
