@@ -1,9 +1,8 @@
 //! Image attachments: where they are kept (`storage`: local disk by
 //! default, any S3-compatible store when scaled, with presigned uploads
-//! signed by `sigv4`) and what is checked before one is delivered
+//! signed by `rusty-s3`) and what is checked before one is delivered
 //! (`image_check`).
 
 pub mod image_check;
 pub mod service;
-pub mod sigv4;
 pub mod storage;

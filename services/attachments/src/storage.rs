@@ -1,18 +1,21 @@
 //! Where attachment bytes live: a directory under the data dir (the
 //! default; uploads and downloads go through the REST facade with signed,
 //! expiring URLs) or any S3-compatible store (uploads go straight to it
-//! with presigned URLs; path-style addressing, SigV4).
+//! with presigned URLs; path-style addressing, SigV4 by `rusty-s3`).
 //!
 //! Either way a client gets a URL that is valid for minutes, for one key,
 //! and — for uploads — for one declared size and content type.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::sigv4::{self, Credentials, Stamp, Target};
+/// How long the URL of a request the server makes itself is valid.
+const OWN_REQUEST_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -89,7 +92,7 @@ pub struct UploadTarget {
 
 pub enum Storage {
     Local(LocalStore),
-    S3(S3Store),
+    S3(Box<S3Store>),
 }
 
 /// Files under a directory; URLs point at the REST facade and carry an
@@ -102,25 +105,31 @@ pub struct LocalStore {
 }
 
 pub struct S3Store {
-    config: S3Config,
-    host: String,
-    /// Endpoint and host of presigned URLs.
-    public_endpoint: String,
-    public_host: String,
+    /// The bucket at the endpoint this server uses.
+    bucket: Bucket,
+    /// The same bucket at the endpoint clients use, for presigned URLs.
+    public_bucket: Bucket,
+    credentials: Credentials,
     http: reqwest::Client,
 }
 
-/// `host[:port]` of an endpoint URL.
-fn host_of(endpoint: &str) -> Result<String, StorageError> {
+/// `name` at `endpoint`, path-style (`{endpoint}/{bucket}/{key}`), which
+/// every S3-compatible server accepts.
+fn bucket_at(endpoint: &str, config: &S3Config) -> Result<Bucket, StorageError> {
     let url = reqwest::Url::parse(endpoint)
         .map_err(|e| StorageError::Backend(format!("endpoint {endpoint}: {e}")))?;
-    match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => Ok(format!("{h}:{p}")),
-        (Some(h), None) => Ok(h.to_owned()),
-        _ => Err(StorageError::Backend(format!(
+    if url.host_str().is_none() {
+        return Err(StorageError::Backend(format!(
             "endpoint {endpoint} has no host"
-        ))),
+        )));
     }
+    Bucket::new(
+        url,
+        UrlStyle::Path,
+        config.bucket.clone(),
+        config.region.clone(),
+    )
+    .map_err(|e| StorageError::Backend(format!("bucket {}: {e}", config.bucket)))
 }
 
 fn now_secs() -> i64 {
@@ -140,22 +149,20 @@ impl Storage {
     }
 
     pub fn s3(config: &S3Config) -> Result<Storage, StorageError> {
-        let host = host_of(&config.endpoint)?;
         let public_endpoint = config
             .public_endpoint
             .clone()
             .filter(|e| !e.is_empty())
             .unwrap_or_else(|| config.endpoint.clone());
-        Ok(Storage::S3(S3Store {
-            config: config.clone(),
-            host,
-            public_host: host_of(&public_endpoint)?,
-            public_endpoint,
+        Ok(Storage::S3(Box::new(S3Store {
+            bucket: bucket_at(&config.endpoint, config)?,
+            public_bucket: bucket_at(&public_endpoint, config)?,
+            credentials: Credentials::new(config.access_key.clone(), config.secret_key.clone()),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(30))
                 .build()
                 .map_err(|e| StorageError::Backend(e.to_string()))?,
-        }))
+        })))
     }
 
     pub async fn put(
@@ -319,18 +326,9 @@ impl LocalStore {
 }
 
 impl S3Store {
-    fn credentials(&self) -> Credentials {
-        Credentials {
-            access_key: self.config.access_key.clone(),
-            secret_key: self.config.secret_key.clone(),
-            region: self.config.region.clone(),
-        }
-    }
-
-    fn path(&self, key: &str) -> String {
-        format!("/{}/{key}", self.config.bucket)
-    }
-
+    /// A presigned URL for clients: `method` on `key` at the public
+    /// endpoint, valid `ttl_secs` from `now`; `headers` are signed, so the
+    /// client must send them exactly so.
     fn presign(
         &self,
         method: &str,
@@ -339,20 +337,41 @@ impl S3Store {
         ttl_secs: u64,
         headers: &[(String, String)],
     ) -> String {
-        let path = self.path(key);
-        let target = Target {
-            endpoint: &self.public_endpoint,
-            host: &self.public_host,
-            path: &path,
-        };
-        sigv4::presign(
-            &self.credentials(),
-            &Stamp::at_unix(now),
+        let at = jiff::Timestamp::from_second(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        self.signed(
+            &self.public_bucket,
             method,
-            &target,
-            ttl_secs,
+            key,
             headers,
+            Duration::from_secs(ttl_secs),
+            &at,
         )
+    }
+
+    fn signed(
+        &self,
+        bucket: &Bucket,
+        method: &str,
+        key: &str,
+        headers: &[(String, String)],
+        ttl: Duration,
+        at: &jiff::Timestamp,
+    ) -> String {
+        let credentials = Some(&self.credentials);
+        let url = match method {
+            "PUT" => {
+                let mut action = bucket.put_object(credentials, key);
+                for (name, value) in headers {
+                    action.headers_mut().insert(name.as_str(), value.as_str());
+                }
+                action.sign_with_time(ttl, at)
+            }
+            "DELETE" => bucket
+                .delete_object(credentials, key)
+                .sign_with_time(ttl, at),
+            _ => bucket.get_object(credentials, key).sign_with_time(ttl, at),
+        };
+        url.to_string()
     }
 
     async fn request(
@@ -362,24 +381,15 @@ impl S3Store {
         body: Vec<u8>,
         content_type: Option<&str>,
     ) -> Result<reqwest::Response, StorageError> {
-        let path = self.path(key);
-        let headers = sigv4::authorization_headers(
-            &self.credentials(),
-            &Stamp::now(),
+        let url = self.signed(
+            &self.bucket,
             method.as_str(),
-            &self.host,
-            &path,
-            &body,
-        );
-        let url = format!(
-            "{}{}",
-            self.config.endpoint.trim_end_matches('/'),
-            sigv4::uri_encode(&path, true)
+            key,
+            &[],
+            OWN_REQUEST_TTL,
+            &jiff::Timestamp::now(),
         );
         let mut request = self.http.request(method, url).body(body);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
         }
@@ -460,6 +470,67 @@ mod tests {
         ] {
             assert!(!valid_key(bad), "{bad:?}");
         }
+    }
+
+    /// AWS's documented example: "GET Object" with a presigned URL (S3
+    /// docs, "Authenticating Requests: Using Query Parameters"), through
+    /// the same call our presigned URLs take.
+    #[test]
+    fn presigning_matches_the_aws_documentation_example() {
+        let config = S3Config {
+            endpoint: "https://s3.amazonaws.com".into(),
+            bucket: "examplebucket".into(),
+            region: "us-east-1".into(),
+            access_key: "AKIAIOSFODNN7EXAMPLE".into(),
+            secret_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
+            public_endpoint: None,
+        };
+        let Storage::S3(s3) = Storage::s3(&config).unwrap() else {
+            unreachable!()
+        };
+        let virtual_host = Bucket::new(
+            "https://s3.amazonaws.com".parse().unwrap(),
+            UrlStyle::VirtualHost,
+            "examplebucket",
+            "us-east-1",
+        )
+        .unwrap();
+        let at: jiff::Timestamp = "2013-05-24T00:00:00Z".parse().unwrap();
+        let url = s3.signed(
+            &virtual_host,
+            "GET",
+            "test.txt",
+            &[],
+            Duration::from_secs(86400),
+            &at,
+        );
+        assert!(
+            url.starts_with("https://examplebucket.s3.amazonaws.com/test.txt?")
+                && url.contains(
+                    "X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
+                ),
+            "{url}"
+        );
+    }
+
+    #[test]
+    fn presigned_uploads_sign_their_size_and_type() {
+        let storage = Storage::s3(&S3Config {
+            access_key: "a".into(),
+            secret_key: "s".into(),
+            ..S3Config::default()
+        })
+        .unwrap();
+        let target = storage
+            .upload_target("uploads/u1", "image/png", 1234, 60)
+            .unwrap();
+        assert!(
+            target
+                .url
+                .contains("X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost"),
+            "{}",
+            target.url
+        );
     }
 
     #[test]

@@ -6,8 +6,15 @@
 //! Never step through months by a fixed number of days: months are 28 to
 //! 31 days long, and a 27-day stride once skipped the current month for
 //! half of every month (issue 15). Walk [`Month`] values instead.
+//!
+//! The conversions between instants and dates are `jiff`'s; this module
+//! only gives the stores the two small value types they partition by.
+//! Instants beyond `jiff`'s range (years -9999 to 9999) are clamped to it.
 
 use std::fmt;
+
+use jiff::tz::Offset;
+use jiff::{Timestamp, civil};
 
 pub const DAY_MS: i64 = 86_400_000;
 
@@ -29,43 +36,43 @@ pub struct Month {
     pub month: u8,
 }
 
-/// Days since 1970-01-01 → civil date (Howard Hinnant's `civil_from_days`).
+/// Days since 1970-01-01 → civil date.
 pub fn date_of_days(days: i64) -> Date {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    Date {
-        year: year as i32,
-        month: month as u8,
-        day: day as u8,
-    }
+    date_of_millis(days.saturating_mul(DAY_MS))
 }
 
-/// Civil date → days since 1970-01-01 (Howard Hinnant's `days_from_civil`).
+/// Civil date → days since 1970-01-01.
 pub fn days_of_date(date: Date) -> i64 {
-    let y = i64::from(date.year) - i64::from(date.month <= 2);
-    let m = i64::from(date.month);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(date.day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    millis_of_date(date).div_euclid(DAY_MS)
 }
 
 /// The UTC date of an instant.
 pub fn date_of_millis(millis: i64) -> Date {
-    date_of_days(millis.div_euclid(DAY_MS))
+    let instant = Timestamp::from_millisecond(millis).unwrap_or(if millis < 0 {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    });
+    let date = Offset::UTC.to_datetime(instant).date();
+    Date {
+        year: i32::from(date.year()),
+        month: date.month() as u8,
+        day: date.day() as u8,
+    }
 }
 
-/// Midnight UTC starting `date`.
+/// Midnight UTC starting `date` (a day past the month's end counts as its
+/// last day).
 pub fn millis_of_date(date: Date) -> i64 {
-    days_of_date(date) * DAY_MS
+    let year = date.year.clamp(-9999, 9999) as i16;
+    let month = date.month.clamp(1, 12) as i8;
+    let first = civil::Date::new(year, month, 1).expect("clamped into range");
+    let civil = civil::Date::new(year, month, date.day.clamp(1, 31) as i8)
+        .unwrap_or_else(|_| first.last_of_month());
+    Offset::UTC
+        .to_timestamp(civil.to_datetime(civil::Time::midnight()))
+        .map(|t| t.as_millisecond())
+        .unwrap_or(if date.year < 1970 { i64::MIN } else { i64::MAX })
 }
 
 /// The UTC month of an instant.
