@@ -184,7 +184,7 @@ impl NotificationQueue for SqliteOutbox {
 mod tests {
     use super::*;
     use chat_core::model::NewMessage;
-    use chat_core::store::ChatStore;
+    use chat_core::store::prelude::*;
     use chat_protocol::MessageType;
 
     async fn store_with_thread() -> (tempfile::TempDir, Arc<SqliteStore>, String) {

@@ -1,0 +1,188 @@
+//! SQLite: the `Devices` role of the store.
+
+use async_trait::async_trait;
+use chat_core::store::Devices;
+
+use super::*;
+
+#[async_trait]
+impl Devices for SqliteStore {
+    async fn put_device(&self, device: &Device) -> StoreResult<()> {
+        let d = device.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO devices (token, user_id, platform, app_id, locale, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (token) DO UPDATE SET \
+                 user_id = ?2, platform = ?3, app_id = ?4, locale = ?5, updated_at = ?6",
+                params![
+                    d.token,
+                    d.user_id,
+                    d.platform.as_str(),
+                    d.app_id,
+                    d.locale,
+                    d.updated_at
+                ],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn devices_of(&self, user_id: &str) -> StoreResult<Vec<Device>> {
+        let user_id = user_id.to_owned();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT token, user_id, platform, app_id, locale, updated_at FROM devices \
+                     WHERE user_id = ?1 ORDER BY token",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([user_id], |r| {
+                    let platform: String = r.get(2)?;
+                    Ok(Device {
+                        token: r.get(0)?,
+                        user_id: r.get(1)?,
+                        platform: DevicePlatform::parse(&platform).unwrap_or(DevicePlatform::Fcm),
+                        app_id: r.get(3)?,
+                        locale: r.get(4)?,
+                        updated_at: r.get(5)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_device(&self, user_id: &str, token: &str) -> StoreResult<bool> {
+        let (user_id, token) = (user_id.to_owned(), token.to_owned());
+        self.write(move |c| {
+            let deleted = c
+                .execute(
+                    "DELETE FROM devices WHERE token = ?1 AND user_id = ?2",
+                    params![token, user_id],
+                )
+                .map_err(backend)?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn prune_device(&self, token: &str) -> StoreResult<()> {
+        let token = token.to_owned();
+        self.write(move |c| {
+            c.execute("DELETE FROM devices WHERE token = ?1", params![token])
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn log_notification(&self, a: &NotificationAttempt) -> StoreResult<()> {
+        let a = a.clone();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO notification_log (id, user_id, thread_id, message_id, \
+                 channel, device, outcome, error, latency_ms, at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    a.id,
+                    a.user_id,
+                    a.thread_id,
+                    a.message_id,
+                    a.channel,
+                    a.device,
+                    a.outcome,
+                    a.error,
+                    a.latency_ms,
+                    a.at
+                ])
+            })
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn notifications_of(
+        &self,
+        user_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<NotificationAttempt>> {
+        let user_id = user_id.to_owned();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, user_id, thread_id, message_id, channel, device, outcome, error, \
+                     latency_ms, at FROM notification_log WHERE user_id = ?1 \
+                     ORDER BY id DESC LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![user_id, limit as i64], |r| {
+                    Ok(NotificationAttempt {
+                        id: r.get(0)?,
+                        user_id: r.get(1)?,
+                        thread_id: r.get(2)?,
+                        message_id: r.get(3)?,
+                        channel: r.get(4)?,
+                        device: r.get(5)?,
+                        outcome: r.get(6)?,
+                        error: r.get(7)?,
+                        latency_ms: r.get(8)?,
+                        at: r.get(9)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn notified_up_to(
+        &self,
+        user_id: &str,
+        thread_id: &str,
+        channel: &str,
+    ) -> StoreResult<Option<String>> {
+        let key = (user_id.to_owned(), thread_id.to_owned(), channel.to_owned());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT message_id FROM notified_marks \
+                 WHERE user_id = ?1 AND thread_id = ?2 AND channel = ?3",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![key.0, key.1, key.2], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn set_notified_up_to(
+        &self,
+        user_id: &str,
+        thread_id: &str,
+        channel: &str,
+        message_id: &str,
+    ) -> StoreResult<()> {
+        let row = [user_id, thread_id, channel, message_id].map(str::to_owned);
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO notified_marks (user_id, thread_id, channel, message_id) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (user_id, thread_id, channel) \
+                 DO UPDATE SET message_id = excluded.message_id \
+                 WHERE excluded.message_id > notified_marks.message_id",
+            )
+            .and_then(|mut stmt| stmt.execute(params![row[0], row[1], row[2], row[3]]))
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+}

@@ -1,0 +1,212 @@
+//! SQLite: the `Safety` role of the store.
+
+use async_trait::async_trait;
+use chat_core::store::Safety;
+
+use super::*;
+
+#[async_trait]
+impl Safety for SqliteStore {
+    async fn record_moderation(&self, r: &ModerationRecord) -> StoreResult<()> {
+        let r = r.clone();
+        self.write(move |c| {
+            c.prepare_cached(&format!(
+                "INSERT INTO moderation_records ({MODERATION_COLUMNS}) VALUES \
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+                 ON CONFLICT (id) DO NOTHING"
+            ))
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    r.id,
+                    r.thread_id,
+                    r.user_id,
+                    r.message_id,
+                    r.kind,
+                    serde_json::to_string(&r.categories).unwrap_or_default(),
+                    r.original,
+                    serde_json::to_string(&r.keywords).unwrap_or_default(),
+                    r.reported_by,
+                    r.needs_review,
+                    r.resolution,
+                    r.resolved_by,
+                    r.resolved_at,
+                    r.created_at
+                ])
+            })
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn moderation_record(&self, id: &str) -> StoreResult<Option<ModerationRecord>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {MODERATION_COLUMNS} FROM moderation_records WHERE id = ?1"
+            ))
+            .and_then(|mut stmt| stmt.query_row([id], moderation_from_row).optional())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn moderation_queue(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<ModerationRecord>> {
+        let after = after.unwrap_or("").to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {MODERATION_COLUMNS} FROM moderation_records \
+                 WHERE needs_review = 1 AND resolution IS NULL AND id > ?1 ORDER BY id LIMIT ?2"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_map(params![after, limit as i64], moderation_from_row)?
+                    .collect()
+            })
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn resolve_moderation(
+        &self,
+        id: &str,
+        resolution: &str,
+        by: &str,
+        at: i64,
+    ) -> StoreResult<bool> {
+        let args = [id, resolution, by].map(str::to_owned);
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE moderation_records SET resolution = ?2, resolved_by = ?3, resolved_at = ?4 \
+                 WHERE id = ?1 AND needs_review = 1 AND resolution IS NULL",
+            )
+            .and_then(|mut stmt| stmt.execute(params![args[0], args[1], args[2], at]))
+            .map(|changed| changed == 1)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn keywords(&self) -> StoreResult<Vec<(String, String)>> {
+        self.read(|c| {
+            c.prepare_cached("SELECT list, keyword FROM moderation_keywords ORDER BY list, keyword")
+                .and_then(|mut stmt| {
+                    stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                        .collect()
+                })
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn set_keyword(&self, list: &str, keyword: &str, present: bool) -> StoreResult<()> {
+        let (list, keyword) = (list.to_owned(), keyword.to_owned());
+        self.write(move |c| {
+            let sql = if present {
+                "INSERT INTO moderation_keywords (list, keyword) VALUES (?1, ?2) \
+                 ON CONFLICT DO NOTHING"
+            } else {
+                "DELETE FROM moderation_keywords WHERE list = ?1 AND keyword = ?2"
+            };
+            c.prepare_cached(sql)
+                .and_then(|mut stmt| stmt.execute(params![list, keyword]))
+                .map(|_| ())
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn set_block(&self, blocker: &str, blocked: &str, on: bool) -> StoreResult<()> {
+        let (blocker, blocked) = (blocker.to_owned(), blocked.to_owned());
+        self.write(move |c| {
+            let sql = if on {
+                "INSERT INTO blocks (blocker, blocked) VALUES (?1, ?2) ON CONFLICT DO NOTHING"
+            } else {
+                "DELETE FROM blocks WHERE blocker = ?1 AND blocked = ?2"
+            };
+            c.prepare_cached(sql)
+                .and_then(|mut stmt| stmt.execute(params![blocker, blocked]))
+                .map(|_| ())
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn blockers_between(&self, a: &str, b: &str) -> StoreResult<Vec<String>> {
+        let (a, b) = (a.to_owned(), b.to_owned());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT blocker FROM blocks WHERE (blocker = ?1 AND blocked = ?2) \
+                 OR (blocker = ?2 AND blocked = ?1) ORDER BY blocker",
+            )
+            .and_then(|mut stmt| stmt.query_map(params![a, b], |r| r.get(0))?.collect())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, e: &AuditEntry) -> StoreResult<()> {
+        let e = e.clone();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO audit_log (id, at, actor, action, target, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![e.id, e.at, e.actor, e.action, e.target, e.detail])
+            })
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn audit_log(
+        &self,
+        actor: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let actor = actor.map(str::to_owned);
+        // Ids are UUIDv7 text: "~" sorts after every one of them.
+        let before = before.unwrap_or("~").to_owned();
+        self.read(move |c| {
+            let row = |r: &Row<'_>| {
+                Ok(AuditEntry {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    detail: r.get(5)?,
+                })
+            };
+            let columns = "id, at, actor, action, target, detail";
+            match &actor {
+                Some(actor) => c
+                    .prepare_cached(&format!(
+                        "SELECT {columns} FROM audit_log WHERE actor = ?1 AND id < ?2 \
+                         ORDER BY id DESC LIMIT ?3"
+                    ))
+                    .and_then(|mut stmt| {
+                        stmt.query_map(params![actor, before, limit as i64], row)?
+                            .collect()
+                    }),
+                None => c
+                    .prepare_cached(&format!(
+                        "SELECT {columns} FROM audit_log WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
+                    ))
+                    .and_then(|mut stmt| {
+                        stmt.query_map(params![before, limit as i64], row)?
+                            .collect()
+                    }),
+            }
+            .map_err(backend)
+        })
+        .await
+    }
+}
