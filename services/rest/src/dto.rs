@@ -56,6 +56,11 @@ pub struct ThreadView {
 }
 
 impl ThreadView {
+    /// `card` as the caller sees it.
+    pub fn of(card: &chat_core::service::ThreadCard, caller: &str) -> Self {
+        Self::new(&card.thread, caller, card.other.as_ref(), card.presence)
+    }
+
     pub fn new(
         thread: &Thread,
         caller: &str,

@@ -269,16 +269,6 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-impl Caller {
-    fn require_platform(&self) -> Result<(), ApiError> {
-        if self.claims.role == Role::Platform {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(self.lang))
-        }
-    }
-}
-
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
@@ -304,40 +294,18 @@ async fn list_threads(
         ),
         None => None,
     };
-    let store = state.service.store();
-    let mut threads = store
-        .threads_of(&caller.claims.sub, cursor.as_ref(), limit + 1)
+    let page = state
+        .service
+        .inbox_page(&caller.claims, cursor.as_ref(), limit)
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
-    let has_more = threads.len() > limit;
-    threads.truncate(limit);
-    let next_cursor = has_more.then(|| threads.last()).flatten().map(|t| {
-        InboxCursor {
-            activity_at: t.activity_at(),
-            thread_id: t.id.clone(),
-        }
-        .encode()
-    });
-    let mut items = Vec::with_capacity(threads.len());
-    for thread in threads {
-        let other = store
-            .user(thread.other_participant(&caller.claims.sub))
-            .await
-            .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
-        let presence = state
-            .service
-            .presence()
-            .status(thread.other_participant(&caller.claims.sub));
-        items.push(ThreadView::new(
-            &thread,
-            &caller.claims.sub,
-            other.as_ref(),
-            presence,
-        ));
-    }
+        .map_err(|e| ApiError::from_service(caller.lang, e))?;
     Ok(Json(ThreadPage {
-        threads: items,
-        next_cursor,
+        threads: page
+            .threads
+            .iter()
+            .map(|card| ThreadView::of(card, &caller.claims.sub))
+            .collect(),
+        next_cursor: page.next_cursor.map(|c| c.encode()),
     }))
 }
 
@@ -364,27 +332,14 @@ async fn open_thread(
             ));
         }
     };
-    let thread = state
-        .service
-        .open_thread(&caller.claims, from)
-        .await
-        .map_err(|e| ApiError::from_service(caller.lang, e))?;
-    let other = state
-        .service
-        .store()
-        .user(thread.other_participant(&caller.claims.sub))
-        .await
-        .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
-    let presence = state
-        .service
-        .presence()
-        .status(thread.other_participant(&caller.claims.sub));
-    Ok(Json(ThreadView::new(
-        &thread,
-        &caller.claims.sub,
-        other.as_ref(),
-        presence,
-    )))
+    let service = &state.service;
+    let card = async {
+        let thread = service.open_thread(&caller.claims, from).await?;
+        service.thread_card(&caller.claims, thread).await
+    }
+    .await
+    .map_err(|e| ApiError::from_service(caller.lang, e))?;
+    Ok(Json(ThreadView::of(&card, &caller.claims.sub)))
 }
 
 #[utoipa::path(
@@ -398,43 +353,23 @@ async fn list_messages(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<MessagesQuery>,
 ) -> Result<Json<MessagePage>, ApiError> {
-    state
-        .service
-        .readable_thread(&caller.claims, &id)
-        .await
-        .map_err(|e| ApiError::from_service(caller.lang, e))?;
-    let limit = page_size(q.limit);
     let range = MessageRange {
         before: q.before,
         after: q.after,
     };
-    let store = state.service.store();
-    let (messages, markers) = tokio::join!(
-        async {
-            let _timer = chat_ops::metrics().store_timer("history");
-            store.messages(&id, &range, limit + 1).await
-        },
-        store.read_markers(&id)
-    );
-    let mut messages = messages.map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
-    let markers = markers.map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
-    let has_more = messages.len() > limit;
-    if has_more {
-        // The extra row is on the far side of the page from the cursor.
-        let forward = range.after.is_some() && range.before.is_none();
-        if forward {
-            messages.pop();
-        } else {
-            messages.remove(0);
-        }
-    }
+    let page = state
+        .service
+        .history_page(&caller.claims, &id, &range, page_size(q.limit))
+        .await
+        .map_err(|e| ApiError::from_service(caller.lang, e))?;
     Ok(Json(MessagePage {
-        messages: messages
+        messages: page.messages.into_iter().map(MessageView::from).collect(),
+        has_more: page.has_more,
+        read_markers: page
+            .read_markers
             .into_iter()
-            .map(|m| MessageView::from(state.service.present_to(Some(&caller.claims.sub), m)))
+            .map(ReadMarkerView::from)
             .collect(),
-        has_more,
-        read_markers: markers.into_iter().map(ReadMarkerView::from).collect(),
     }))
 }
 
@@ -487,7 +422,6 @@ async fn put_user(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UserBody>,
 ) -> Result<axum::http::StatusCode, ApiError> {
-    caller.require_platform()?;
     valid_id(caller.lang, &id)?;
     let user = User {
         id,
@@ -499,10 +433,9 @@ async fn put_user(
     };
     state
         .service
-        .store()
-        .put_user(&user)
+        .put_user(&caller.claims, &user)
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+        .map_err(|e| ApiError::from_service(caller.lang, e))?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
@@ -516,7 +449,6 @@ async fn put_product(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ProductBody>,
 ) -> Result<axum::http::StatusCode, ApiError> {
-    caller.require_platform()?;
     valid_id(caller.lang, &id)?;
     valid_id(caller.lang, &body.seller_id)?;
     let product = Product {
@@ -529,10 +461,9 @@ async fn put_product(
     };
     state
         .service
-        .store()
-        .put_product(&product)
+        .put_product(&caller.claims, &product)
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+        .map_err(|e| ApiError::from_service(caller.lang, e))?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
@@ -546,7 +477,6 @@ async fn put_order(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<OrderBody>,
 ) -> Result<axum::http::StatusCode, ApiError> {
-    caller.require_platform()?;
     valid_id(caller.lang, &id)?;
     valid_id(caller.lang, &body.buyer_id)?;
     valid_id(caller.lang, &body.seller_id)?;
@@ -558,10 +488,9 @@ async fn put_order(
     };
     state
         .service
-        .store()
-        .put_order(&order)
+        .put_order(&caller.claims, &order)
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+        .map_err(|e| ApiError::from_service(caller.lang, e))?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
@@ -580,12 +509,6 @@ fn valid_token(lang: Lang, token: &str) -> Result<(), ApiError> {
 
 /// Only people register devices: platform and service tokens have no
 /// phone to notify.
-fn require_person(caller: &Caller) -> Result<(), ApiError> {
-    match caller.claims.role {
-        Role::Buyer | Role::Seller | Role::Admin => Ok(()),
-        _ => Err(ApiError::forbidden(caller.lang)),
-    }
-}
 
 #[utoipa::path(
     put, path = "/chat/devices", request_body = DeviceBody,
@@ -596,7 +519,6 @@ async fn put_device(
     caller: Caller,
     ApiJson(body): ApiJson<DeviceBody>,
 ) -> Result<axum::http::StatusCode, ApiError> {
-    require_person(&caller)?;
     let platform = DevicePlatform::parse(&body.platform)
         .ok_or_else(|| ApiError::bad_request(caller.lang, "platform: fcm, apns or web"))?;
     valid_token(caller.lang, &body.token)?;
@@ -620,10 +542,9 @@ async fn put_device(
     };
     state
         .service
-        .store()
-        .put_device(&device)
+        .register_device(&caller.claims, &device)
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+        .map_err(|e| ApiError::from_service(caller.lang, e))?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
@@ -635,13 +556,11 @@ async fn list_devices(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<DeviceList>, ApiError> {
-    require_person(&caller)?;
     let devices = state
         .service
-        .store()
-        .devices_of(&caller.claims.sub)
+        .devices(&caller.claims)
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+        .map_err(|e| ApiError::from_service(caller.lang, e))?;
     Ok(Json(DeviceList {
         devices: devices
             .into_iter()
@@ -665,20 +584,14 @@ async fn delete_device(
     caller: Caller,
     Path(token): Path<String>,
 ) -> Result<axum::http::StatusCode, ApiError> {
-    require_person(&caller)?;
     valid_token(caller.lang, &token)?;
-    let deleted = state
+    // Someone else's token looks exactly like a missing one.
+    state
         .service
-        .store()
-        .delete_device(&caller.claims.sub, &token)
+        .remove_device(&caller.claims, &token)
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
-    if deleted {
-        Ok(axum::http::StatusCode::NO_CONTENT)
-    } else {
-        // Someone else's token looks exactly like a missing one.
-        Err(ApiError::not_found(caller.lang))
-    }
+        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(
@@ -691,16 +604,12 @@ async fn notification_log(
     caller: Caller,
     ApiQuery(query): ApiQuery<NotificationQuery>,
 ) -> Result<Json<NotificationLog>, ApiError> {
-    if caller.claims.role != Role::Admin {
-        return Err(ApiError::forbidden(caller.lang));
-    }
     valid_id(caller.lang, &query.user)?;
     let attempts = state
         .service
-        .store()
-        .notifications_of(&query.user, page_size(query.limit))
+        .notification_log(&caller.claims, &query.user, page_size(query.limit))
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e.into()))?;
+        .map_err(|e| ApiError::from_service(caller.lang, e))?;
     Ok(Json(NotificationLog {
         notifications: attempts
             .into_iter()

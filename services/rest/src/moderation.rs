@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chat_core::auth::Role;
-use chat_core::model::{AuditEntry, ModerationRecord};
+use chat_core::model::ModerationRecord;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -20,8 +20,8 @@ fn admin(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
-fn unavailable(caller: &Caller, e: chat_core::store::StoreError) -> ApiError {
-    ApiError::from_service(caller.lang, e.into())
+fn failed(caller: &Caller, e: chat_core::service::ServiceError) -> ApiError {
+    ApiError::from_service(caller.lang, e)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -163,13 +163,15 @@ pub async fn queue(
     caller: Caller,
     ApiQuery(query): ApiQuery<QueueQuery>,
 ) -> Result<Json<QueuePage>, ApiError> {
-    admin(&caller)?;
     let items = state
         .service
-        .store()
-        .moderation_queue(query.after.as_deref(), page_size(query.limit))
+        .moderation_queue(
+            &caller.claims,
+            query.after.as_deref(),
+            page_size(query.limit),
+        )
         .await
-        .map_err(|e| unavailable(&caller, e))?;
+        .map_err(|e| failed(&caller, e))?;
     Ok(Json(QueuePage {
         items: items.into_iter().map(RecordView::from).collect(),
     }))
@@ -185,15 +187,12 @@ pub async fn record(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RecordView>, ApiError> {
-    admin(&caller)?;
     state
         .service
-        .store()
-        .moderation_record(&id)
+        .moderation_record(&caller.claims, &id)
         .await
-        .map_err(|e| unavailable(&caller, e))?
         .map(|r| Json(r.into()))
-        .ok_or_else(|| ApiError::not_found(caller.lang))
+        .map_err(|e| failed(&caller, e))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -222,27 +221,13 @@ pub async fn resolve(
             "resolution: 1 to 200 bytes",
         ));
     }
-    let resolved = state
+    // Unknown, or not waiting for review (already resolved): 404.
+    state
         .service
-        .store()
-        .resolve_moderation(&id, resolution, &caller.claims.sub, chat_core::now_millis())
+        .resolve_moderation(&caller.claims, &id, resolution)
         .await
-        .map_err(|e| unavailable(&caller, e))?;
-    if resolved {
-        state
-            .service
-            .audit(AuditEntry::new(
-                &caller.claims.sub,
-                "moderation_resolved",
-                &id,
-                resolution,
-            ))
-            .await;
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        // Unknown, or not waiting for review (already resolved).
-        Err(ApiError::not_found(caller.lang))
-    }
+        .map_err(|e| failed(&caller, e))?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -262,13 +247,11 @@ pub async fn keywords(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<KeywordLists>, ApiError> {
-    admin(&caller)?;
     let rows = state
         .service
-        .store()
-        .keywords()
+        .keyword_lists(&caller.claims)
         .await
-        .map_err(|e| unavailable(&caller, e))?;
+        .map_err(|e| failed(&caller, e))?;
     let pick = |list: &str| {
         rows.iter()
             .filter(|(l, _)| l == list)
@@ -311,31 +294,11 @@ pub async fn change_keyword(
             "keyword: 1 to 100 characters",
         ));
     }
-    let store = state.service.store();
-    store
-        .set_keyword(&body.list, keyword, body.present)
-        .await
-        .map_err(|e| unavailable(&caller, e))?;
-    // This node applies it at once; other nodes on their next reload.
     state
         .service
-        .moderation()
-        .reload()
+        .change_keyword(&caller.claims, &body.list, keyword, body.present)
         .await
-        .map_err(|e| unavailable(&caller, e))?;
-    state
-        .service
-        .audit(AuditEntry::new(
-            &caller.claims.sub,
-            if body.present {
-                "keyword_added"
-            } else {
-                "keyword_removed"
-            },
-            &format!("keywords/{}", body.list),
-            keyword,
-        ))
-        .await;
+        .map_err(|e| failed(&caller, e))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -449,17 +412,16 @@ pub async fn audit(
     caller: Caller,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    admin(&caller)?;
     let entries = state
         .service
-        .store()
         .audit_log(
+            &caller.claims,
             query.actor.as_deref(),
             query.before.as_deref(),
             page_size(query.limit),
         )
         .await
-        .map_err(|e| unavailable(&caller, e))?;
+        .map_err(|e| failed(&caller, e))?;
     Ok(Json(AuditPage {
         entries: entries
             .into_iter()

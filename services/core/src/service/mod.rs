@@ -1,0 +1,347 @@
+//! Where a client's command becomes stored state and outgoing events.
+//!
+//! The order of effects is the product's main invariant: validate, store
+//! durably, and only then ack the sender, deliver to the thread, update
+//! both inboxes and emit `chat.message.sent`. Nothing reaches the other
+//! participant that was not validated and stored first.
+
+mod admin;
+mod devices;
+mod directory;
+mod inbound;
+mod pages;
+mod read;
+mod safety;
+mod send;
+mod threads;
+mod uploads;
+
+pub use pages::{HistoryPage, InboxPage, ThreadCard};
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chat_protocol::{
+    Card, ClientEvent, DecodeError, ErrorBody, ErrorCode, MAX_CLIENT_MSG_ID_LEN, Message,
+    MessageType, ServerEvent, topics, valid_client_msg_id,
+};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::attachments::{AttachmentError, Attachments, Upload, UploadTarget};
+use crate::auth::{Claims, Role};
+use crate::bus::{DomainEvent, EventBus, MessageSent};
+use crate::i18n::{Lang, error_text};
+use crate::membership::MembershipCache;
+use crate::model::{
+    AuditEntry, MessageRange, ModerationRecord, NewMessage, OpenThread, Thread, ThreadKey,
+};
+use crate::moderation::{Moderation, ModerationConfig};
+use crate::notify::{Job, JobSink};
+use crate::outbound::{Outbound, Qos};
+use crate::presence::{LocalPresence, Presence};
+use crate::ratelimit::{Limited, RateLimitConfig, RateLimiter, Refusal};
+use crate::store::{Appended, ChatStore, ReadMarked, StoreError};
+
+/// Limits on what clients may send (section `[limits]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Longest text message, in characters.
+    pub max_text_chars: usize,
+    /// Largest inbound MQTT payload handled, in bytes. Larger packets up to
+    /// the broker's packet limit get a `too_large` error event.
+    pub max_payload_bytes: usize,
+    /// Minimum time between two relayed `typing: true` of one user in one
+    /// thread, in milliseconds.
+    pub typing_throttle_ms: u64,
+    /// MQTT connections one user may hold at once on a node (phones,
+    /// tablets, browser tabs: distinct client ids); 0 = no cap.
+    pub max_connections_per_user: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_text_chars: 4000,
+            max_payload_bytes: 32 * 1024,
+            typing_throttle_ms: 2000,
+            max_connections_per_user: 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("forbidden")]
+    Forbidden,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{detail}")]
+    Invalid { code: ErrorCode, detail: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("limited: {0:?}")]
+    Limited(Limited),
+}
+
+impl ServiceError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ServiceError::Forbidden => ErrorCode::Forbidden,
+            ServiceError::NotFound(_) => ErrorCode::NotFound,
+            ServiceError::Invalid { code, .. } => *code,
+            ServiceError::Store(StoreError::NotFound(_)) => ErrorCode::NotFound,
+            ServiceError::Store(StoreError::Backend(_)) => ErrorCode::Unavailable,
+            ServiceError::Limited(Limited::RateLimited(_)) => ErrorCode::RateLimited,
+            ServiceError::Limited(Limited::Muted(_)) => ErrorCode::Muted,
+        }
+    }
+
+    /// When to try again, for limits.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            ServiceError::Limited(l) => Some(l.retry_after().as_millis() as u64),
+            _ => None,
+        }
+    }
+
+    fn invalid(code: ErrorCode, detail: impl Into<String>) -> Self {
+        ServiceError::Invalid {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// What a thread is opened from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenFrom {
+    /// The general thread with a seller, optionally about a product.
+    Seller {
+        seller_id: String,
+        product_id: Option<String>,
+    },
+    /// The thread of one order.
+    Order { order_id: String },
+}
+
+/// What the broker does with a connection after one of its publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterInbound {
+    Keep,
+    /// It keeps sending refused publishes: close it.
+    Disconnect,
+}
+
+/// Longest topic echoed back in an error event, and logged, in bytes: a
+/// refused topic may be 64 KiB of anything.
+const MAX_ECHOED_TOPIC: usize = 128;
+
+/// `text` cut to at most `max` bytes on a character boundary.
+pub fn truncated(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
+
+/// Whether `content` shows nothing: whitespace and invisible format
+/// characters only (zero-width spaces and joiners, word joiner, BOM, soft
+/// hyphen, variation selectors).
+fn shows_nothing(content: &str) -> bool {
+    content.chars().all(|c| {
+        c.is_whitespace()
+            || matches!(c,
+                '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+                | '\u{FFA0}' | '\u{E0000}'..='\u{E007F}')
+    })
+}
+
+pub struct ChatService {
+    store: Arc<dyn ChatStore>,
+    membership: Arc<MembershipCache>,
+    outbound: Arc<dyn Outbound>,
+    bus: Arc<dyn EventBus>,
+    limits: Limits,
+    typing_seen: Mutex<HashMap<(String, String), Instant>>,
+    /// Who sent the last message this node delivered in a thread: a reply
+    /// after the other party's message moves the replier's read marker past
+    /// it, which the other party must see (`message_read`, "Đã xem").
+    last_sender: Mutex<HashMap<String, String>>,
+    presence: Arc<dyn Presence>,
+    /// Where notification jobs go when the store does not write them
+    /// itself (JetStream, or the in-memory queue).
+    jobs: Option<Arc<dyn JobSink>>,
+    moderation: Arc<Moderation>,
+    limiter: Arc<RateLimiter>,
+    /// Object storage for image messages; `None`: images are refused.
+    attachments: Option<Arc<dyn Attachments>>,
+    /// Whether a pair of users is blocked, cached briefly: every send asks.
+    blocks: Mutex<HashMap<(String, String), (bool, Instant)>>,
+    /// Users whose id starts with this (the demo's) open threads among
+    /// themselves only, and nobody else opens one with them.
+    sandbox_prefix: Option<String>,
+}
+
+/// How long a cached block state is trusted (a change made through this
+/// node applies at once; through another, within this).
+const BLOCK_CACHE_TTL: Duration = Duration::from_secs(10);
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    if a <= b {
+        (a.to_owned(), b.to_owned())
+    } else {
+        (b.to_owned(), a.to_owned())
+    }
+}
+
+/// Why a user reports a thread or a message.
+pub const REPORT_REASONS: &[&str] = &[
+    "spam",
+    "scam",
+    "abuse",
+    "off_platform",
+    "prohibited_item",
+    "other",
+];
+
+impl ChatService {
+    pub fn new(
+        store: Arc<dyn ChatStore>,
+        membership: Arc<MembershipCache>,
+        outbound: Arc<dyn Outbound>,
+        bus: Arc<dyn EventBus>,
+        limits: Limits,
+    ) -> Self {
+        ChatService {
+            membership,
+            outbound,
+            bus,
+            limits,
+            typing_seen: Mutex::new(HashMap::new()),
+            last_sender: Mutex::new(HashMap::new()),
+            presence: Arc::new(LocalPresence::new()),
+            jobs: None,
+            limiter: Arc::new(RateLimiter::new(RateLimitConfig::default())),
+            blocks: Mutex::new(HashMap::new()),
+            sandbox_prefix: None,
+            attachments: None,
+            moderation: Arc::new(Moderation::without_keywords(
+                ModerationConfig::default(),
+                store.clone(),
+            )),
+            store,
+        }
+    }
+
+    /// Presence shared by every node (the in-process one knows only the
+    /// sessions of this node's broker).
+    pub fn with_presence(mut self, presence: Arc<dyn Presence>) -> Self {
+        self.presence = presence;
+        self
+    }
+
+    /// Moderation with the deployment's policy and keyword lists.
+    pub fn with_moderation(mut self, moderation: Arc<Moderation>) -> Self {
+        self.moderation = moderation;
+        self
+    }
+
+    pub fn moderation(&self) -> &Arc<Moderation> {
+        &self.moderation
+    }
+
+    /// Keeps the users whose id starts with `prefix` (the demo's) to
+    /// themselves: they open threads with each other only.
+    pub fn with_sandbox(mut self, prefix: &str) -> Self {
+        self.sandbox_prefix = Some(prefix.to_owned());
+        self
+    }
+
+    /// Whether `a` and `b` are on the same side of the sandbox.
+    pub(super) fn may_meet(&self, a: &str, b: &str) -> bool {
+        match &self.sandbox_prefix {
+            Some(prefix) => a.starts_with(prefix.as_str()) == b.starts_with(prefix.as_str()),
+            None => true,
+        }
+    }
+
+    /// Object storage for image messages.
+    pub fn with_attachments(mut self, attachments: Arc<dyn Attachments>) -> Self {
+        self.attachments = Some(attachments);
+        self
+    }
+
+    pub fn attachments(&self) -> Option<&Arc<dyn Attachments>> {
+        self.attachments.as_ref()
+    }
+
+    /// The deployment's rate limits (shared with the broker and REST).
+    pub fn with_rate_limiter(mut self, limiter: Arc<RateLimiter>) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    pub fn rate_limiter(&self) -> &Arc<RateLimiter> {
+        &self.limiter
+    }
+
+    /// Enqueues a push job per stored message for a recipient who is
+    /// offline here, before the sender's ack.
+    pub fn with_job_sink(mut self, jobs: Arc<dyn JobSink>) -> Self {
+        self.jobs = Some(jobs);
+        self
+    }
+
+    /// Who is online; the broker reports sessions into it.
+    pub fn presence(&self) -> &Arc<dyn Presence> {
+        &self.presence
+    }
+
+    pub fn membership(&self) -> &Arc<MembershipCache> {
+        &self.membership
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Appends to the audit log; a failure is logged, never the caller's.
+    pub async fn audit(&self, entry: AuditEntry) {
+        tracing::info!(
+            actor = entry.actor,
+            action = entry.action,
+            target = entry.target,
+            detail = entry.detail,
+            "audit"
+        );
+        if let Err(e) = self.store.append_audit(&entry).await {
+            tracing::warn!(error = %e, "audit entry not written");
+        }
+    }
+
+    pub(super) async fn lang_of(&self, user_id: &str) -> Lang {
+        match self.store.user(user_id).await {
+            Ok(Some(user)) => Lang::from_locale(Some(&user.locale)),
+            _ => Lang::Vi,
+        }
+    }
+
+    pub(super) async fn emit_to_user(&self, user_id: &str, event: &ServerEvent) {
+        self.outbound
+            .publish(
+                topics::user(user_id),
+                chat_protocol::encode(event),
+                Qos::AtLeastOnce,
+            )
+            .await;
+    }
+}

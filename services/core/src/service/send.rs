@@ -1,0 +1,346 @@
+//! Sending a message: checks, moderation, the durable append, then delivery.
+
+use super::*;
+
+impl ChatService {
+    /// Validates, stores, then acks and delivers one message.
+    pub async fn send_message(
+        &self,
+        user_id: &str,
+        thread_id: &str,
+        client_msg_id: &str,
+        kind: MessageType,
+        content: String,
+    ) -> Result<Appended, ServiceError> {
+        if !valid_client_msg_id(client_msg_id) {
+            return Err(ServiceError::invalid(
+                ErrorCode::InvalidField,
+                format!(
+                    "client_msg_id must be 1 to {MAX_CLIENT_MSG_ID_LEN} of A-Z a-z 0-9 - _ . :"
+                ),
+            ));
+        }
+        match kind {
+            MessageType::Text => {}
+            // Without object storage there is nowhere to check and keep a
+            // picture: refused, never stored raw.
+            MessageType::Image if self.attachments.is_none() => {
+                return Err(ServiceError::invalid(
+                    ErrorCode::UnsupportedType,
+                    "image messages are not enabled",
+                ));
+            }
+            MessageType::Image => {}
+            MessageType::System => {
+                return Err(ServiceError::invalid(
+                    ErrorCode::InvalidField,
+                    "clients cannot send system messages",
+                ));
+            }
+        }
+        if shows_nothing(&content) {
+            return Err(ServiceError::invalid(
+                ErrorCode::InvalidField,
+                "empty message",
+            ));
+        }
+        if content.chars().count() > self.limits.max_text_chars {
+            return Err(ServiceError::invalid(
+                ErrorCode::TooLarge,
+                "message too long",
+            ));
+        }
+        if !self.membership.is_member(thread_id, user_id).await? {
+            return Err(ServiceError::Forbidden);
+        }
+        if let Err(limited) = self.limiter.check_message(user_id, thread_id, &content) {
+            tracing::info!(user_id, thread_id, ?limited, "send limited");
+            for muted in self.limiter.take_new_mutes() {
+                self.audit(AuditEntry::new(
+                    "system",
+                    "user_muted",
+                    &muted,
+                    "repeated rate-limit hits",
+                ))
+                .await;
+            }
+            return Err(ServiceError::Limited(limited));
+        }
+        if self.blocked_thread(thread_id).await? {
+            return Err(ServiceError::invalid(
+                ErrorCode::ThreadBlocked,
+                "the conversation is blocked",
+            ));
+        }
+        if kind == MessageType::Image {
+            let card = self.image_card(thread_id, user_id, content.trim()).await?;
+            return self
+                .store_and_deliver(
+                    user_id,
+                    thread_id,
+                    client_msg_id,
+                    kind,
+                    String::new(),
+                    Some(card),
+                    None,
+                )
+                .await;
+        }
+        // Before storage and delivery: what the other side may see.
+        let outcome = self.moderation.check(thread_id, user_id, &content).await?;
+        if outcome.blocked() {
+            if let Some(record) =
+                Moderation::record_of(&outcome, thread_id, user_id, &content, None)
+            {
+                self.store.record_moderation(&record).await?;
+                self.audit(AuditEntry::new(
+                    "system",
+                    "message_blocked",
+                    user_id,
+                    format!("thread {thread_id}, record {}", record.id),
+                ))
+                .await;
+            }
+            tracing::info!(
+                user_id,
+                thread_id,
+                client_msg_id,
+                "message blocked by moderation"
+            );
+            return Err(ServiceError::invalid(
+                ErrorCode::ContentBlocked,
+                "blocked by moderation",
+            ));
+        }
+        let text = outcome.text.clone();
+        self.store_and_deliver(
+            user_id,
+            thread_id,
+            client_msg_id,
+            kind,
+            text,
+            None,
+            Some((&outcome, &content)),
+        )
+        .await
+    }
+
+    /// The image card of an `image` message: its upload checked, cleaned
+    /// and stored (or, for a retried send, as processed the first time).
+    pub(super) async fn image_card(
+        &self,
+        thread_id: &str,
+        user_id: &str,
+        upload_id: &str,
+    ) -> Result<Card, ServiceError> {
+        let attachments = self
+            .attachments
+            .as_ref()
+            .ok_or_else(|| ServiceError::invalid(ErrorCode::UnsupportedType, "no attachments"))?;
+        let invalid = |why: &str| ServiceError::invalid(ErrorCode::InvalidAttachment, why);
+        let upload = self
+            .store
+            .upload(upload_id)
+            .await?
+            .filter(|u| u.thread_id == thread_id && u.user_id == user_id)
+            .ok_or_else(|| invalid("unknown upload"))?;
+        if upload.status == "used"
+            && let Some(card) = upload
+                .card
+                .as_deref()
+                .and_then(|c| serde_json::from_str(c).ok())
+        {
+            return Ok(card);
+        }
+        if upload.status != "pending" {
+            return Err(invalid("upload no longer usable"));
+        }
+        let prefix = format!("images/{thread_id}/{}", upload.id);
+        match attachments.finalize(&upload, &prefix).await {
+            Ok(stored) => {
+                let card = Card::Image {
+                    width: stored.width,
+                    height: stored.height,
+                    mime: stored.mime,
+                    thumb_width: stored.thumb_width,
+                    thumb_height: stored.thumb_height,
+                    image_key: stored.image_key,
+                    thumb_key: stored.thumb_key,
+                    url: None,
+                    thumb_url: None,
+                };
+                let json =
+                    serde_json::to_string(&card).map_err(|e| StoreError::Backend(e.to_string()))?;
+                self.store
+                    .finish_upload(&upload.id, "used", Some(&json))
+                    .await?;
+                Ok(card)
+            }
+            Err(AttachmentError::Rejected(reason)) => {
+                tracing::info!(user_id, thread_id, upload_id, reason, "image refused");
+                self.store
+                    .finish_upload(&upload.id, "rejected", None)
+                    .await?;
+                Err(invalid(&reason))
+            }
+            Err(AttachmentError::Unavailable(e)) => Err(StoreError::Backend(e).into()),
+        }
+    }
+
+    /// Stores a checked message, acks it, tells the sender what moderation
+    /// did, delivers it and enqueues its push.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn store_and_deliver(
+        &self,
+        user_id: &str,
+        thread_id: &str,
+        client_msg_id: &str,
+        kind: MessageType,
+        content: String,
+        card: Option<Card>,
+        moderated: Option<(&chat_moderation::Outcome, &str)>,
+    ) -> Result<Appended, ServiceError> {
+        let (id, created_at) = crate::new_timed_id();
+        let new = NewMessage {
+            id,
+            thread_id: thread_id.to_owned(),
+            from: user_id.to_owned(),
+            kind,
+            content,
+            card,
+            client_msg_id: Some(client_msg_id.to_owned()),
+            created_at,
+            sets_product: None,
+        };
+        let appended = {
+            let _timer = chat_ops::metrics().store_timer("append");
+            self.store.append_message(&new).await?
+        };
+        let message = &appended.message;
+        let to_user_id = appended.thread.other_participant(user_id).to_owned();
+        if let Some(jobs) = &self.jobs {
+            // Before the ack, so an acked message always owes its push; a
+            // retry enqueues again, which the queue and the marks absorb.
+            if !self.presence.status(&to_user_id).online {
+                let job = Job::Push(MessageSent {
+                    thread_id: thread_id.to_owned(),
+                    message_id: message.id.clone(),
+                    from_user_id: user_id.to_owned(),
+                    to_user_id: to_user_id.clone(),
+                });
+                if let Err(e) = jobs.enqueue(&job).await {
+                    tracing::warn!(thread_id, error = %e, "notification queue unavailable");
+                    // The client retries with the same key; nothing is lost.
+                    return Err(StoreError::Backend(format!("notification queue: {e}")).into());
+                }
+            }
+        }
+        tracing::info!(
+            user_id,
+            thread_id,
+            client_msg_id,
+            message_id = %message.id,
+            duplicate = appended.duplicate,
+            "message stored"
+        );
+        let ack = ServerEvent::MessageSentAck {
+            client_msg_id: client_msg_id.to_owned(),
+            thread_id: thread_id.to_owned(),
+            message_id: Some(message.id.clone()),
+            created_at: Some(message.created_at),
+            error: None,
+        };
+        self.emit_to_user(user_id, &ack).await;
+        if !appended.duplicate
+            && let Some((outcome, original)) = moderated
+        {
+            if let Some(record) =
+                Moderation::record_of(outcome, thread_id, user_id, original, Some(&message.id))
+                && let Err(e) = self.store.record_moderation(&record).await
+            {
+                tracing::warn!(thread_id, error = %e, "moderation record not kept");
+            }
+            if outcome.masked() {
+                let lang = self.lang_of(user_id).await;
+                let notice = ServerEvent::ModerationNotice {
+                    code: "content_masked".into(),
+                    message: crate::i18n::masked_notice(lang).to_owned(),
+                    thread_id: thread_id.to_owned(),
+                    client_msg_id: client_msg_id.to_owned(),
+                    message_id: message.id.clone(),
+                    categories: outcome
+                        .masked_categories()
+                        .iter()
+                        .map(|c| c.as_str().to_owned())
+                        .collect(),
+                };
+                self.emit_to_user(user_id, &notice).await;
+            }
+        }
+        // A retry after a lost ack must not show the message twice; readers
+        // that missed the first delivery resync from history.
+        if !appended.duplicate {
+            self.deliver_stored(&appended).await;
+            let since_created = (crate::now_millis() - message.created_at).max(0);
+            chat_ops::metrics()
+                .delivery_latency
+                .observe(since_created as f64 / 1000.0);
+            self.bus
+                .emit(DomainEvent::MessageSent(MessageSent {
+                    thread_id: thread_id.to_owned(),
+                    message_id: message.id.clone(),
+                    from_user_id: user_id.to_owned(),
+                    to_user_id,
+                }))
+                .await;
+        }
+        Ok(appended)
+    }
+
+    /// `message_new` to the thread, `thread_updated` to both participants.
+    pub(super) async fn deliver_stored(&self, appended: &Appended) {
+        let thread = &appended.thread;
+        let new = ServerEvent::MessageNew {
+            message: self.present_to(None, appended.message.clone()),
+        };
+        self.outbound
+            .publish(
+                topics::thread(&thread.id),
+                chat_protocol::encode(&new),
+                Qos::AtLeastOnce,
+            )
+            .await;
+        // Sending marks the thread read for the sender: when the other party
+        // spoke last (or this node does not know), say so on the thread.
+        let message = &appended.message;
+        let turned = {
+            let mut last = self.last_sender.lock();
+            if last.len() > 100_000 {
+                last.clear();
+            }
+            last.insert(thread.id.clone(), message.from.clone())
+                .is_none_or(|previous| previous != message.from)
+        };
+        if turned && !message.from.is_empty() {
+            self.publish_read(&thread.id, &message.from, &message.id, message.created_at)
+                .await;
+        }
+        self.emit_thread_updated(thread, &[&thread.buyer_id, &thread.seller_id])
+            .await;
+    }
+
+    /// A snapshot of the thread, encoded once for every recipient. QoS 0:
+    /// each snapshot supersedes the previous one, and a client that was
+    /// away refreshes its inbox over REST, so an acknowledged, queued copy
+    /// would only cost a PUBACK per recipient and message.
+    pub(super) async fn emit_thread_updated(&self, thread: &Thread, users: &[&str]) {
+        let payload = chat_protocol::encode(&ServerEvent::ThreadUpdated {
+            thread: thread.state(),
+        });
+        for user in users {
+            self.outbound
+                .publish(topics::user(user), payload.clone(), Qos::AtMostOnce)
+                .await;
+        }
+    }
+}
