@@ -30,10 +30,11 @@ async fn buyer_and_seller_chat_in_chromium() {
         ],
     )
     .await;
-    // A busy shop: more buyers than one inbox page (30) holds.
+    // A busy shop: more buyers than one inbox page (30) holds (demo users
+    // too: the demo's users and others never meet).
     for n in 1..=INBOX_BUYERS {
         server
-            .thread_between(&format!("shopper-{n:02}"), "demo-shop-2")
+            .thread_between(&format!("demo-shopper-{n:02}"), "demo-shop-2")
             .await;
     }
     // A long conversation for Seller Center's infinite scroll: more than
