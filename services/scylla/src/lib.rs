@@ -3,6 +3,7 @@
 //! protocol v4 works; the tests use Apache Cassandra 5.0.
 
 pub mod config;
+pub mod cql;
 pub mod migrate;
 pub mod store;
 

@@ -212,7 +212,7 @@ async fn acquire_lease(session: &Session, ks: &str, owner: &str) -> Result<(), M
             )
             .await
             .map_err(cql_error("claim the migration lease"))?;
-        if crate::store::lwt_applied(result).map_err(|message| MigrateError::Cql {
+        if crate::cql::lwt_applied(result).map_err(|message| MigrateError::Cql {
             step: "claim the migration lease".into(),
             message,
         })? {

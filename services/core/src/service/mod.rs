@@ -13,6 +13,8 @@ mod pages;
 mod read;
 mod safety;
 mod send;
+#[cfg(test)]
+mod tests;
 mod threads;
 mod uploads;
 

@@ -11,6 +11,7 @@
 mod conversations;
 mod devices;
 mod directory;
+pub mod memory;
 mod safety;
 mod uploads;
 

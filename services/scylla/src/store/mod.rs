@@ -42,6 +42,8 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::response::query_result::QueryResult;
+
+use crate::cql::lwt_applied;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
@@ -177,16 +179,6 @@ fn month_buckets(from: i64, to: i64) -> Vec<String> {
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
-}
-
-/// Whether a conditional write applied (the `[applied]` column).
-pub fn lwt_applied(result: QueryResult) -> Result<bool, String> {
-    let rows = result.into_rows_result().map_err(|e| e.to_string())?;
-    let row: scylla::value::Row = rows.first_row().map_err(|e| e.to_string())?;
-    Ok(matches!(
-        row.columns.first(),
-        Some(Some(scylla::value::CqlValue::Boolean(true)))
-    ))
 }
 
 fn parse_consistency(name: &str) -> Result<Consistency, String> {
