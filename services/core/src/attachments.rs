@@ -15,12 +15,48 @@ pub struct Upload {
     pub user_id: String,
     pub content_type: String,
     pub size: u64,
-    /// `pending` (waiting for its message), `used`, `rejected`, `expired`.
-    pub status: String,
+    pub status: UploadStatus,
     /// Once used: the image card (JSON) its message carries, so that a
     /// retried send finds the processed image again.
     pub card: Option<String>,
     pub created_at: i64,
+}
+
+/// Where an upload slot is in its life. Only a `Pending` one can be used by
+/// a message, once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UploadStatus {
+    /// Waiting for its message.
+    Pending,
+    /// Its message was sent; the slot holds the processed image's card.
+    Used,
+    /// Its bytes were not an acceptable image.
+    Rejected,
+    /// Never used in time; swept.
+    Expired,
+}
+
+impl UploadStatus {
+    /// The stores' spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadStatus::Pending => "pending",
+            UploadStatus::Used => "used",
+            UploadStatus::Rejected => "rejected",
+            UploadStatus::Expired => "expired",
+        }
+    }
+
+    /// A stored status; anything unknown reads as `Expired`, so that a
+    /// slot in a state this version does not know is never used.
+    pub fn from_stored(s: &str) -> UploadStatus {
+        match s {
+            "pending" => UploadStatus::Pending,
+            "used" => UploadStatus::Used,
+            "rejected" => UploadStatus::Rejected,
+            _ => UploadStatus::Expired,
+        }
+    }
 }
 
 impl Upload {

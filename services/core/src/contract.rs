@@ -293,7 +293,7 @@ pub async fn uploads_are_used_once_and_stale_ones_found(store: &dyn ChatStore) {
         user_id: format!("{ns}-u"),
         content_type: "image/jpeg".into(),
         size: 12345,
-        status: "pending".into(),
+        status: crate::attachments::UploadStatus::Pending,
         card: None,
         created_at,
     };
@@ -308,21 +308,29 @@ pub async fn uploads_are_used_once_and_stale_ones_found(store: &dyn ChatStore) {
     );
     assert!(
         store
-            .finish_upload(&fresh.id, "used", Some("m1"))
+            .finish_upload(
+                &fresh.id,
+                crate::attachments::UploadStatus::Used,
+                Some("m1")
+            )
             .await
             .unwrap()
     );
     assert!(
         !store
-            .finish_upload(&fresh.id, "used", Some("m2"))
+            .finish_upload(
+                &fresh.id,
+                crate::attachments::UploadStatus::Used,
+                Some("m2")
+            )
             .await
             .unwrap(),
         "used once"
     );
     let used = store.upload(&fresh.id).await.unwrap().unwrap();
     assert_eq!(
-        (used.status.as_str(), used.card.as_deref()),
-        ("used", Some("m1"))
+        (used.status, used.card.as_deref()),
+        (crate::attachments::UploadStatus::Used, Some("m1"))
     );
     let stale: Vec<String> = store
         .stale_uploads(now - 60_000, 1000)
@@ -333,7 +341,12 @@ pub async fn uploads_are_used_once_and_stale_ones_found(store: &dyn ChatStore) {
         .map(|u| u.id)
         .collect();
     assert_eq!(stale, std::slice::from_ref(&old.id));
-    assert!(store.finish_upload(&old.id, "expired", None).await.unwrap());
+    assert!(
+        store
+            .finish_upload(&old.id, crate::attachments::UploadStatus::Expired, None)
+            .await
+            .unwrap()
+    );
     assert!(
         store
             .stale_uploads(now, 1000)
@@ -489,7 +502,7 @@ pub async fn dated_partitions_on_calendar_boundaries(
             user_id: format!("{ns}-u"),
             content_type: "image/jpeg".into(),
             size: 1,
-            status: "pending".into(),
+            status: crate::attachments::UploadStatus::Pending,
             card: None,
             created_at: now - 13 * 86_400_000,
         };
@@ -509,7 +522,7 @@ pub async fn dated_partitions_on_calendar_boundaries(
         );
         assert!(
             store
-                .finish_upload(&upload.id, "expired", None)
+                .finish_upload(&upload.id, crate::attachments::UploadStatus::Expired, None)
                 .await
                 .unwrap()
         );

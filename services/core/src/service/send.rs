@@ -1,6 +1,7 @@
 //! Sending a message: checks, moderation, the durable append, then delivery.
 
 use super::*;
+use crate::attachments::UploadStatus;
 
 impl ChatService {
     /// Validates, stores, then acks and delivers one message.
@@ -144,7 +145,7 @@ impl ChatService {
             .await?
             .filter(|u| u.thread_id == thread_id && u.user_id == user_id)
             .ok_or_else(|| invalid("unknown upload"))?;
-        if upload.status == "used"
+        if upload.status == UploadStatus::Used
             && let Some(card) = upload
                 .card
                 .as_deref()
@@ -152,7 +153,7 @@ impl ChatService {
         {
             return Ok(card);
         }
-        if upload.status != "pending" {
+        if upload.status != UploadStatus::Pending {
             return Err(invalid("upload no longer usable"));
         }
         let prefix = format!("images/{thread_id}/{}", upload.id);
@@ -172,14 +173,14 @@ impl ChatService {
                 let json =
                     serde_json::to_string(&card).map_err(|e| StoreError::Backend(e.to_string()))?;
                 self.store
-                    .finish_upload(&upload.id, "used", Some(&json))
+                    .finish_upload(&upload.id, UploadStatus::Used, Some(&json))
                     .await?;
                 Ok(card)
             }
             Err(AttachmentError::Rejected(reason)) => {
                 tracing::info!(user_id, thread_id, upload_id, reason, "image refused");
                 self.store
-                    .finish_upload(&upload.id, "rejected", None)
+                    .finish_upload(&upload.id, UploadStatus::Rejected, None)
                     .await?;
                 Err(invalid(&reason))
             }

@@ -39,7 +39,7 @@ impl ChatService {
             user_id: caller.sub.clone(),
             content_type: content_type.to_owned(),
             size,
-            status: "pending".into(),
+            status: crate::attachments::UploadStatus::Pending,
             card: None,
             created_at: crate::now_millis(),
         };
@@ -67,7 +67,7 @@ impl ChatService {
             }
             if self
                 .store
-                .finish_upload(&upload.id, "expired", None)
+                .finish_upload(&upload.id, crate::attachments::UploadStatus::Expired, None)
                 .await?
             {
                 swept += 1;

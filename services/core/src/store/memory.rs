@@ -718,11 +718,16 @@ impl Uploads for MemoryStore {
         Ok(self.state.lock().uploads.get(id).map(|(_, u)| u.clone()))
     }
 
-    async fn finish_upload(&self, id: &str, status: &str, card: Option<&str>) -> StoreResult<bool> {
+    async fn finish_upload(
+        &self,
+        id: &str,
+        status: crate::attachments::UploadStatus,
+        card: Option<&str>,
+    ) -> StoreResult<bool> {
         let mut state = self.state.lock();
         match state.uploads.get_mut(id) {
-            Some((_, u)) if u.status == "pending" => {
-                u.status = status.to_owned();
+            Some((_, u)) if u.status == crate::attachments::UploadStatus::Pending => {
+                u.status = status;
                 u.card = card.map(str::to_owned);
                 Ok(true)
             }
@@ -735,7 +740,9 @@ impl Uploads for MemoryStore {
         let mut stale: Vec<&(u64, Upload)> = state
             .uploads
             .values()
-            .filter(|(_, u)| u.status == "pending" && u.created_at < before)
+            .filter(|(_, u)| {
+                u.status == crate::attachments::UploadStatus::Pending && u.created_at < before
+            })
             .collect();
         stale.sort_unstable_by_key(|(seq, u)| (u.created_at, *seq));
         Ok(stale

@@ -14,7 +14,12 @@ pub trait Uploads: Send + Sync {
 
     /// Moves a `pending` upload to `status` (`used` with its image card,
     /// `rejected`, `expired`); false if it was not pending.
-    async fn finish_upload(&self, id: &str, status: &str, card: Option<&str>) -> StoreResult<bool>;
+    async fn finish_upload(
+        &self,
+        id: &str,
+        status: crate::attachments::UploadStatus,
+        card: Option<&str>,
+    ) -> StoreResult<bool>;
 
     /// Uploads still pending that were created before `before` (ms).
     async fn stale_uploads(&self, before: i64, limit: usize) -> StoreResult<Vec<Upload>>;

@@ -144,7 +144,7 @@ fn upload_from_columns(c: UploadColumns) -> Upload {
         user_id: c.2.unwrap_or_default(),
         content_type: c.3.unwrap_or_default(),
         size: c.4.unwrap_or_default().max(0) as u64,
-        status: c.5.unwrap_or_default(),
+        status: chat_core::attachments::UploadStatus::from_stored(c.5.as_deref().unwrap_or("")),
         card: c.6,
         created_at: c.7.unwrap_or_default(),
     }

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chat_core::store::Uploads;
 
 use super::*;
+use chat_core::attachments::UploadStatus;
 
 #[async_trait]
 impl Uploads for ScyllaStore {
@@ -17,13 +18,13 @@ impl Uploads for ScyllaStore {
                 &u.user_id,
                 &u.content_type,
                 u.size as i64,
-                &u.status,
+                u.status.as_str(),
                 &u.card,
                 u.created_at,
             ),
         )
         .await?;
-        if u.status == "pending" {
+        if u.status == UploadStatus::Pending {
             self.exec(&s.upload_pending, (day_bucket(u.created_at), &u.id))
                 .await?;
         }
@@ -35,12 +36,17 @@ impl Uploads for ScyllaStore {
         Ok(row.map(upload_from_columns))
     }
 
-    async fn finish_upload(&self, id: &str, status: &str, card: Option<&str>) -> StoreResult<bool> {
+    async fn finish_upload(
+        &self,
+        id: &str,
+        status: UploadStatus,
+        card: Option<&str>,
+    ) -> StoreResult<bool> {
         let Some(upload) = self.upload(id).await? else {
             return Ok(false);
         };
         let applied = self
-            .claim(&self.statements.finish_upload, (status, card, id))
+            .claim(&self.statements.finish_upload, (status.as_str(), card, id))
             .await?;
         if applied {
             self.exec(
@@ -65,7 +71,7 @@ impl Uploads for ScyllaStore {
                 .await?;
             for (id,) in ids {
                 if let Some(upload) = self.upload(&id).await?
-                    && upload.status == "pending"
+                    && upload.status == UploadStatus::Pending
                     && upload.created_at < before
                     && out.len() < limit
                 {

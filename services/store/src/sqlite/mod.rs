@@ -234,7 +234,7 @@ fn upload_from_row(row: &Row<'_>) -> rusqlite::Result<Upload> {
         user_id: row.get(2)?,
         content_type: row.get(3)?,
         size: row.get::<_, i64>(4)? as u64,
-        status: row.get(5)?,
+        status: chat_core::attachments::UploadStatus::from_stored(&row.get::<_, String>(5)?),
         card: row.get(6)?,
         created_at: row.get(7)?,
     })

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chat_core::store::Uploads;
 
 use super::*;
+use chat_core::attachments::UploadStatus;
 
 #[async_trait]
 impl Uploads for SqliteStore {
@@ -21,7 +22,7 @@ impl Uploads for SqliteStore {
                     u.user_id,
                     u.content_type,
                     u.size as i64,
-                    u.status,
+                    u.status.as_str(),
                     u.card,
                     u.created_at
                 ])
@@ -44,8 +45,13 @@ impl Uploads for SqliteStore {
         .await
     }
 
-    async fn finish_upload(&self, id: &str, status: &str, card: Option<&str>) -> StoreResult<bool> {
-        let (id, status, card) = (id.to_owned(), status.to_owned(), card.map(str::to_owned));
+    async fn finish_upload(
+        &self,
+        id: &str,
+        status: UploadStatus,
+        card: Option<&str>,
+    ) -> StoreResult<bool> {
+        let (id, status, card) = (id.to_owned(), status.as_str(), card.map(str::to_owned));
         self.write(move |c| {
             c.prepare_cached(
                 "UPDATE uploads SET status = ?2, card = ?3 WHERE id = ?1 AND status = 'pending'",
