@@ -29,6 +29,7 @@ use crate::apns::{ApnsClient, ApnsConfig};
 use crate::collapse::Collapser;
 use crate::email::{Digest, DigestLine, EmailConfig, EmailError, Mailer};
 use crate::fcm::{FcmClient, FcmConfig, ServiceAccount};
+use crate::sender::{PushSender, Senders};
 use crate::{Notification, Outcome};
 
 /// Section `[push]` of the configuration.
@@ -138,8 +139,8 @@ pub struct Dispatcher {
     /// are then enqueued only for recipients offline at send time.
     presence: Option<Arc<dyn Presence>>,
     queue: Arc<dyn NotificationQueue>,
-    fcm: Option<FcmClient>,
-    apns: Option<ApnsClient>,
+    /// FCM (Android and web tokens) and APNs, behind [`PushSender`].
+    senders: Senders,
     mailer: Option<Mailer>,
     config: PushConfig,
     collapser: Mutex<Collapser<Taken>>,
@@ -169,37 +170,56 @@ impl Dispatcher {
     ) -> Result<Arc<Dispatcher>, SetupError> {
         let timeout = Duration::from_secs(10);
         let fcm = match &config.fcm.service_account_file {
-            Some(path) => Some(FcmClient::new(FcmConfig {
+            Some(path) => Some(Arc::new(FcmClient::new(FcmConfig {
                 base_url: config.fcm.base_url.clone(),
                 account: ServiceAccount::from_json(&read(path)?)?,
                 timeout,
-            })?),
+            })?) as Arc<dyn PushSender>),
             None => None,
         };
         let apns = match &config.apns.private_key_file {
-            Some(path) => Some(ApnsClient::new(ApnsConfig {
+            Some(path) => Some(Arc::new(ApnsClient::new(ApnsConfig {
                 base_url: config.apns.base_url.clone(),
                 team_id: config.apns.team_id.clone(),
                 key_id: config.apns.key_id.clone(),
                 private_key_pem: read(path)?,
                 timeout,
-            })?),
+            })?) as Arc<dyn PushSender>),
             None => None,
         };
-        Ok(Arc::new(Dispatcher {
+        Ok(Dispatcher::with_senders(
+            config,
+            Senders { fcm, apns },
+            Mailer::from_config(email)?,
             store,
             presence,
             queue,
-            fcm,
-            apns,
-            mailer: Mailer::from_config(email)?,
+        ))
+    }
+
+    /// A dispatcher over the given senders (and mailer, if any) rather
+    /// than the ones `config` describes: for tests, with fakes.
+    pub fn with_senders(
+        config: &PushConfig,
+        senders: Senders,
+        mailer: Option<Mailer>,
+        store: Arc<dyn ChatStore>,
+        presence: Option<Arc<dyn Presence>>,
+        queue: Arc<dyn NotificationQueue>,
+    ) -> Arc<Dispatcher> {
+        Arc::new(Dispatcher {
+            store,
+            presence,
+            queue,
+            senders,
+            mailer,
             config: config.clone(),
             collapser: Mutex::new(Collapser::new(Duration::from_millis(
                 config.collapse_window_ms,
             ))),
             in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
             tasks: TaskTracker::new(),
-        }))
+        })
     }
 
     /// Whether any channel (FCM, APNs, e-mail) is configured.
@@ -498,21 +518,12 @@ impl Dispatcher {
         device: &Device,
         n: &Notification,
     ) -> Option<Result<Outcome, String>> {
-        Some(match device.platform {
+        let sender = match device.platform {
             // FCM HTTP v1 also delivers to web (browser) registration tokens.
-            DevicePlatform::Fcm | DevicePlatform::Web => self
-                .fcm
-                .as_ref()?
-                .send(&device.token, n)
-                .await
-                .map_err(|e| e.to_string()),
-            DevicePlatform::Apns => self
-                .apns
-                .as_ref()?
-                .send(&device.token, &device.app_id, n)
-                .await
-                .map_err(|e| e.to_string()),
-        })
+            DevicePlatform::Fcm | DevicePlatform::Web => self.senders.fcm.as_ref()?,
+            DevicePlatform::Apns => self.senders.apns.as_ref()?,
+        };
+        Some(sender.push(device, n).await)
     }
 
     async fn push_to_device(
@@ -804,6 +815,9 @@ fn mask_address(address: &str) -> String {
         None => "***".into(),
     }
 }
+
+#[cfg(test)]
+mod scenarios;
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@ pub mod collapse;
 pub mod dispatch;
 pub mod email;
 pub mod fcm;
+pub mod sender;
 
 /// What a provider said about one notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
