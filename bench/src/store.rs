@@ -156,6 +156,7 @@ pub async fn run(
                     client_msg_id: Some(format!("bench-{n}")),
                     created_at,
                     sets_product: None,
+                    owes_push: false,
                 };
                 let start = Instant::now();
                 let appended = store.append_message(&message).await?;

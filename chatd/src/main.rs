@@ -451,6 +451,7 @@ async fn seed_history(
             client_msg_id: Some(format!("seed-{n}")),
             created_at,
             sets_product: None,
+            owes_push: false,
         };
         let permit = in_flight.clone().acquire_owned().await?;
         let store = store.clone();
@@ -634,11 +635,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
             )
         }
         (None, _) if !notifying => None,
-        (None, Some(sqlite)) => Some(Arc::new(
-            SqliteOutbox::open(sqlite)
-                .await
-                .context("opening the notification outbox")?,
-        )),
+        (None, Some(sqlite)) => {
+            service = service.with_push_in_store();
+            Some(Arc::new(
+                SqliteOutbox::open(sqlite)
+                    .await
+                    .context("opening the notification outbox")?,
+            ))
+        }
         (None, None) => {
             tracing::warn!(
                 "notifications are queued in memory: a crash loses those owed at that moment (configure nats.url)"

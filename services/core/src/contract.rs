@@ -35,6 +35,7 @@ pub fn text(thread_id: &str, from: &str, client_msg_id: &str) -> NewMessage {
         client_msg_id: Some(client_msg_id.into()),
         created_at,
         sets_product: None,
+        owes_push: false,
     }
 }
 

@@ -281,6 +281,11 @@ pub struct NewMessage {
     pub created_at: i64,
     /// For product cards: the thread's product context becomes this.
     pub sets_product: Option<String>,
+    /// The append itself records the push this message owes its recipient,
+    /// in the same transaction (the SQLite outbox). Set by `ChatService`,
+    /// which decides where every obligation goes; a store without an outbox
+    /// refuses such a message rather than drop the obligation.
+    pub owes_push: bool,
 }
 
 impl NewMessage {

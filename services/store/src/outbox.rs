@@ -1,43 +1,24 @@
 //! The embedded notification queue: the `notify_outbox` table of the chat
 //! database. A push job is inserted by the same transaction that stores
-//! the message, so "acknowledged to the sender" implies "owed to the
+//! the message (when the chat service says it owes one), so "acknowledged to the sender" implies "owed to the
 //! recipient", crash or not. One process owns the queue (the embedded
 //! deployment is one process), so a lease is a flag that is cleared when
 //! the queue is opened again after a restart.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chat_core::notify::{Job, NotificationQueue, QueueError, Taken};
 use chat_core::store::StoreError;
-use rusqlite::{Connection, params};
+use rusqlite::params;
 
 use crate::SqliteStore;
-use crate::sqlite::backend;
+use crate::sqlite::{backend, enqueue_job_in};
 
 /// How often due jobs are looked for when nothing wakes the queue (digest
 /// jobs become due by time alone).
 const POLL: Duration = Duration::from_millis(500);
-
-/// Inserts `job` unless one with the same key is queued.
-pub(crate) fn enqueue_in(tx: &Connection, job: &Job, due_at: i64) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO notify_outbox (dedup_key, job, due_at, enqueued_at) \
-         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (dedup_key) DO NOTHING",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            job.dedup_key(),
-            job.encode(),
-            due_at,
-            chat_core::now_millis()
-        ])
-    })
-    .map(|_| ())
-    .map_err(backend)
-}
 
 pub struct SqliteOutbox {
     store: Arc<SqliteStore>,
@@ -48,10 +29,10 @@ fn queue_error(e: StoreError) -> QueueError {
 }
 
 impl SqliteOutbox {
-    /// Turns the outbox on (sends enqueue push jobs from now on) and hands
-    /// out again every job a previous process had taken and not finished.
+    /// Hands out again every job a previous process had taken and not
+    /// finished. Jobs are written by the appends of messages that owe a
+    /// push (`NewMessage::owes_push`, set by the chat service).
     pub async fn open(store: Arc<SqliteStore>) -> Result<SqliteOutbox, QueueError> {
-        store.outbox.store(true, Ordering::Relaxed);
         store
             .write(|c| {
                 c.execute("UPDATE notify_outbox SET leased = 0 WHERE leased = 1", [])
@@ -151,7 +132,7 @@ impl NotificationQueue for SqliteOutbox {
                     .and_then(|mut stmt| stmt.execute([seq]))
                     .map_err(backend)?;
                 if let Some((job, due_at)) = then {
-                    enqueue_in(c, &job, due_at)?;
+                    enqueue_job_in(c, &job, due_at)?;
                 }
                 Ok(())
             })
@@ -195,6 +176,13 @@ mod tests {
     }
 
     fn message(thread: &str, cmid: &str) -> NewMessage {
+        NewMessage {
+            owes_push: true,
+            ..message_owing_nothing(thread, cmid)
+        }
+    }
+
+    fn message_owing_nothing(thread: &str, cmid: &str) -> NewMessage {
         let (id, created_at) = chat_core::new_timed_id();
         NewMessage {
             id,
@@ -206,15 +194,16 @@ mod tests {
             client_msg_id: Some(cmid.into()),
             created_at,
             sets_product: None,
+            owes_push: false,
         }
     }
 
     #[tokio::test]
     async fn a_stored_message_owes_one_push_job_until_completed() {
         let (_dir, store, thread) = store_with_thread().await;
-        // Off until the queue is opened: nothing is written for nobody.
+        // A message that owes nothing (the chat service decides) writes no job.
         store
-            .append_message(&message(&thread, "before"))
+            .append_message(&message_owing_nothing(&thread, "before"))
             .await
             .unwrap();
         let outbox = SqliteOutbox::open(store.clone()).await.unwrap();
@@ -261,6 +250,69 @@ mod tests {
         assert_eq!(again[0].attempts, 1);
         outbox.complete(&again[0], None).await.unwrap();
         assert_eq!(outbox.depth().await.unwrap(), 0);
+    }
+
+    /// Discards what the service publishes.
+    struct Nowhere;
+
+    #[async_trait]
+    impl chat_core::outbound::Outbound for Nowhere {
+        async fn publish(&self, _: String, _: Vec<u8>, _: chat_core::outbound::Qos) {}
+    }
+
+    /// The chat service decides what a message owes; the store writes it in
+    /// the message's transaction. A sent text owes one push, a product card
+    /// (a system message) none, and a service with notifications off owes
+    /// nothing at all.
+    #[tokio::test]
+    async fn the_chat_service_decides_which_messages_owe_a_push() {
+        use chat_core::membership::MembershipCache;
+        use chat_core::service::{ChatService, Limits};
+        let (_dir, store, thread) = store_with_thread().await;
+        let outbox = SqliteOutbox::open(store.clone()).await.unwrap();
+        let service = |push_in_store: bool| {
+            let chat_store: Arc<dyn chat_core::store::ChatStore> = store.clone();
+            let service = ChatService::new(
+                chat_store.clone(),
+                Arc::new(MembershipCache::new(chat_store)),
+                Arc::new(Nowhere),
+                Arc::new(chat_core::bus::InProcessBus::new(16)),
+                Limits::default(),
+            );
+            if push_in_store {
+                service.with_push_in_store()
+            } else {
+                service
+            }
+        };
+        let send = |cmid: &str| {
+            chat_protocol::encode(&chat_protocol::ClientEvent::SendMessage {
+                client_msg_id: cmid.into(),
+                kind: MessageType::Text,
+                content: "còn hàng không shop?".into(),
+            })
+        };
+        service(false)
+            .handle_inbound("b", Some("b:phone"), &thread, &send("off"))
+            .await;
+        assert_eq!(outbox.depth().await.unwrap(), 0, "notifications off");
+        let on = service(true);
+        on.handle_inbound("b", Some("b:phone"), &thread, &send("on"))
+            .await;
+        let history = store
+            .messages(&thread, &chat_core::model::MessageRange::default(), 10)
+            .await
+            .unwrap();
+        assert_eq!(history.len(), 2, "both sends stored");
+        let taken = outbox.take(10).await.unwrap();
+        assert_eq!(taken.len(), 1, "one push owed, for the second send");
+        match &taken[0].job {
+            Job::Push(p) => {
+                assert_eq!((p.from_user_id.as_str(), p.to_user_id.as_str()), ("b", "s"));
+                assert_eq!(p.message_id, history[1].id);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[tokio::test]

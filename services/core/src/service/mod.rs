@@ -167,6 +167,21 @@ fn shows_nothing(content: &str) -> bool {
     })
 }
 
+/// Where the push a stored message owes its recipient is recorded. Decided
+/// here, once, for every message (`send.rs` `store_and_deliver`).
+enum PushRoute {
+    /// Notifications are off.
+    Nowhere,
+    /// By the store's append, in the same transaction (`NewMessage::owes_push`):
+    /// the SQLite outbox, whose notification service checks presence when
+    /// it sends.
+    WithTheMessage,
+    /// In this queue (JetStream, or in memory), after the append and
+    /// before the ack, for a recipient offline here: the `chatd push`
+    /// replicas that send know no sessions.
+    Queue(Arc<dyn JobSink>),
+}
+
 pub struct ChatService {
     store: Arc<dyn ChatStore>,
     membership: Arc<MembershipCache>,
@@ -179,9 +194,8 @@ pub struct ChatService {
     /// it, which the other party must see (`message_read`, "Đã xem").
     last_sender: Mutex<HashMap<String, String>>,
     presence: Arc<dyn Presence>,
-    /// Where notification jobs go when the store does not write them
-    /// itself (JetStream, or the in-memory queue).
-    jobs: Option<Arc<dyn JobSink>>,
+    /// Where the push a stored message owes its recipient is recorded.
+    push: PushRoute,
     moderation: Arc<Moderation>,
     limiter: Arc<RateLimiter>,
     /// Object storage for image messages; `None`: images are refused.
@@ -231,7 +245,7 @@ impl ChatService {
             typing_seen: Mutex::new(HashMap::new()),
             last_sender: Mutex::new(HashMap::new()),
             presence: Arc::new(LocalPresence::new()),
-            jobs: None,
+            push: PushRoute::Nowhere,
             limiter: Arc::new(RateLimiter::new(RateLimitConfig::default())),
             blocks: Mutex::new(HashMap::new()),
             sandbox_prefix: None,
@@ -299,7 +313,14 @@ impl ChatService {
     /// Enqueues a push job per stored message for a recipient who is
     /// offline here, before the sender's ack.
     pub fn with_job_sink(mut self, jobs: Arc<dyn JobSink>) -> Self {
-        self.jobs = Some(jobs);
+        self.push = PushRoute::Queue(jobs);
+        self
+    }
+
+    /// The store records each push owed, in the message's own transaction
+    /// (the SQLite outbox, read by the in-process notification service).
+    pub fn with_push_in_store(mut self) -> Self {
+        self.push = PushRoute::WithTheMessage;
         self
     }
 

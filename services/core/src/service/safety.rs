@@ -65,6 +65,7 @@ impl ChatService {
             client_msg_id: None,
             created_at,
             sets_product: None,
+            owes_push: false,
         };
         let appended = self.store.append_message(&notice).await?;
         self.deliver_stored(&appended).await;

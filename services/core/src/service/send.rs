@@ -212,6 +212,11 @@ impl ChatService {
             client_msg_id: Some(client_msg_id.to_owned()),
             created_at,
             sets_product: None,
+            owes_push: false,
+        };
+        let new = NewMessage {
+            owes_push: matches!(self.push, PushRoute::WithTheMessage) && new.counts_as_unread(),
+            ..new
         };
         let appended = {
             let _timer = chat_ops::metrics().store_timer("append");
@@ -219,7 +224,9 @@ impl ChatService {
         };
         let message = &appended.message;
         let to_user_id = appended.thread.other_participant(user_id).to_owned();
-        if let Some(jobs) = &self.jobs {
+        if let PushRoute::Queue(jobs) = &self.push
+            && new.counts_as_unread()
+        {
             // Before the ack, so an acked message always owes its push; a
             // retry enqueues again, which the queue and the marks absorb.
             if !self.presence.status(&to_user_id).online {

@@ -134,6 +134,7 @@ impl ChatService {
                 client_msg_id: None,
                 created_at,
                 sets_product,
+                owes_push: false,
             };
             let appended = self.store.append_message(&system).await?;
             self.deliver_stored(&appended).await;

@@ -425,6 +425,12 @@ impl Conversations for MemoryStore {
     }
 
     async fn append_message(&self, message: &NewMessage) -> StoreResult<Appended> {
+        if message.owes_push {
+            // No outbox here: refuse rather than drop the obligation.
+            return Err(StoreError::Backend(
+                "the memory store keeps no notification outbox".into(),
+            ));
+        }
         self.state.lock().append(message)
     }
 

@@ -47,6 +47,12 @@ impl Conversations for ScyllaStore {
     /// the markers and claim the idempotency key; write the message and
     /// what it changes; count the recipient's unread messages.
     async fn append_message(&self, m: &NewMessage) -> StoreResult<Appended> {
+        if m.owes_push {
+            // No outbox here: the push goes through a JobSink instead.
+            return Err(StoreError::Backend(
+                "the ScyllaDB store keeps no notification outbox".into(),
+            ));
+        }
         let message = m.clone().into_message();
         let body = encode(&message)?;
         let claim = async {

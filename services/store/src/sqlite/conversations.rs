@@ -75,9 +75,8 @@ impl Conversations for SqliteStore {
 
     async fn append_message(&self, message: &NewMessage) -> StoreResult<Appended> {
         let m = message.clone();
-        let outbox = self.outbox.load(Ordering::Relaxed);
-        let appended = self.write(move |c| append_in(c, &m, outbox)).await?;
-        if outbox && !appended.duplicate {
+        let appended = self.write(move |c| append_in(c, &m)).await?;
+        if message.owes_push && !appended.duplicate {
             self.outbox_wake.notify_one();
         }
         Ok(appended)

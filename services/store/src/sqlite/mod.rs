@@ -304,8 +304,6 @@ const MAX_BATCH: usize = 512;
 const READERS: usize = 4;
 
 pub struct SqliteStore {
-    /// Whether sends enqueue notification jobs (see `outbox`).
-    pub(crate) outbox: std::sync::atomic::AtomicBool,
     /// Woken after a commit that enqueued jobs.
     pub(crate) outbox_wake: Arc<tokio::sync::Notify>,
     writer: std::sync::mpsc::Sender<Job>,
@@ -426,7 +424,6 @@ impl SqliteStore {
             .spawn(move || write_loop(conn, jobs))
             .map_err(backend)?;
         Ok(SqliteStore {
-            outbox: std::sync::atomic::AtomicBool::new(false),
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
             writer,
             writer_thread,
@@ -555,7 +552,26 @@ fn write_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
 
 /// Hot path of every send: two cached statements in the common case
 /// (insert, then update-returning the thread), more only for a retry.
-fn append_in(tx: &Connection, m: &NewMessage, outbox: bool) -> StoreResult<Appended> {
+/// Inserts `job` into the notification outbox (read by `crate::outbox`)
+/// unless one with the same key is queued.
+pub(crate) fn enqueue_job_in(tx: &Connection, job: &NotifyJob, due_at: i64) -> StoreResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO notify_outbox (dedup_key, job, due_at, enqueued_at) \
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (dedup_key) DO NOTHING",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            job.dedup_key(),
+            job.encode(),
+            due_at,
+            chat_core::now_millis()
+        ])
+    })
+    .map(|_| ())
+    .map_err(backend)
+}
+
+fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
     let card = m
         .card
         .as_ref()
@@ -633,14 +649,14 @@ fn append_in(tx: &Connection, m: &NewMessage, outbox: bool) -> StoreResult<Appen
         )
         .and_then(|mut stmt| stmt.execute(params![m.thread_id, m.from, m.id, m.created_at]))
         .map_err(backend)?;
-        if outbox && m.counts_as_unread() {
+        if m.owes_push {
             let job = NotifyJob::Push(MessageSent {
                 thread_id: m.thread_id.clone(),
                 message_id: m.id.clone(),
                 from_user_id: m.from.clone(),
                 to_user_id: thread.other_participant(&m.from).to_owned(),
             });
-            crate::outbox::enqueue_in(tx, &job, m.created_at)?;
+            enqueue_job_in(tx, &job, m.created_at)?;
         }
     }
     Ok(Appended {
@@ -947,6 +963,7 @@ mod tests {
             client_msg_id: Some(cmid.into()),
             created_at: chat_core::now_millis(),
             sets_product: None,
+            owes_push: false,
         }
     }
 
