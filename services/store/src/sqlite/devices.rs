@@ -7,26 +7,22 @@ use super::*;
 
 #[async_trait]
 impl Devices for SqliteStore {
-    async fn put_device(&self, device: &Device) -> StoreResult<()> {
-        let d = device.clone();
-        self.write(move |c| {
-            c.execute(
-                "INSERT INTO devices (token, user_id, platform, app_id, locale, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (token) DO UPDATE SET \
-                 user_id = ?2, platform = ?3, app_id = ?4, locale = ?5, updated_at = ?6",
-                params![
-                    d.token,
-                    d.user_id,
-                    d.platform.as_str(),
-                    d.app_id,
-                    d.locale,
-                    d.updated_at
-                ],
-            )
-            .map_err(backend)?;
-            Ok(())
-        })
+    async fn put_device(&self, d: &Device) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO devices (token, user_id, platform, app_id, locale, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (token) DO UPDATE SET \
+             user_id = ?2, platform = ?3, app_id = ?4, locale = ?5, updated_at = ?6",
+            vec![
+                d.token.clone().into(),
+                d.user_id.clone().into(),
+                d.platform.as_str().to_owned().into(),
+                d.app_id.clone().into(),
+                d.locale.clone().into(),
+                d.updated_at.into(),
+            ],
+        )
         .await
+        .map(drop)
     }
 
     async fn devices_of(&self, user_id: &str) -> StoreResult<Vec<Device>> {
@@ -57,27 +53,21 @@ impl Devices for SqliteStore {
     }
 
     async fn delete_device(&self, user_id: &str, token: &str) -> StoreResult<bool> {
-        let (user_id, token) = (user_id.to_owned(), token.to_owned());
-        self.write(move |c| {
-            let deleted = c
-                .execute(
-                    "DELETE FROM devices WHERE token = ?1 AND user_id = ?2",
-                    params![token, user_id],
-                )
-                .map_err(backend)?;
-            Ok(deleted > 0)
-        })
+        self.execute(
+            "DELETE FROM devices WHERE token = ?1 AND user_id = ?2",
+            vec![token.to_owned().into(), user_id.to_owned().into()],
+        )
         .await
+        .map(|deleted| deleted > 0)
     }
 
     async fn prune_device(&self, token: &str) -> StoreResult<()> {
-        let token = token.to_owned();
-        self.write(move |c| {
-            c.execute("DELETE FROM devices WHERE token = ?1", params![token])
-                .map_err(backend)?;
-            Ok(())
-        })
+        self.execute(
+            "DELETE FROM devices WHERE token = ?1",
+            vec![token.to_owned().into()],
+        )
         .await
+        .map(drop)
     }
 
     async fn log_notification(&self, a: &NotificationAttempt) -> StoreResult<()> {

@@ -32,6 +32,7 @@ use chat_core::notify::Job as NotifyJob;
 use chat_core::store::{Appended, ChatStore, Opened, ReadMarked, StoreError, StoreResult};
 use chat_protocol::{Card, Message, MessagePreview, MessageType};
 use parking_lot::Mutex;
+use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
@@ -444,6 +445,39 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || f(&conn.lock()))
             .await
             .map_err(backend)?
+    }
+
+    /// One statement on the writer (group-committed like every write): the
+    /// number of rows it changed.
+    pub(crate) async fn execute(
+        &self,
+        sql: &'static str,
+        values: Vec<Value>,
+    ) -> StoreResult<usize> {
+        self.write(move |c| {
+            c.prepare_cached(sql)
+                .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(values)))
+                .map_err(backend)
+        })
+        .await
+    }
+
+    /// The one row `sql` finds, if any, read as `row`.
+    pub(crate) async fn query_one<T: Send + 'static>(
+        &self,
+        sql: &'static str,
+        values: Vec<Value>,
+        row: fn(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> StoreResult<Option<T>> {
+        self.read(move |c| {
+            c.prepare_cached(sql)
+                .and_then(|mut stmt| {
+                    stmt.query_row(rusqlite::params_from_iter(values), row)
+                        .optional()
+                })
+                .map_err(backend)
+        })
+        .await
     }
 
     /// True when the writer thread has ended (it panicked): writes fail.

@@ -78,17 +78,18 @@ impl Safety for SqliteStore {
         by: &str,
         at: i64,
     ) -> StoreResult<bool> {
-        let args = [id, resolution, by].map(str::to_owned);
-        self.write(move |c| {
-            c.prepare_cached(
-                "UPDATE moderation_records SET resolution = ?2, resolved_by = ?3, resolved_at = ?4 \
-                 WHERE id = ?1 AND needs_review = 1 AND resolution IS NULL",
-            )
-            .and_then(|mut stmt| stmt.execute(params![args[0], args[1], args[2], at]))
-            .map(|changed| changed == 1)
-            .map_err(backend)
-        })
+        self.execute(
+            "UPDATE moderation_records SET resolution = ?2, resolved_by = ?3, resolved_at = ?4 \
+             WHERE id = ?1 AND needs_review = 1 AND resolution IS NULL",
+            vec![
+                id.to_owned().into(),
+                resolution.to_owned().into(),
+                by.to_owned().into(),
+                at.into(),
+            ],
+        )
         .await
+        .map(|changed| changed == 1)
     }
 
     async fn keywords(&self) -> StoreResult<Vec<(String, String)>> {
@@ -104,36 +105,29 @@ impl Safety for SqliteStore {
     }
 
     async fn set_keyword(&self, list: &str, keyword: &str, present: bool) -> StoreResult<()> {
-        let (list, keyword) = (list.to_owned(), keyword.to_owned());
-        self.write(move |c| {
-            let sql = if present {
-                "INSERT INTO moderation_keywords (list, keyword) VALUES (?1, ?2) \
-                 ON CONFLICT DO NOTHING"
-            } else {
-                "DELETE FROM moderation_keywords WHERE list = ?1 AND keyword = ?2"
-            };
-            c.prepare_cached(sql)
-                .and_then(|mut stmt| stmt.execute(params![list, keyword]))
-                .map(|_| ())
-                .map_err(backend)
-        })
-        .await
+        let sql = if present {
+            "INSERT INTO moderation_keywords (list, keyword) VALUES (?1, ?2) \
+             ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM moderation_keywords WHERE list = ?1 AND keyword = ?2"
+        };
+        self.execute(sql, vec![list.to_owned().into(), keyword.to_owned().into()])
+            .await
+            .map(drop)
     }
 
     async fn set_block(&self, blocker: &str, blocked: &str, on: bool) -> StoreResult<()> {
-        let (blocker, blocked) = (blocker.to_owned(), blocked.to_owned());
-        self.write(move |c| {
-            let sql = if on {
-                "INSERT INTO blocks (blocker, blocked) VALUES (?1, ?2) ON CONFLICT DO NOTHING"
-            } else {
-                "DELETE FROM blocks WHERE blocker = ?1 AND blocked = ?2"
-            };
-            c.prepare_cached(sql)
-                .and_then(|mut stmt| stmt.execute(params![blocker, blocked]))
-                .map(|_| ())
-                .map_err(backend)
-        })
+        let sql = if on {
+            "INSERT INTO blocks (blocker, blocked) VALUES (?1, ?2) ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM blocks WHERE blocker = ?1 AND blocked = ?2"
+        };
+        self.execute(
+            sql,
+            vec![blocker.to_owned().into(), blocked.to_owned().into()],
+        )
         .await
+        .map(drop)
     }
 
     async fn blockers_between(&self, a: &str, b: &str) -> StoreResult<Vec<String>> {
