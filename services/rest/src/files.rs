@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::{ApiJson, AppState, Caller};
+use crate::{ApiJson, AppState, Caller, ForCaller};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -53,7 +53,7 @@ pub async fn create_upload(
         .service
         .create_upload(&caller.claims, &thread_id, &body.content_type, body.size)
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+        .for_caller(&caller)?;
     Ok((
         StatusCode::CREATED,
         Json(UploadCreated {

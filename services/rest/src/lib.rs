@@ -231,6 +231,19 @@ pub struct Caller {
     pub lang: Lang,
 }
 
+/// A service answer turned into a REST answer in the caller's language,
+/// the one place where domain errors become HTTP ones:
+/// `state.service.x(&caller.claims).await.for_caller(&caller)?`.
+pub trait ForCaller<T> {
+    fn for_caller(self, caller: &Caller) -> Result<T, ApiError>;
+}
+
+impl<T> ForCaller<T> for Result<T, chat_core::service::ServiceError> {
+    fn for_caller(self, caller: &Caller) -> Result<T, ApiError> {
+        self.map_err(|e| ApiError::from_service(caller.lang, e))
+    }
+}
+
 fn lang_of(headers: &HeaderMap) -> Lang {
     Lang::from_locale(
         headers
@@ -298,7 +311,7 @@ async fn list_threads(
         .service
         .inbox_page(&caller.claims, cursor.as_ref(), limit)
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+        .for_caller(&caller)?;
     Ok(Json(ThreadPage {
         threads: page
             .threads
@@ -338,7 +351,7 @@ async fn open_thread(
         service.thread_card(&caller.claims, thread).await
     }
     .await
-    .map_err(|e| ApiError::from_service(caller.lang, e))?;
+    .for_caller(&caller)?;
     Ok(Json(ThreadView::of(&card, &caller.claims.sub)))
 }
 
@@ -361,7 +374,7 @@ async fn list_messages(
         .service
         .history_page(&caller.claims, &id, &range, page_size(q.limit))
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+        .for_caller(&caller)?;
     Ok(Json(MessagePage {
         messages: page.messages.into_iter().map(MessageView::from).collect(),
         has_more: page.has_more,
@@ -388,12 +401,12 @@ async fn mark_read(
         .service
         .readable_thread(&caller.claims, &id)
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+        .for_caller(&caller)?;
     let marked = state
         .service
         .mark_read(&caller.claims.sub, &id, &req.up_to)
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+        .for_caller(&caller)?;
     Ok(Json(ReadView {
         thread_id: id,
         up_to: marked.up_to,
@@ -435,7 +448,7 @@ async fn put_user(
         .service
         .put_user(&caller.claims, &user)
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+        .for_caller(&caller)?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
@@ -463,7 +476,7 @@ async fn put_product(
         .service
         .put_product(&caller.claims, &product)
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+        .for_caller(&caller)?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
@@ -490,7 +503,7 @@ async fn put_order(
         .service
         .put_order(&caller.claims, &order)
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+        .for_caller(&caller)?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
@@ -544,7 +557,7 @@ async fn put_device(
         .service
         .register_device(&caller.claims, &device)
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+        .for_caller(&caller)?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
@@ -560,7 +573,7 @@ async fn list_devices(
         .service
         .devices(&caller.claims)
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+        .for_caller(&caller)?;
     Ok(Json(DeviceList {
         devices: devices
             .into_iter()
@@ -590,7 +603,7 @@ async fn delete_device(
         .service
         .remove_device(&caller.claims, &token)
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+        .for_caller(&caller)?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
@@ -609,7 +622,7 @@ async fn notification_log(
         .service
         .notification_log(&caller.claims, &query.user, page_size(query.limit))
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+        .for_caller(&caller)?;
     Ok(Json(NotificationLog {
         notifications: attempts
             .into_iter()

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
-use crate::{ApiJson, ApiQuery, AppState, Caller, page_size};
+use crate::{ApiJson, ApiQuery, AppState, Caller, ForCaller, page_size};
 
 fn admin(caller: &Caller) -> Result<(), ApiError> {
     if caller.claims.role == Role::Admin {
@@ -18,10 +18,6 @@ fn admin(caller: &Caller) -> Result<(), ApiError> {
     } else {
         Err(ApiError::forbidden(caller.lang))
     }
-}
-
-fn failed(caller: &Caller, e: chat_core::service::ServiceError) -> ApiError {
-    ApiError::from_service(caller.lang, e)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -171,7 +167,7 @@ pub async fn queue(
             page_size(query.limit),
         )
         .await
-        .map_err(|e| failed(&caller, e))?;
+        .for_caller(&caller)?;
     Ok(Json(QueuePage {
         items: items.into_iter().map(RecordView::from).collect(),
     }))
@@ -192,7 +188,7 @@ pub async fn record(
         .moderation_record(&caller.claims, &id)
         .await
         .map(|r| Json(r.into()))
-        .map_err(|e| failed(&caller, e))
+        .for_caller(&caller)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -226,7 +222,7 @@ pub async fn resolve(
         .service
         .resolve_moderation(&caller.claims, &id, resolution)
         .await
-        .map_err(|e| failed(&caller, e))?;
+        .for_caller(&caller)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -251,7 +247,7 @@ pub async fn keywords(
         .service
         .keyword_lists(&caller.claims)
         .await
-        .map_err(|e| failed(&caller, e))?;
+        .for_caller(&caller)?;
     let pick = |list: &str| {
         rows.iter()
             .filter(|(l, _)| l == list)
@@ -298,7 +294,7 @@ pub async fn change_keyword(
         .service
         .change_keyword(&caller.claims, &body.list, keyword, body.present)
         .await
-        .map_err(|e| failed(&caller, e))?;
+        .for_caller(&caller)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -316,7 +312,7 @@ pub async fn block(
         .service
         .set_block(&caller.claims, &id, true)
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+        .for_caller(&caller)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -334,7 +330,7 @@ pub async fn unblock(
         .service
         .set_block(&caller.claims, &id, false)
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+        .for_caller(&caller)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -373,7 +369,7 @@ pub async fn report(
             &body.reason,
         )
         .await
-        .map_err(|e| ApiError::from_service(caller.lang, e))?;
+        .for_caller(&caller)?;
     Ok((StatusCode::CREATED, Json(ReportCreated { id: record })))
 }
 
@@ -421,7 +417,7 @@ pub async fn audit(
             page_size(query.limit),
         )
         .await
-        .map_err(|e| failed(&caller, e))?;
+        .for_caller(&caller)?;
     Ok(Json(AuditPage {
         entries: entries
             .into_iter()
