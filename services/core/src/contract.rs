@@ -162,24 +162,25 @@ pub async fn devices_register_move_and_prune(store: &dyn ChatStore) {
 pub async fn notification_log_lists_newest_first(store: &dyn ChatStore) {
     let ns = namespace("notiflog");
     let user = format!("{ns}-u");
-    let attempt = |outcome: &str, error: Option<&str>| NotificationAttempt {
+    use crate::model::{AttemptOutcome, NotifyChannel};
+    let attempt = |outcome: AttemptOutcome, error: Option<&str>| NotificationAttempt {
         id: crate::new_id(),
         user_id: user.clone(),
         thread_id: format!("{ns}-t"),
         message_id: crate::new_id(),
-        channel: "fcm".into(),
+        channel: NotifyChannel::Fcm,
         device: "…a1b2c3".into(),
-        outcome: outcome.into(),
+        outcome,
         error: error.map(str::to_owned),
         latency_ms: 42,
         at: crate::now_millis(),
     };
-    let first = attempt("retry", Some("503 UNAVAILABLE"));
-    let second = attempt("sent", None);
+    let first = attempt(AttemptOutcome::Retry, Some("503 UNAVAILABLE"));
+    let second = attempt(AttemptOutcome::Sent, None);
     store.log_notification(&first).await.unwrap();
     store.log_notification(&second).await.unwrap();
     store
-        .log_notification(&attempt("sent", None))
+        .log_notification(&attempt(AttemptOutcome::Sent, None))
         .await
         .unwrap();
     let log = store.notifications_of(&user, 2).await.unwrap();
@@ -198,12 +199,12 @@ pub async fn notification_log_lists_newest_first(store: &dyn ChatStore) {
 
 pub async fn moderation_records_queue_and_resolve(store: &dyn ChatStore) {
     let ns = namespace("moderation");
-    let record = |kind: &str, needs_review: bool| ModerationRecord {
+    let record = |kind: crate::model::ModerationKind, needs_review: bool| ModerationRecord {
         id: crate::new_id(),
         thread_id: format!("{ns}-t"),
         user_id: format!("{ns}-u"),
         message_id: None,
-        kind: kind.into(),
+        kind,
         categories: vec!["phone".into()],
         original: "gọi 0912345678".into(),
         keywords: vec![],
@@ -214,9 +215,10 @@ pub async fn moderation_records_queue_and_resolve(store: &dyn ChatStore) {
         resolved_at: None,
         created_at: crate::now_millis(),
     };
-    let masked = record("masked", false);
-    let flagged = record("flagged", true);
-    let blocked = record("blocked", true);
+    use crate::model::ModerationKind;
+    let masked = record(ModerationKind::Masked, false);
+    let flagged = record(ModerationKind::Flagged, true);
+    let blocked = record(ModerationKind::Blocked, true);
     for r in [&masked, &flagged, &blocked] {
         store.record_moderation(r).await.unwrap();
     }
@@ -429,7 +431,7 @@ pub async fn dated_partitions_on_calendar_boundaries(
             thread_id: thread.clone(),
             user_id: format!("{ns}-u"),
             message_id: None,
-            kind: "flagged".into(),
+            kind: crate::model::ModerationKind::Flagged,
             categories: vec!["phone".into()],
             original: "gọi 0912345678".into(),
             keywords: vec![],
@@ -536,42 +538,51 @@ fn midnight_of_month(millis: i64) -> i64 {
 }
 
 pub async fn notified_marks_only_move_forward(store: &dyn ChatStore) {
+    let push_tok = crate::model::MarkChannel::Push {
+        token: "tok".into(),
+    };
     let ns = namespace("marks");
     let (user, thread) = (format!("{ns}-u"), format!("{ns}-t"));
     let (older, _) = crate::new_timed_id();
     let (newer, _) = crate::new_timed_id();
     assert_eq!(
-        store.notified_up_to(&user, &thread, "email").await.unwrap(),
-        None
-    );
-    store
-        .set_notified_up_to(&user, &thread, "email", &newer)
-        .await
-        .unwrap();
-    // A late worker finishing an older job must not move the mark back.
-    store
-        .set_notified_up_to(&user, &thread, "email", &older)
-        .await
-        .unwrap();
-    assert_eq!(
-        store.notified_up_to(&user, &thread, "email").await.unwrap(),
-        Some(newer.clone())
-    );
-    // Channels are independent.
-    assert_eq!(
         store
-            .notified_up_to(&user, &thread, "push:tok")
+            .notified_up_to(&user, &thread, &crate::model::MarkChannel::Email)
             .await
             .unwrap(),
         None
     );
     store
-        .set_notified_up_to(&user, &thread, "push:tok", &older)
+        .set_notified_up_to(&user, &thread, &crate::model::MarkChannel::Email, &newer)
+        .await
+        .unwrap();
+    // A late worker finishing an older job must not move the mark back.
+    store
+        .set_notified_up_to(&user, &thread, &crate::model::MarkChannel::Email, &older)
         .await
         .unwrap();
     assert_eq!(
         store
-            .notified_up_to(&user, &thread, "push:tok")
+            .notified_up_to(&user, &thread, &crate::model::MarkChannel::Email)
+            .await
+            .unwrap(),
+        Some(newer.clone())
+    );
+    // Channels are independent.
+    assert_eq!(
+        store
+            .notified_up_to(&user, &thread, &push_tok)
+            .await
+            .unwrap(),
+        None
+    );
+    store
+        .set_notified_up_to(&user, &thread, &push_tok, &older)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .notified_up_to(&user, &thread, &push_tok)
             .await
             .unwrap(),
         Some(older)

@@ -117,6 +117,42 @@ impl AuditEntry {
     }
 }
 
+/// Why a moderation record exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModerationKind {
+    /// Contact details were masked; kept for the record, not reviewed.
+    Masked,
+    /// Refused (a blocked keyword or category); nothing was stored.
+    Blocked,
+    /// Delivered, and queued for review (a flagged keyword or category).
+    Flagged,
+    /// A participant reported the message or the thread.
+    Report,
+}
+
+impl ModerationKind {
+    /// The stores' and the admin API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModerationKind::Masked => "masked",
+            ModerationKind::Blocked => "blocked",
+            ModerationKind::Flagged => "flagged",
+            ModerationKind::Report => "report",
+        }
+    }
+
+    /// A stored kind; anything unknown reads as `Flagged`, so that an
+    /// admin still sees it in the queue.
+    pub fn from_stored(s: &str) -> ModerationKind {
+        match s {
+            "masked" => ModerationKind::Masked,
+            "blocked" => ModerationKind::Blocked,
+            "report" => ModerationKind::Report,
+            _ => ModerationKind::Flagged,
+        }
+    }
+}
+
 /// What moderation did to one message (or a report about one), kept for
 /// support staff with the original text. `masked` records are kept for the
 /// record only; `blocked`, `flagged` and `report` ones wait in the review
@@ -130,8 +166,7 @@ pub struct ModerationRecord {
     pub user_id: String,
     /// The stored message, when there is one (not for blocked messages).
     pub message_id: Option<String>,
-    /// `masked`, `blocked`, `flagged`, `report`.
-    pub kind: String,
+    pub kind: ModerationKind,
     /// Finding categories (`phone`, `keyword`, …) or the report's reason.
     pub categories: Vec<String>,
     /// The text as sent: only here, never delivered.
@@ -158,15 +193,108 @@ pub struct NotificationAttempt {
     pub user_id: String,
     pub thread_id: String,
     pub message_id: String,
-    /// `fcm`, `apns`, `email`.
-    pub channel: String,
+    pub channel: NotifyChannel,
     /// The device token's last characters (never the whole token).
     pub device: String,
-    /// `sent`, `token_gone`, `retry`, `rejected`, `error`.
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub error: Option<String>,
     pub latency_ms: i64,
     pub at: i64,
+}
+
+/// How a notification went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotifyChannel {
+    Fcm,
+    /// A browser's push subscription, sent through FCM.
+    Web,
+    Apns,
+    Email,
+}
+
+impl NotifyChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyChannel::Fcm => "fcm",
+            NotifyChannel::Web => "web",
+            NotifyChannel::Apns => "apns",
+            NotifyChannel::Email => "email",
+        }
+    }
+
+    /// The channel of a device's pushes.
+    pub fn of(platform: DevicePlatform) -> NotifyChannel {
+        match platform {
+            DevicePlatform::Fcm => NotifyChannel::Fcm,
+            DevicePlatform::Web => NotifyChannel::Web,
+            DevicePlatform::Apns => NotifyChannel::Apns,
+        }
+    }
+
+    /// A stored channel; anything unknown reads as `Email` (the log is for
+    /// people: the row stays readable).
+    pub fn from_stored(s: &str) -> NotifyChannel {
+        match s {
+            "fcm" => NotifyChannel::Fcm,
+            "web" => NotifyChannel::Web,
+            "apns" => NotifyChannel::Apns,
+            _ => NotifyChannel::Email,
+        }
+    }
+}
+
+/// What one notification attempt came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttemptOutcome {
+    Sent,
+    /// The device token no longer exists: it was pruned.
+    TokenGone,
+    /// A transient failure: tried again later.
+    Retry,
+    /// The provider refused this notification for good.
+    Rejected,
+    /// A failure the provider did not classify.
+    Error,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Sent => "sent",
+            AttemptOutcome::TokenGone => "token_gone",
+            AttemptOutcome::Retry => "retry",
+            AttemptOutcome::Rejected => "rejected",
+            AttemptOutcome::Error => "error",
+        }
+    }
+
+    /// A stored outcome; anything unknown reads as `Error`.
+    pub fn from_stored(s: &str) -> AttemptOutcome {
+        match s {
+            "sent" => AttemptOutcome::Sent,
+            "token_gone" => AttemptOutcome::TokenGone,
+            "retry" => AttemptOutcome::Retry,
+            "rejected" => AttemptOutcome::Rejected,
+            _ => AttemptOutcome::Error,
+        }
+    }
+}
+
+/// Which "notified up to" mark: one per push device, one for e-mail.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MarkChannel {
+    Email,
+    Push { token: String },
+}
+
+impl MarkChannel {
+    /// The stores' key: `email`, or `push:<token>`.
+    pub fn key(&self) -> String {
+        match self {
+            MarkChannel::Email => "email".to_owned(),
+            MarkChannel::Push { token } => format!("push:{token}"),
+        }
+    }
 }
 
 /// Which side of a thread a user is on.

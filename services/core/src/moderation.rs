@@ -10,7 +10,7 @@ use chat_moderation::{Moderator, Outcome, Policy};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{MessageRange, ModerationRecord};
+use crate::model::{MessageRange, ModerationKind, ModerationRecord};
 use crate::store::{ChatStore, StoreResult};
 
 /// Section `[moderation]` of the configuration.
@@ -140,11 +140,11 @@ impl Moderation {
         message_id: Option<&str>,
     ) -> Option<ModerationRecord> {
         let kind = if outcome.blocked() {
-            "blocked"
+            ModerationKind::Blocked
         } else if outcome.flagged() {
-            "flagged"
+            ModerationKind::Flagged
         } else if outcome.masked() {
-            "masked"
+            ModerationKind::Masked
         } else {
             return None;
         };
@@ -166,12 +166,12 @@ impl Moderation {
             thread_id: thread_id.to_owned(),
             user_id: user_id.to_owned(),
             message_id: message_id.map(str::to_owned),
-            kind: kind.to_owned(),
+            kind,
             categories,
             original: original.to_owned(),
             keywords,
             reported_by: None,
-            needs_review: kind != "masked",
+            needs_review: kind != ModerationKind::Masked,
             resolution: None,
             resolved_by: None,
             resolved_at: None,

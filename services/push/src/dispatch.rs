@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use chat_core::bus::MessageSent;
 use chat_core::i18n::Lang;
-use chat_core::model::{Device, DevicePlatform, MessageRange, NotificationAttempt};
+use chat_core::model::{
+    AttemptOutcome, Device, DevicePlatform, MarkChannel, MessageRange, NotificationAttempt,
+    NotifyChannel,
+};
 use chat_core::notify::{Job, NotificationQueue, Taken};
 use chat_core::presence::Presence;
 use chat_core::store::ChatStore;
@@ -487,23 +490,21 @@ impl Dispatcher {
         user_id: &str,
         thread_id: &str,
         message_id: &str,
-        channel: &str,
+        channel: NotifyChannel,
         device: String,
-        outcome: &str,
+        outcome: AttemptOutcome,
         error: Option<String>,
         latency_ms: u64,
     ) {
-        // channel: fcm, web, apns or email; outcome: sent, token_gone,
-        // retry, rejected or error. Both from fixed sets.
-        chat_ops::metrics().push_attempt(channel, outcome);
+        chat_ops::metrics().push_attempt(channel.as_str(), outcome.as_str());
         let attempt = NotificationAttempt {
             id: chat_core::new_id(),
             user_id: user_id.to_owned(),
             thread_id: thread_id.to_owned(),
             message_id: message_id.to_owned(),
-            channel: channel.to_owned(),
+            channel,
             device,
-            outcome: outcome.to_owned(),
+            outcome,
             error,
             latency_ms: latency_ms as i64,
             at: chat_core::now_millis(),
@@ -532,7 +533,9 @@ impl Dispatcher {
         n: Notification,
         sent: MessageSent,
     ) -> DeviceResult {
-        let channel = format!("push:{}", device.token);
+        let channel = MarkChannel::Push {
+            token: device.token.clone(),
+        };
         match self
             .store
             .notified_up_to(&sent.to_user_id, &sent.thread_id, &channel)
@@ -566,17 +569,21 @@ impl Dispatcher {
             };
             let latency_ms = started.elapsed().as_millis() as u64;
             let (label, error) = match &outcome {
-                Ok(Outcome::Sent { .. }) => ("sent", None),
-                Ok(Outcome::TokenGone { reason }) => ("token_gone", Some(reason.clone())),
-                Ok(Outcome::Retry { reason, .. }) => ("retry", Some(reason.clone())),
-                Ok(Outcome::Rejected { reason }) => ("rejected", Some(reason.clone())),
-                Err(e) => ("error", Some(e.clone())),
+                Ok(Outcome::Sent { .. }) => (AttemptOutcome::Sent, None),
+                Ok(Outcome::TokenGone { reason }) => {
+                    (AttemptOutcome::TokenGone, Some(reason.clone()))
+                }
+                Ok(Outcome::Retry { reason, .. }) => (AttemptOutcome::Retry, Some(reason.clone())),
+                Ok(Outcome::Rejected { reason }) => {
+                    (AttemptOutcome::Rejected, Some(reason.clone()))
+                }
+                Err(e) => (AttemptOutcome::Error, Some(e.clone())),
             };
             self.log(
                 &sent.to_user_id,
                 &sent.thread_id,
                 &sent.message_id,
-                platform,
+                NotifyChannel::of(device.platform),
                 format!("…{tail}"),
                 label,
                 error,
@@ -670,21 +677,10 @@ impl Dispatcher {
                 let result = mailer.send(&digest).await;
                 let latency_ms = started.elapsed().as_millis() as u64;
                 let masked = mask_address(&digest.to_address);
-                match result {
+                let (outcome, error) = match result {
                     Ok(()) => {
                         tracing::info!(user_id, thread_id, latency_ms, "digest e-mail sent");
-                        self.log(
-                            user_id, thread_id, &newest, "email", masked, "sent", None, latency_ms,
-                        )
-                        .await;
-                        if let Err(e) = self
-                            .store
-                            .set_notified_up_to(user_id, thread_id, "email", &newest)
-                            .await
-                        {
-                            tracing::warn!(error = %e, "recording a sent e-mail failed");
-                        }
-                        self.complete(&taken, false).await;
+                        (AttemptOutcome::Sent, None)
                     }
                     Err(EmailError::Send {
                         reason,
@@ -692,34 +688,37 @@ impl Dispatcher {
                     })
                     | Err(EmailError::Build(reason)) => {
                         tracing::warn!(user_id, reason, "digest e-mail will be retried");
-                        self.log(
-                            user_id,
-                            thread_id,
-                            &newest,
-                            "email",
-                            masked,
-                            "retry",
-                            Some(reason),
-                            latency_ms,
-                        )
-                        .await;
-                        self.requeue(&taken, None).await;
+                        (AttemptOutcome::Retry, Some(reason))
                     }
                     Err(e) => {
                         tracing::warn!(user_id, error = %e, "digest e-mail refused");
-                        self.log(
-                            user_id,
-                            thread_id,
-                            &newest,
-                            "email",
-                            masked,
-                            "rejected",
-                            Some(e.to_string()),
-                            latency_ms,
-                        )
-                        .await;
+                        (AttemptOutcome::Rejected, Some(e.to_string()))
+                    }
+                };
+                self.log(
+                    user_id,
+                    thread_id,
+                    &newest,
+                    NotifyChannel::Email,
+                    masked,
+                    outcome,
+                    error,
+                    latency_ms,
+                )
+                .await;
+                match outcome {
+                    AttemptOutcome::Sent => {
+                        if let Err(e) = self
+                            .store
+                            .set_notified_up_to(user_id, thread_id, &MarkChannel::Email, &newest)
+                            .await
+                        {
+                            tracing::warn!(error = %e, "recording a sent e-mail failed");
+                        }
                         self.complete(&taken, false).await;
                     }
+                    AttemptOutcome::Retry => self.requeue(&taken, None).await,
+                    _ => self.complete(&taken, false).await,
                 }
             }
             Err(e) => {
@@ -756,7 +755,7 @@ impl Dispatcher {
         }
         let mark = self
             .store
-            .notified_up_to(user_id, thread_id, "email")
+            .notified_up_to(user_id, thread_id, &MarkChannel::Email)
             .await?;
         // The unread messages are the newest ones: sending moves the
         // sender's own read marker.

@@ -123,7 +123,7 @@ impl From<ModerationRecord> for RecordView {
             thread_id: r.thread_id,
             user_id: r.user_id,
             message_id: r.message_id,
-            kind: r.kind,
+            kind: r.kind.as_str().to_owned(),
             categories: r.categories,
             original: r.original,
             keywords: r.keywords,

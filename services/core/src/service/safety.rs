@@ -119,7 +119,7 @@ impl ChatService {
             thread_id: thread_id.to_owned(),
             user_id: reported.clone(),
             message_id: message_id.map(str::to_owned),
-            kind: "report".into(),
+            kind: crate::model::ModerationKind::Report,
             categories: vec![reason.to_owned()],
             original,
             keywords: Vec::new(),

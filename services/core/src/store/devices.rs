@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use super::*;
+use crate::model::MarkChannel;
 
 /// Where notifications go, what was sent, and how far each channel got.
 #[async_trait]
@@ -31,13 +32,13 @@ pub trait Devices: Send + Sync {
     ) -> StoreResult<Vec<NotificationAttempt>>;
 
     /// The newest message of `thread_id` that `user_id` was notified about
-    /// on `channel` (`email`, or `push:<token>`): the deduplication mark
+    /// on `channel` (e-mail, or one push device): the deduplication mark
     /// of the at-least-once notification queue.
     async fn notified_up_to(
         &self,
         user_id: &str,
         thread_id: &str,
-        channel: &str,
+        channel: &MarkChannel,
     ) -> StoreResult<Option<String>>;
 
     /// Moves that mark forward to `message_id` (never back).
@@ -45,7 +46,7 @@ pub trait Devices: Send + Sync {
         &self,
         user_id: &str,
         thread_id: &str,
-        channel: &str,
+        channel: &MarkChannel,
         message_id: &str,
     ) -> StoreResult<()>;
 }

@@ -553,9 +553,9 @@ impl Devices for MemoryStore {
         &self,
         user_id: &str,
         thread_id: &str,
-        channel: &str,
+        channel: &crate::model::MarkChannel,
     ) -> StoreResult<Option<String>> {
-        let key = (user_id.to_owned(), thread_id.to_owned(), channel.to_owned());
+        let key = (user_id.to_owned(), thread_id.to_owned(), channel.key());
         Ok(self.state.lock().notified.get(&key).cloned())
     }
 
@@ -563,10 +563,10 @@ impl Devices for MemoryStore {
         &self,
         user_id: &str,
         thread_id: &str,
-        channel: &str,
+        channel: &crate::model::MarkChannel,
         message_id: &str,
     ) -> StoreResult<()> {
-        let key = (user_id.to_owned(), thread_id.to_owned(), channel.to_owned());
+        let key = (user_id.to_owned(), thread_id.to_owned(), channel.key());
         let mut state = self.state.lock();
         // Never back: a late worker may finish an older job.
         match state.notified.get_mut(&key) {

@@ -262,7 +262,13 @@ impl Harness {
 
     async fn mark(&self, token: &str) -> Option<String> {
         self.store
-            .notified_up_to(BUYER, THREAD, &format!("push:{token}"))
+            .notified_up_to(
+                BUYER,
+                THREAD,
+                &chat_core::model::MarkChannel::Push {
+                    token: token.to_owned(),
+                },
+            )
             .await
             .unwrap()
     }
@@ -271,7 +277,7 @@ impl Harness {
     async fn logged(&self) -> Vec<String> {
         let mut outcomes: Vec<String> = (self.store.notifications_of(BUYER, 100).await.unwrap())
             .into_iter()
-            .map(|a| a.outcome)
+            .map(|a| a.outcome.as_str().to_owned())
             .collect();
         outcomes.sort();
         outcomes

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chat_core::store::Devices;
 
 use super::*;
+use chat_core::model::{AttemptOutcome, MarkChannel, NotifyChannel};
 
 #[async_trait]
 impl Devices for ScyllaStore {
@@ -87,9 +88,9 @@ impl Devices for ScyllaStore {
                 &a.id,
                 &a.thread_id,
                 &a.message_id,
-                &a.channel,
+                a.channel.as_str(),
                 &a.device,
-                &a.outcome,
+                a.outcome.as_str(),
                 &a.error,
                 a.latency_ms,
                 a.at,
@@ -127,9 +128,9 @@ impl Devices for ScyllaStore {
                         user_id: user_id.to_owned(),
                         thread_id: thread_id.unwrap_or_default(),
                         message_id: message_id.unwrap_or_default(),
-                        channel: channel.unwrap_or_default(),
+                        channel: NotifyChannel::from_stored(channel.as_deref().unwrap_or("")),
                         device: device.unwrap_or_default(),
-                        outcome: outcome.unwrap_or_default(),
+                        outcome: AttemptOutcome::from_stored(outcome.as_deref().unwrap_or("")),
                         error,
                         latency_ms: latency_ms.unwrap_or_default(),
                         at: at.unwrap_or_default(),
@@ -143,12 +144,12 @@ impl Devices for ScyllaStore {
         &self,
         user_id: &str,
         thread_id: &str,
-        channel: &str,
+        channel: &MarkChannel,
     ) -> StoreResult<Option<String>> {
         let result = self
             .exec(
                 &self.statements.notified_up_to,
-                (user_id, thread_id, channel),
+                (user_id, thread_id, channel.key()),
             )
             .await?;
         let rows = result.into_rows_result().map_err(backend)?;
@@ -162,7 +163,7 @@ impl Devices for ScyllaStore {
         &self,
         user_id: &str,
         thread_id: &str,
-        channel: &str,
+        channel: &MarkChannel,
         message_id: &str,
     ) -> StoreResult<()> {
         // Last write wins by the message's own time: a mark never moves
@@ -173,7 +174,7 @@ impl Devices for ScyllaStore {
             (
                 user_id,
                 thread_id,
-                channel,
+                channel.key(),
                 message_id,
                 write_timestamp(message_id, millis),
             ),

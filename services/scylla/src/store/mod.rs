@@ -111,7 +111,7 @@ fn moderation_from_columns(c: ModerationColumns) -> ModerationRecord {
         thread_id: c.1.unwrap_or_default(),
         user_id: c.2.unwrap_or_default(),
         message_id: c.3,
-        kind: c.4.unwrap_or_default(),
+        kind: chat_core::model::ModerationKind::from_stored(c.4.as_deref().unwrap_or("")),
         categories: c.5.unwrap_or_default(),
         original: c.6.unwrap_or_default(),
         keywords: c.7.unwrap_or_default(),

@@ -16,7 +16,7 @@ impl Safety for ScyllaStore {
                 &r.thread_id,
                 &r.user_id,
                 &r.message_id,
-                &r.kind,
+                r.kind.as_str(),
                 &r.categories,
                 &r.original,
                 &r.keywords,

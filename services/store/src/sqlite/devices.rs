@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chat_core::store::Devices;
 
 use super::*;
+use chat_core::model::{AttemptOutcome, MarkChannel, NotifyChannel};
 
 #[async_trait]
 impl Devices for SqliteStore {
@@ -84,9 +85,9 @@ impl Devices for SqliteStore {
                     a.user_id,
                     a.thread_id,
                     a.message_id,
-                    a.channel,
+                    a.channel.as_str(),
                     a.device,
-                    a.outcome,
+                    a.outcome.as_str(),
                     a.error,
                     a.latency_ms,
                     a.at
@@ -119,9 +120,9 @@ impl Devices for SqliteStore {
                         user_id: r.get(1)?,
                         thread_id: r.get(2)?,
                         message_id: r.get(3)?,
-                        channel: r.get(4)?,
+                        channel: NotifyChannel::from_stored(&r.get::<_, String>(4)?),
                         device: r.get(5)?,
-                        outcome: r.get(6)?,
+                        outcome: AttemptOutcome::from_stored(&r.get::<_, String>(6)?),
                         error: r.get(7)?,
                         latency_ms: r.get(8)?,
                         at: r.get(9)?,
@@ -137,9 +138,9 @@ impl Devices for SqliteStore {
         &self,
         user_id: &str,
         thread_id: &str,
-        channel: &str,
+        channel: &MarkChannel,
     ) -> StoreResult<Option<String>> {
-        let key = (user_id.to_owned(), thread_id.to_owned(), channel.to_owned());
+        let key = (user_id.to_owned(), thread_id.to_owned(), channel.key());
         self.read(move |c| {
             c.prepare_cached(
                 "SELECT message_id FROM notified_marks \
@@ -158,10 +159,10 @@ impl Devices for SqliteStore {
         &self,
         user_id: &str,
         thread_id: &str,
-        channel: &str,
+        channel: &MarkChannel,
         message_id: &str,
     ) -> StoreResult<()> {
-        let row = [user_id, thread_id, channel, message_id].map(str::to_owned);
+        let row = [user_id, thread_id, &channel.key(), message_id].map(str::to_owned);
         self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO notified_marks (user_id, thread_id, channel, message_id) \

@@ -251,7 +251,7 @@ fn moderation_from_row(row: &Row<'_>) -> rusqlite::Result<ModerationRecord> {
         thread_id: row.get(1)?,
         user_id: row.get(2)?,
         message_id: row.get(3)?,
-        kind: row.get(4)?,
+        kind: chat_core::model::ModerationKind::from_stored(&row.get::<_, String>(4)?),
         categories: list(row.get(5)?),
         original: row.get(6)?,
         keywords: list(row.get(7)?),

@@ -21,7 +21,7 @@ impl Safety for SqliteStore {
                     r.thread_id,
                     r.user_id,
                     r.message_id,
-                    r.kind,
+                    r.kind.as_str(),
                     serde_json::to_string(&r.categories).unwrap_or_default(),
                     r.original,
                     serde_json::to_string(&r.keywords).unwrap_or_default(),
