@@ -20,7 +20,7 @@ use chat_core::auth::{Role, TokenVerifier, claims_for, mint_hs256};
 use chat_core::bus::InProcessBus;
 use chat_core::membership::MembershipCache;
 use chat_core::notify::{MemoryQueue, NotificationQueue};
-use chat_core::service::ChatService;
+use chat_core::service::{ChatService, Deps, PushRoute};
 use chat_core::store::ChatStore;
 use chat_protocol::{ClientEvent, MessageType};
 use chat_push::dispatch::Dispatcher;
@@ -585,28 +585,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(cluster) => cluster.backbone.clone() as Arc<dyn chat_core::outbound::Outbound>,
         None => broker.outbound(),
     };
-    let mut service = ChatService::new(
-        store.clone(),
-        membership,
-        outbound,
-        bus,
-        config.limits.clone(),
-    );
-    if let Some(cluster) = &cluster {
-        service = service.with_presence(cluster.presence.clone());
-    }
-    if demo.is_some() {
-        // Whoever gets a demo token talks to the demo shops, not to real users.
-        service = service.with_sandbox(demo::ID_PREFIX);
-    }
+    let presence: Arc<dyn chat_core::presence::Presence> = match &cluster {
+        Some(cluster) => cluster.presence.clone(),
+        None => Arc::new(chat_core::presence::LocalPresence::new()),
+    };
     let moderation = load_moderation(&config, store.clone()).await?;
     let attachments = open_attachments(&config)?;
-    service = service
-        .with_attachments(attachments.clone())
-        .with_moderation(moderation)
-        .with_rate_limiter(Arc::new(chat_core::ratelimit::RateLimiter::new(
-            config.rate_limits.clone(),
-        )));
     let notifying = Dispatcher::has_channels(&config.push, &config.email);
     let nats = connect_nats(&config).await?;
     let readiness = ops::readiness(store.clone(), nats.clone());
@@ -624,35 +608,46 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
-    let queue: Option<Arc<dyn NotificationQueue>> = match (nats, sqlite) {
-        (Some(nats), _) => {
-            service = service.with_job_sink(nats.clone());
-            Some(nats)
-        }
+    let (queue, push): (Option<Arc<dyn NotificationQueue>>, PushRoute) = match (nats, sqlite) {
+        (Some(nats), _) => (Some(nats.clone()), PushRoute::Queue(nats)),
         (None, _) if !config.push.in_process => {
             anyhow::bail!(
                 "push.in_process = false needs nats.url: `chatd push` workers take their jobs from JetStream"
             )
         }
-        (None, _) if !notifying => None,
-        (None, Some(sqlite)) => {
-            service = service.with_push_in_store();
+        (None, _) if !notifying => (None, PushRoute::Nowhere),
+        (None, Some(sqlite)) => (
             Some(Arc::new(
                 SqliteOutbox::open(sqlite)
                     .await
                     .context("opening the notification outbox")?,
-            ))
-        }
+            )),
+            PushRoute::WithTheMessage,
+        ),
         (None, None) => {
             tracing::warn!(
                 "notifications are queued in memory: a crash loses those owed at that moment (configure nats.url)"
             );
             let memory = Arc::new(MemoryQueue::default());
-            service = service.with_job_sink(memory.clone());
-            Some(memory)
+            (Some(memory.clone()), PushRoute::Queue(memory))
         }
     };
-    let service = Arc::new(service);
+    let service = Arc::new(ChatService::new(Deps {
+        store: store.clone(),
+        membership,
+        outbound,
+        bus,
+        limits: config.limits.clone(),
+        presence,
+        moderation,
+        limiter: Arc::new(chat_core::ratelimit::RateLimiter::new(
+            config.rate_limits.clone(),
+        )),
+        attachments: Some(attachments.clone()),
+        push,
+        // Whoever gets a demo token talks to the demo shops, not to real users.
+        sandbox_prefix: demo.is_some().then(|| demo::ID_PREFIX.to_owned()),
+    }));
     if let Some(queue) = &queue {
         ops::sample_queue_depth(queue.clone());
     }

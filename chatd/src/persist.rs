@@ -26,7 +26,7 @@ use chat_broker::{PERSIST_FILTER, PERSIST_GROUP, PERSIST_PREFIX};
 use chat_core::bus::InProcessBus;
 use chat_core::membership::MembershipCache;
 use chat_core::outbound::{Outbound, Qos};
-use chat_core::service::ChatService;
+use chat_core::service::{ChatService, Deps, PushRoute};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -149,29 +149,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     let membership = Arc::new(MembershipCache::new(store.clone()));
     let moderation = crate::load_moderation(&config, store.clone()).await?;
-    let mut service = ChatService::new(
+    let push = match config.nats.url {
+        // Push jobs are enqueued here, where messages are stored, before
+        // the hand-over is acknowledged.
+        Some(_) => PushRoute::Queue(Arc::new(
+            chat_nats::JetStreamQueue::connect(&config.nats)
+                .await
+                .context("connecting to NATS")?,
+        )),
+        None => PushRoute::Nowhere,
+    };
+    let service = Arc::new(ChatService::new(Deps {
         store,
         membership,
         outbound,
-        Arc::new(InProcessBus::new(4096)),
-        config.limits.clone(),
-    );
-    if config.nats.url.is_some() {
-        // Push jobs are enqueued here, where messages are stored, before
-        // the hand-over is acknowledged.
-        let nats = chat_nats::JetStreamQueue::connect(&config.nats)
-            .await
-            .context("connecting to NATS")?;
-        service = service.with_job_sink(Arc::new(nats));
-    }
-    let service = Arc::new(
-        service
-            .with_attachments(crate::open_attachments(&config)?)
-            .with_moderation(moderation)
-            .with_rate_limiter(Arc::new(chat_core::ratelimit::RateLimiter::new(
-                config.rate_limits.clone(),
-            ))),
-    );
+        bus: Arc::new(InProcessBus::new(4096)),
+        limits: config.limits.clone(),
+        // A worker holds no client sessions: every recipient is offline
+        // as far as it knows.
+        presence: Arc::new(chat_core::presence::LocalPresence::new()),
+        moderation,
+        limiter: Arc::new(chat_core::ratelimit::RateLimiter::new(
+            config.rate_limits.clone(),
+        )),
+        attachments: Some(crate::open_attachments(&config)?),
+        push,
+        sandbox_prefix: None,
+    }));
     let filter = format!("$share/{PERSIST_GROUP}/{PERSIST_FILTER}");
     tracing::info!(client_id, broker = %persist.broker, filter, "persistence worker starting");
 

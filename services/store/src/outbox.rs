@@ -267,23 +267,31 @@ mod tests {
     #[tokio::test]
     async fn the_chat_service_decides_which_messages_owe_a_push() {
         use chat_core::membership::MembershipCache;
-        use chat_core::service::{ChatService, Limits};
+        use chat_core::service::{ChatService, Deps, Limits, PushRoute};
         let (_dir, store, thread) = store_with_thread().await;
         let outbox = SqliteOutbox::open(store.clone()).await.unwrap();
         let service = |push_in_store: bool| {
             let chat_store: Arc<dyn chat_core::store::ChatStore> = store.clone();
-            let service = ChatService::new(
-                chat_store.clone(),
-                Arc::new(MembershipCache::new(chat_store)),
-                Arc::new(Nowhere),
-                Arc::new(chat_core::bus::InProcessBus::new(16)),
-                Limits::default(),
-            );
-            if push_in_store {
-                service.with_push_in_store()
-            } else {
-                service
-            }
+            ChatService::new(Deps {
+                store: chat_store.clone(),
+                membership: Arc::new(MembershipCache::new(chat_store.clone())),
+                outbound: Arc::new(Nowhere),
+                bus: Arc::new(chat_core::bus::InProcessBus::new(16)),
+                limits: Limits::default(),
+                presence: Arc::new(chat_core::presence::LocalPresence::new()),
+                moderation: Arc::new(chat_core::moderation::Moderation::without_keywords(
+                    Default::default(),
+                    chat_store,
+                )),
+                limiter: Arc::new(chat_core::ratelimit::RateLimiter::new(Default::default())),
+                attachments: None,
+                push: if push_in_store {
+                    PushRoute::WithTheMessage
+                } else {
+                    PushRoute::Nowhere
+                },
+                sandbox_prefix: None,
+            })
         };
         let send = |cmid: &str| {
             chat_protocol::encode(&chat_protocol::ClientEvent::SendMessage {

@@ -39,11 +39,11 @@ use crate::membership::MembershipCache;
 use crate::model::{
     AuditEntry, MessageRange, ModerationRecord, NewMessage, OpenThread, Thread, ThreadKey,
 };
-use crate::moderation::{Moderation, ModerationConfig};
+use crate::moderation::Moderation;
 use crate::notify::{Job, JobSink};
 use crate::outbound::{Outbound, Qos};
-use crate::presence::{LocalPresence, Presence};
-use crate::ratelimit::{Limited, RateLimitConfig, RateLimiter, Refusal};
+use crate::presence::Presence;
+use crate::ratelimit::{Limited, RateLimiter, Refusal};
 use crate::store::{Appended, ChatStore, ReadMarked, StoreError};
 
 /// Limits on what clients may send (section `[limits]`).
@@ -167,9 +167,9 @@ fn shows_nothing(content: &str) -> bool {
     })
 }
 
-/// Where the push a stored message owes its recipient is recorded. Decided
-/// here, once, for every message (`send.rs` `store_and_deliver`).
-enum PushRoute {
+/// Where the push a stored message owes its recipient is recorded. Acted
+/// on here, once, for every message (`send.rs` `store_and_deliver`).
+pub enum PushRoute {
     /// Notifications are off.
     Nowhere,
     /// By the store's append, in the same transaction (`NewMessage::owes_push`):
@@ -229,57 +229,51 @@ pub const REPORT_REASONS: &[&str] = &[
     "other",
 ];
 
+/// Everything a [`ChatService`] works with, each chosen by the caller:
+/// there are no defaults to forget to override.
+pub struct Deps {
+    pub store: Arc<dyn ChatStore>,
+    pub membership: Arc<MembershipCache>,
+    pub outbound: Arc<dyn Outbound>,
+    pub bus: Arc<dyn EventBus>,
+    pub limits: Limits,
+    /// Who is online: this node's sessions, or shared by every node.
+    pub presence: Arc<dyn Presence>,
+    /// The deployment's moderation policy and keyword lists.
+    pub moderation: Arc<Moderation>,
+    /// The deployment's rate limits (shared with the broker and REST).
+    pub limiter: Arc<RateLimiter>,
+    /// Object storage for image messages; `None`: images are refused.
+    pub attachments: Option<Arc<dyn Attachments>>,
+    /// Where the push a stored message owes its recipient is recorded.
+    pub push: PushRoute,
+    /// Users whose id starts with this (the demo's) open threads among
+    /// themselves only, and nobody else opens one with them.
+    pub sandbox_prefix: Option<String>,
+}
+
 impl ChatService {
-    pub fn new(
-        store: Arc<dyn ChatStore>,
-        membership: Arc<MembershipCache>,
-        outbound: Arc<dyn Outbound>,
-        bus: Arc<dyn EventBus>,
-        limits: Limits,
-    ) -> Self {
+    pub fn new(deps: Deps) -> Self {
         ChatService {
-            membership,
-            outbound,
-            bus,
-            limits,
+            store: deps.store,
+            membership: deps.membership,
+            outbound: deps.outbound,
+            bus: deps.bus,
+            limits: deps.limits,
+            presence: deps.presence,
+            moderation: deps.moderation,
+            limiter: deps.limiter,
+            attachments: deps.attachments,
+            push: deps.push,
+            sandbox_prefix: deps.sandbox_prefix,
             typing_seen: Mutex::new(HashMap::new()),
             last_sender: Mutex::new(HashMap::new()),
-            presence: Arc::new(LocalPresence::new()),
-            push: PushRoute::Nowhere,
-            limiter: Arc::new(RateLimiter::new(RateLimitConfig::default())),
             blocks: Mutex::new(HashMap::new()),
-            sandbox_prefix: None,
-            attachments: None,
-            moderation: Arc::new(Moderation::without_keywords(
-                ModerationConfig::default(),
-                store.clone(),
-            )),
-            store,
         }
-    }
-
-    /// Presence shared by every node (the in-process one knows only the
-    /// sessions of this node's broker).
-    pub fn with_presence(mut self, presence: Arc<dyn Presence>) -> Self {
-        self.presence = presence;
-        self
-    }
-
-    /// Moderation with the deployment's policy and keyword lists.
-    pub fn with_moderation(mut self, moderation: Arc<Moderation>) -> Self {
-        self.moderation = moderation;
-        self
     }
 
     pub fn moderation(&self) -> &Arc<Moderation> {
         &self.moderation
-    }
-
-    /// Keeps the users whose id starts with `prefix` (the demo's) to
-    /// themselves: they open threads with each other only.
-    pub fn with_sandbox(mut self, prefix: &str) -> Self {
-        self.sandbox_prefix = Some(prefix.to_owned());
-        self
     }
 
     /// Whether `a` and `b` are on the same side of the sandbox.
@@ -290,38 +284,12 @@ impl ChatService {
         }
     }
 
-    /// Object storage for image messages.
-    pub fn with_attachments(mut self, attachments: Arc<dyn Attachments>) -> Self {
-        self.attachments = Some(attachments);
-        self
-    }
-
     pub fn attachments(&self) -> Option<&Arc<dyn Attachments>> {
         self.attachments.as_ref()
     }
 
-    /// The deployment's rate limits (shared with the broker and REST).
-    pub fn with_rate_limiter(mut self, limiter: Arc<RateLimiter>) -> Self {
-        self.limiter = limiter;
-        self
-    }
-
     pub fn rate_limiter(&self) -> &Arc<RateLimiter> {
         &self.limiter
-    }
-
-    /// Enqueues a push job per stored message for a recipient who is
-    /// offline here, before the sender's ack.
-    pub fn with_job_sink(mut self, jobs: Arc<dyn JobSink>) -> Self {
-        self.push = PushRoute::Queue(jobs);
-        self
-    }
-
-    /// The store records each push owed, in the message's own transaction
-    /// (the SQLite outbox, read by the in-process notification service).
-    pub fn with_push_in_store(mut self) -> Self {
-        self.push = PushRoute::WithTheMessage;
-        self
     }
 
     /// Who is online; the broker reports sessions into it.

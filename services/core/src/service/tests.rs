@@ -96,13 +96,24 @@ impl World {
             store: store.clone(),
             published: Mutex::new(Vec::new()),
         });
-        let service = ChatService::new(
-            chat_store.clone(),
-            Arc::new(MembershipCache::new(chat_store)),
-            outbound.clone(),
-            Arc::new(InProcessBus::new(64)),
-            Limits::default(),
-        );
+        let service = ChatService::new(Deps {
+            store: chat_store.clone(),
+            membership: Arc::new(MembershipCache::new(chat_store.clone())),
+            outbound: outbound.clone(),
+            bus: Arc::new(InProcessBus::new(64)),
+            limits: Limits::default(),
+            presence: Arc::new(crate::presence::LocalPresence::new()),
+            moderation: Arc::new(Moderation::without_keywords(
+                crate::moderation::ModerationConfig::default(),
+                chat_store,
+            )),
+            limiter: Arc::new(RateLimiter::new(
+                crate::ratelimit::RateLimitConfig::default(),
+            )),
+            attachments: None,
+            push: PushRoute::Nowhere,
+            sandbox_prefix: None,
+        });
         let shop = User {
             id: SELLER.into(),
             display_name: "Shop Một".into(),
