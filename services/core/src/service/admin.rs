@@ -11,7 +11,7 @@ impl ChatService {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ModerationRecord>, ServiceError> {
-        Self::require_admin(caller)?;
+        require(caller, &[Role::Admin])?;
         Ok(self.store.moderation_queue(after, limit).await?)
     }
 
@@ -20,7 +20,7 @@ impl ChatService {
         caller: &Claims,
         id: &str,
     ) -> Result<ModerationRecord, ServiceError> {
-        Self::require_admin(caller)?;
+        require(caller, &[Role::Admin])?;
         self.store
             .moderation_record(id)
             .await?
@@ -35,7 +35,7 @@ impl ChatService {
         id: &str,
         resolution: &str,
     ) -> Result<(), ServiceError> {
-        Self::require_admin(caller)?;
+        require(caller, &[Role::Admin])?;
         let resolved = self
             .store
             .resolve_moderation(id, resolution, &caller.sub, crate::now_millis())
@@ -58,7 +58,7 @@ impl ChatService {
         &self,
         caller: &Claims,
     ) -> Result<Vec<(String, String)>, ServiceError> {
-        Self::require_admin(caller)?;
+        require(caller, &[Role::Admin])?;
         Ok(self.store.keywords().await?)
     }
 
@@ -71,7 +71,7 @@ impl ChatService {
         keyword: &str,
         present: bool,
     ) -> Result<(), ServiceError> {
-        Self::require_admin(caller)?;
+        require(caller, &[Role::Admin])?;
         self.store.set_keyword(list, keyword, present).await?;
         self.moderation.reload().await?;
         self.audit(AuditEntry::new(
@@ -96,7 +96,7 @@ impl ChatService {
         before: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, ServiceError> {
-        Self::require_admin(caller)?;
+        require(caller, &[Role::Admin])?;
         Ok(self.store.audit_log(actor, before, limit).await?)
     }
 }

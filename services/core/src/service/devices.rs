@@ -3,12 +3,8 @@
 use super::*;
 use crate::model::{Device, NotificationAttempt};
 
-fn require_person(caller: &Claims) -> Result<(), ServiceError> {
-    match caller.role {
-        Role::Buyer | Role::Seller | Role::Admin => Ok(()),
-        _ => Err(ServiceError::Forbidden),
-    }
-}
+/// The roles a person holds (not the platform, a worker or a load test).
+const PERSON: &[Role] = &[Role::Buyer, Role::Seller, Role::Admin];
 
 impl ChatService {
     /// Registers (or refreshes) one of the caller's push tokens.
@@ -17,7 +13,7 @@ impl ChatService {
         caller: &Claims,
         device: &Device,
     ) -> Result<(), ServiceError> {
-        require_person(caller)?;
+        require(caller, PERSON)?;
         if device.user_id != caller.sub {
             return Err(ServiceError::Forbidden);
         }
@@ -25,14 +21,14 @@ impl ChatService {
     }
 
     pub async fn devices(&self, caller: &Claims) -> Result<Vec<Device>, ServiceError> {
-        require_person(caller)?;
+        require(caller, PERSON)?;
         Ok(self.store.devices_of(&caller.sub).await?)
     }
 
     /// Removes one of the caller's tokens; someone else's token, or a
     /// missing one, is `NotFound` alike.
     pub async fn remove_device(&self, caller: &Claims, token: &str) -> Result<(), ServiceError> {
-        require_person(caller)?;
+        require(caller, PERSON)?;
         if self.store.delete_device(&caller.sub, token).await? {
             Ok(())
         } else {
@@ -47,7 +43,7 @@ impl ChatService {
         user_id: &str,
         limit: usize,
     ) -> Result<Vec<NotificationAttempt>, ServiceError> {
-        Self::require_admin(caller)?;
+        require(caller, &[Role::Admin])?;
         Ok(self.store.notifications_of(user_id, limit).await?)
     }
 }

@@ -141,6 +141,15 @@ pub enum AfterInbound {
 /// refused topic may be 64 KiB of anything.
 const MAX_ECHOED_TOPIC: usize = 128;
 
+/// The one role check of the use-cases: `caller` holds one of `roles`.
+fn require(caller: &Claims, roles: &[Role]) -> Result<(), ServiceError> {
+    if roles.contains(&caller.role) {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden)
+    }
+}
+
 /// `text` cut to at most `max` bytes on a character boundary.
 pub fn truncated(text: &str, max: usize) -> &str {
     if text.len() <= max {
