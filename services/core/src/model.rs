@@ -117,6 +117,31 @@ impl AuditEntry {
     }
 }
 
+/// The admin-kept keyword lists of moderation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeywordList {
+    /// Messages containing one are refused.
+    Block,
+    /// Messages containing one are delivered and queued for review.
+    Flag,
+}
+
+impl KeywordList {
+    pub const ALL: [KeywordList; 2] = [KeywordList::Block, KeywordList::Flag];
+
+    /// The stores' and the admin API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeywordList::Block => "block",
+            KeywordList::Flag => "flag",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KeywordList> {
+        KeywordList::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+}
+
 /// Why a moderation record exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ModerationKind {

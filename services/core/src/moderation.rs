@@ -10,7 +10,7 @@ use chat_moderation::{Moderator, Outcome, Policy};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{MessageRange, ModerationKind, ModerationRecord};
+use crate::model::{KeywordList, MessageRange, ModerationKind, ModerationRecord};
 use crate::store::{ChatStore, StoreResult};
 
 /// Section `[moderation]` of the configuration.
@@ -46,14 +46,14 @@ pub struct Moderation {
 }
 
 /// Keyword lists as the store keeps them, as the pipeline wants them.
-fn keywords_of(rows: &[(String, String)]) -> Keywords {
-    let pick = |list: &str| -> Vec<String> {
+fn keywords_of(rows: &[(KeywordList, String)]) -> Keywords {
+    let pick = |list: KeywordList| -> Vec<String> {
         rows.iter()
-            .filter(|(l, _)| l == list)
+            .filter(|(l, _)| *l == list)
             .map(|(_, k)| k.clone())
             .collect()
     };
-    Keywords::new(&pick("block"), &pick("flag"))
+    Keywords::new(&pick(KeywordList::Block), &pick(KeywordList::Flag))
 }
 
 impl Moderation {

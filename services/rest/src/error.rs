@@ -69,7 +69,7 @@ impl ApiError {
             ErrorCode::RateLimited | ErrorCode::Muted => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_REQUEST,
         };
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status.is_server_error() {
             tracing::error!(error = %e, "request failed");
         }
         let detail = match &e {

@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use chat_core::auth::{Claims, Role, TokenVerifier};
 use chat_core::i18n::Lang;
 use chat_core::model::{Device, DevicePlatform, InboxCursor, MessageRange, Order, Product, User};
-use chat_core::service::{ChatService, OpenFrom};
+use chat_core::service::{ChatService, OpenFrom, Record};
 use utoipa::OpenApi;
 
 pub use dto::*;
@@ -425,87 +425,92 @@ fn valid_id(lang: Lang, id: &str) -> Result<(), ApiError> {
     }
 }
 
-#[utoipa::path(
-    put, path = "/internal/users/{id}", params(("id" = String, Path)), request_body = UserBody,
-    responses((status = 204), (status = 403, body = ErrorEnvelope)), security(("bearer" = []))
-)]
-async fn put_user(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    ApiJson(body): ApiJson<UserBody>,
+/// `PUT /internal/<kind>/{id}`: the platform registers or replaces one
+/// record of its reference data; the body is checked, then core checks
+/// the caller.
+async fn put_record(
+    state: &AppState,
+    caller: &Caller,
+    id: String,
+    body: impl RecordBody,
 ) -> Result<axum::http::StatusCode, ApiError> {
     valid_id(caller.lang, &id)?;
-    let user = User {
-        id,
-        display_name: body.display_name,
-        avatar_url: body.avatar_url,
-        email: body.email,
-        locale: body.locale.unwrap_or_else(|| "vi".into()),
-        seller: body.seller,
-    };
+    let record = body.into_record(id, caller.lang)?;
     state
         .service
-        .put_user(&caller.claims, &user)
+        .put_record(&caller.claims, &record)
         .await
-        .for_caller(&caller)?;
+        .for_caller(caller)?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(
-    put, path = "/internal/products/{id}", params(("id" = String, Path)), request_body = ProductBody,
-    responses((status = 204), (status = 403, body = ErrorEnvelope)), security(("bearer" = []))
-)]
-async fn put_product(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    ApiJson(body): ApiJson<ProductBody>,
-) -> Result<axum::http::StatusCode, ApiError> {
-    valid_id(caller.lang, &id)?;
-    valid_id(caller.lang, &body.seller_id)?;
-    let product = Product {
-        id,
-        seller_id: body.seller_id,
-        title: body.title,
-        price: body.price,
-        currency: body.currency.unwrap_or_else(|| "VND".into()),
-        image_url: body.image_url,
-    };
-    state
-        .service
-        .put_product(&caller.claims, &product)
-        .await
-        .for_caller(&caller)?;
-    Ok(axum::http::StatusCode::NO_CONTENT)
+/// A platform body that becomes a [`Record`] once its ids are valid.
+trait RecordBody {
+    fn into_record(self, id: String, lang: Lang) -> Result<Record, ApiError>;
 }
 
-#[utoipa::path(
-    put, path = "/internal/orders/{id}", params(("id" = String, Path)), request_body = OrderBody,
-    responses((status = 204), (status = 403, body = ErrorEnvelope)), security(("bearer" = []))
-)]
-async fn put_order(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    ApiJson(body): ApiJson<OrderBody>,
-) -> Result<axum::http::StatusCode, ApiError> {
-    valid_id(caller.lang, &id)?;
-    valid_id(caller.lang, &body.buyer_id)?;
-    valid_id(caller.lang, &body.seller_id)?;
-    let order = Order {
-        id,
-        buyer_id: body.buyer_id,
-        seller_id: body.seller_id,
-        summary: body.summary,
-    };
-    state
-        .service
-        .put_order(&caller.claims, &order)
-        .await
-        .for_caller(&caller)?;
-    Ok(axum::http::StatusCode::NO_CONTENT)
+impl RecordBody for UserBody {
+    fn into_record(self, id: String, _lang: Lang) -> Result<Record, ApiError> {
+        Ok(Record::User(User {
+            id,
+            display_name: self.display_name,
+            avatar_url: self.avatar_url,
+            email: self.email,
+            locale: self.locale.unwrap_or_else(|| "vi".into()),
+            seller: self.seller,
+        }))
+    }
 }
+
+impl RecordBody for ProductBody {
+    fn into_record(self, id: String, lang: Lang) -> Result<Record, ApiError> {
+        valid_id(lang, &self.seller_id)?;
+        Ok(Record::Product(Product {
+            id,
+            seller_id: self.seller_id,
+            title: self.title,
+            price: self.price,
+            currency: self.currency.unwrap_or_else(|| "VND".into()),
+            image_url: self.image_url,
+        }))
+    }
+}
+
+impl RecordBody for OrderBody {
+    fn into_record(self, id: String, lang: Lang) -> Result<Record, ApiError> {
+        valid_id(lang, &self.buyer_id)?;
+        valid_id(lang, &self.seller_id)?;
+        Ok(Record::Order(Order {
+            id,
+            buyer_id: self.buyer_id,
+            seller_id: self.seller_id,
+            summary: self.summary,
+        }))
+    }
+}
+
+/// One documented handler per record kind; each is [`put_record`].
+macro_rules! put_record_handler {
+    ($name:ident, $path:literal, $body:ident) => {
+        #[utoipa::path(
+                    put, path = $path, params(("id" = String, Path)), request_body = $body,
+                    responses((status = 204), (status = 403, body = ErrorEnvelope)),
+                    security(("bearer" = []))
+                )]
+        async fn $name(
+            State(state): State<AppState>,
+            caller: Caller,
+            Path(id): Path<String>,
+            ApiJson(body): ApiJson<$body>,
+        ) -> Result<axum::http::StatusCode, ApiError> {
+            put_record(&state, &caller, id, body).await
+        }
+    };
+}
+
+put_record_handler!(put_user, "/internal/users/{id}", UserBody);
+put_record_handler!(put_product, "/internal/products/{id}", ProductBody);
+put_record_handler!(put_order, "/internal/orders/{id}", OrderBody);
 
 /// Push tokens are opaque strings of printable ASCII (FCM ~160 chars, APNs
 /// 64 hex, Web Push endpoints are URLs).

@@ -4,21 +4,12 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chat_core::auth::Role;
-use chat_core::model::ModerationRecord;
+use chat_core::model::{KeywordList, ModerationRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
 use crate::{ApiJson, ApiQuery, AppState, Caller, ForCaller, page_size};
-
-fn admin(caller: &Caller) -> Result<(), ApiError> {
-    if caller.claims.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(caller.lang))
-    }
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PreviewRequest {
@@ -60,14 +51,10 @@ pub async fn preview(
     caller: Caller,
     ApiJson(body): ApiJson<PreviewRequest>,
 ) -> Result<Json<ModerationPreview>, ApiError> {
-    admin(&caller)?;
-    if body.text.chars().count() > 20_000 {
-        return Err(ApiError::bad_request(
-            caller.lang,
-            "text: at most 20,000 characters",
-        ));
-    }
-    let outcome = state.service.moderation().preview(&body.text);
+    let outcome = state
+        .service
+        .preview_moderation(&caller.claims, &body.text)
+        .for_caller(&caller)?;
     let action = |a: chat_moderation::Action| {
         match a {
             chat_moderation::Action::Allow => "allow",
@@ -209,18 +196,10 @@ pub async fn resolve(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ResolveRequest>,
 ) -> Result<StatusCode, ApiError> {
-    admin(&caller)?;
-    let resolution = body.resolution.trim();
-    if resolution.is_empty() || resolution.len() > 200 {
-        return Err(ApiError::bad_request(
-            caller.lang,
-            "resolution: 1 to 200 bytes",
-        ));
-    }
     // Unknown, or not waiting for review (already resolved): 404.
     state
         .service
-        .resolve_moderation(&caller.claims, &id, resolution)
+        .resolve_moderation(&caller.claims, &id, &body.resolution)
         .await
         .for_caller(&caller)?;
     Ok(StatusCode::NO_CONTENT)
@@ -248,15 +227,15 @@ pub async fn keywords(
         .keyword_lists(&caller.claims)
         .await
         .for_caller(&caller)?;
-    let pick = |list: &str| {
+    let pick = |list: KeywordList| {
         rows.iter()
-            .filter(|(l, _)| l == list)
+            .filter(|(l, _)| *l == list)
             .map(|(_, k)| k.clone())
             .collect()
     };
     Ok(Json(KeywordLists {
-        block: pick("block"),
-        flag: pick("flag"),
+        block: pick(KeywordList::Block),
+        flag: pick(KeywordList::Flag),
     }))
 }
 
@@ -279,20 +258,9 @@ pub async fn change_keyword(
     caller: Caller,
     ApiJson(body): ApiJson<KeywordChange>,
 ) -> Result<StatusCode, ApiError> {
-    admin(&caller)?;
-    if body.list != "block" && body.list != "flag" {
-        return Err(ApiError::bad_request(caller.lang, "list: block or flag"));
-    }
-    let keyword = body.keyword.trim();
-    if keyword.is_empty() || keyword.chars().count() > 100 {
-        return Err(ApiError::bad_request(
-            caller.lang,
-            "keyword: 1 to 100 characters",
-        ));
-    }
     state
         .service
-        .change_keyword(&caller.claims, &body.list, keyword, body.present)
+        .change_keyword(&caller.claims, &body.list, &body.keyword, body.present)
         .await
         .for_caller(&caller)?;
     Ok(StatusCode::NO_CONTENT)

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use chat_protocol::{Message, MessageType};
 
 use crate::model::{
-    AuditEntry, Device, DevicePlatform, InboxCursor, MessageRange, ModerationRecord, NewMessage,
-    NotificationAttempt, OpenThread, Order, Product, ReadMarker, Thread, ThreadKey, UNREAD_CAP,
-    User,
+    AuditEntry, Device, DevicePlatform, InboxCursor, KeywordList, MessageRange, ModerationRecord,
+    NewMessage, NotificationAttempt, OpenThread, Order, Product, ReadMarker, Thread, ThreadKey,
+    UNREAD_CAP, User,
 };
 use crate::store::{ChatStore, StoreError};
 

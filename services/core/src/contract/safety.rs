@@ -78,18 +78,27 @@ pub async fn moderation_records_queue_and_resolve(store: &dyn ChatStore) {
     assert_eq!(queue, std::slice::from_ref(&blocked.id));
 
     let keyword = format!("{ns} lừa đảo");
-    store.set_keyword("flag", &keyword, true).await.unwrap();
-    store.set_keyword("flag", &keyword, true).await.unwrap();
-    let mine = |all: Vec<(String, String)>| -> Vec<(String, String)> {
+    store
+        .set_keyword(KeywordList::Flag, &keyword, true)
+        .await
+        .unwrap();
+    store
+        .set_keyword(KeywordList::Flag, &keyword, true)
+        .await
+        .unwrap();
+    let mine = |all: Vec<(KeywordList, String)>| -> Vec<(KeywordList, String)> {
         all.into_iter()
             .filter(|(_, k)| k.starts_with(&ns))
             .collect()
     };
     assert_eq!(
         mine(store.keywords().await.unwrap()),
-        [("flag".to_owned(), keyword.clone())]
+        [(KeywordList::Flag, keyword.clone())]
     );
-    store.set_keyword("flag", &keyword, false).await.unwrap();
+    store
+        .set_keyword(KeywordList::Flag, &keyword, false)
+        .await
+        .unwrap();
     assert!(mine(store.keywords().await.unwrap()).is_empty());
 }
 

@@ -2,9 +2,31 @@
 //! the audit log. Each call checks the caller is an admin.
 
 use super::*;
-use crate::model::ModerationRecord;
+use crate::model::{KeywordList, ModerationRecord};
+use chat_moderation::Outcome;
+
+/// The longest text an admin may preview (a message is at most
+/// `limits.max_text_chars`; a preview may hold several).
+pub const MAX_PREVIEW_CHARS: usize = 20_000;
+/// The longest resolution note, in bytes.
+pub const MAX_RESOLUTION_BYTES: usize = 200;
+/// The longest keyword, in characters.
+pub const MAX_KEYWORD_CHARS: usize = 100;
 
 impl ChatService {
+    /// What the pipeline would do to `text` on its own (no earlier
+    /// messages): for support staff tuning the lists.
+    pub fn preview_moderation(&self, caller: &Claims, text: &str) -> Result<Outcome, ServiceError> {
+        require(caller, &[Role::Admin])?;
+        if text.chars().count() > MAX_PREVIEW_CHARS {
+            return Err(ServiceError::invalid(
+                ErrorCode::InvalidField,
+                "text: at most 20,000 characters",
+            ));
+        }
+        Ok(self.moderation.preview(text))
+    }
+
     pub async fn moderation_queue(
         &self,
         caller: &Claims,
@@ -36,6 +58,13 @@ impl ChatService {
         resolution: &str,
     ) -> Result<(), ServiceError> {
         require(caller, &[Role::Admin])?;
+        let resolution = resolution.trim();
+        if resolution.is_empty() || resolution.len() > MAX_RESOLUTION_BYTES {
+            return Err(ServiceError::invalid(
+                ErrorCode::InvalidField,
+                "resolution: 1 to 200 bytes",
+            ));
+        }
         let resolved = self
             .store
             .resolve_moderation(id, resolution, &caller.sub, crate::now_millis())
@@ -57,7 +86,7 @@ impl ChatService {
     pub async fn keyword_lists(
         &self,
         caller: &Claims,
-    ) -> Result<Vec<(String, String)>, ServiceError> {
+    ) -> Result<Vec<(KeywordList, String)>, ServiceError> {
         require(caller, &[Role::Admin])?;
         Ok(self.store.keywords().await?)
     }
@@ -72,6 +101,15 @@ impl ChatService {
         present: bool,
     ) -> Result<(), ServiceError> {
         require(caller, &[Role::Admin])?;
+        let list = KeywordList::parse(list)
+            .ok_or_else(|| ServiceError::invalid(ErrorCode::InvalidField, "list: block or flag"))?;
+        let keyword = keyword.trim();
+        if keyword.is_empty() || keyword.chars().count() > MAX_KEYWORD_CHARS {
+            return Err(ServiceError::invalid(
+                ErrorCode::InvalidField,
+                "keyword: 1 to 100 characters",
+            ));
+        }
         self.store.set_keyword(list, keyword, present).await?;
         self.moderation.reload().await?;
         self.audit(AuditEntry::new(
@@ -81,7 +119,7 @@ impl ChatService {
             } else {
                 "keyword_removed"
             },
-            &format!("keywords/{list}"),
+            &format!("keywords/{}", list.as_str()),
             keyword,
         ))
         .await;

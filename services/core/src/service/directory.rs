@@ -3,26 +3,23 @@
 use super::*;
 use crate::model::{Order, Product, User};
 
+/// One entry of the platform's reference data, registered or replaced whole.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    User(User),
+    Product(Product),
+    Order(Order),
+}
+
 impl ChatService {
-    /// The platform registers (or replaces) a user.
-    pub async fn put_user(&self, caller: &Claims, user: &User) -> Result<(), ServiceError> {
+    /// The platform registers (or replaces) a user, product or order.
+    pub async fn put_record(&self, caller: &Claims, record: &Record) -> Result<(), ServiceError> {
         require(caller, &[Role::Platform])?;
-        Ok(self.store.put_user(user).await?)
-    }
-
-    /// The platform registers (or replaces) a product.
-    pub async fn put_product(
-        &self,
-        caller: &Claims,
-        product: &Product,
-    ) -> Result<(), ServiceError> {
-        require(caller, &[Role::Platform])?;
-        Ok(self.store.put_product(product).await?)
-    }
-
-    /// The platform registers (or replaces) an order.
-    pub async fn put_order(&self, caller: &Claims, order: &Order) -> Result<(), ServiceError> {
-        require(caller, &[Role::Platform])?;
-        Ok(self.store.put_order(order).await?)
+        match record {
+            Record::User(user) => self.store.put_user(user).await?,
+            Record::Product(product) => self.store.put_product(product).await?,
+            Record::Order(order) => self.store.put_order(order).await?,
+        }
+        Ok(())
     }
 }

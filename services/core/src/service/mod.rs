@@ -18,6 +18,7 @@ mod tests;
 mod threads;
 mod uploads;
 
+pub use directory::Record;
 pub use pages::{HistoryPage, InboxPage, ThreadCard};
 
 use std::collections::HashMap;
@@ -84,8 +85,30 @@ pub enum ServiceError {
     Invalid { code: ErrorCode, detail: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A dependency besides the store failed; a retry may pass.
+    #[error("{what} unavailable: {detail}")]
+    Unavailable { what: Dependency, detail: String },
+    /// Our own bug (a value that would not encode); a retry will not pass.
+    #[error("internal: {0}")]
+    Internal(String),
     #[error("limited: {0:?}")]
     Limited(Limited),
+}
+
+/// What besides the store a use-case waits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    Attachments,
+    NotificationQueue,
+}
+
+impl std::fmt::Display for Dependency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Dependency::Attachments => "attachment storage",
+            Dependency::NotificationQueue => "notification queue",
+        })
+    }
 }
 
 impl ServiceError {
@@ -95,7 +118,15 @@ impl ServiceError {
             ServiceError::NotFound(_) => ErrorCode::NotFound,
             ServiceError::Invalid { code, .. } => *code,
             ServiceError::Store(StoreError::NotFound(_)) => ErrorCode::NotFound,
-            ServiceError::Store(StoreError::Backend(_)) => ErrorCode::Unavailable,
+            ServiceError::Store(StoreError::Unavailable { .. }) => ErrorCode::Unavailable,
+            ServiceError::Store(
+                StoreError::Exists(_)
+                | StoreError::Inconsistent(_)
+                | StoreError::Refused { .. }
+                | StoreError::Config(_),
+            ) => ErrorCode::Internal,
+            ServiceError::Unavailable { .. } => ErrorCode::Unavailable,
+            ServiceError::Internal(_) => ErrorCode::Internal,
             ServiceError::Limited(Limited::RateLimited(_)) => ErrorCode::RateLimited,
             ServiceError::Limited(Limited::Muted(_)) => ErrorCode::Muted,
         }

@@ -170,8 +170,8 @@ impl ChatService {
                     url: None,
                     thumb_url: None,
                 };
-                let json =
-                    serde_json::to_string(&card).map_err(|e| StoreError::Backend(e.to_string()))?;
+                let json = serde_json::to_string(&card)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
                 self.store
                     .finish_upload(&upload.id, UploadStatus::Used, Some(&json))
                     .await?;
@@ -184,7 +184,10 @@ impl ChatService {
                     .await?;
                 Err(invalid(&reason))
             }
-            Err(AttachmentError::Unavailable(e)) => Err(StoreError::Backend(e).into()),
+            Err(AttachmentError::Unavailable(e)) => Err(ServiceError::Unavailable {
+                what: Dependency::Attachments,
+                detail: e,
+            }),
         }
     }
 
@@ -239,7 +242,10 @@ impl ChatService {
                 if let Err(e) = jobs.enqueue(&job).await {
                     tracing::warn!(thread_id, error = %e, "notification queue unavailable");
                     // The client retries with the same key; nothing is lost.
-                    return Err(StoreError::Backend(format!("notification queue: {e}")).into());
+                    return Err(ServiceError::Unavailable {
+                        what: Dependency::NotificationQueue,
+                        detail: e.to_string(),
+                    });
                 }
             }
         }

@@ -123,7 +123,7 @@ impl World {
             seller: true,
         };
         service
-            .put_user(&claims("platform", Role::Platform), &shop)
+            .put_record(&claims("platform", Role::Platform), &Record::User(shop))
             .await
             .expect("the platform registers the shop");
         let thread = service

@@ -45,7 +45,10 @@ impl ChatService {
         };
         let target = attachments
             .upload_target(&upload)
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+            .map_err(|e| ServiceError::Unavailable {
+                what: Dependency::Attachments,
+                detail: e.to_string(),
+            })?;
         self.store.create_upload(&upload).await?;
         Ok((upload, target))
     }

@@ -55,7 +55,7 @@ struct State {
     /// By id (time-ordered).
     moderation: BTreeMap<String, ModerationRecord>,
     /// `(list, keyword)`.
-    keywords: BTreeSet<(String, String)>,
+    keywords: BTreeSet<(KeywordList, String)>,
     /// `(blocker, blocked)`.
     blocks: BTreeSet<(String, String)>,
     /// By id (time-ordered).
@@ -237,10 +237,10 @@ impl State {
             .get_mut(thread_id)
             .ok_or(StoreError::NotFound("thread"))?;
         if let Some(m) = messages.iter().find(|m| m.thread_id != thread_id) {
-            return Err(StoreError::Backend(format!(
-                "message {} is not of thread {thread_id}",
-                m.id
-            )));
+            return Err(StoreError::refused(
+                Backend::Memory,
+                format!("message {} is not of thread {thread_id}", m.id),
+            ));
         }
         for m in messages {
             // `INSERT OR IGNORE`: a taken id or idempotency key is skipped.
@@ -427,8 +427,9 @@ impl Conversations for MemoryStore {
     async fn append_message(&self, message: &NewMessage) -> StoreResult<Appended> {
         if message.owes_push {
             // No outbox here: refuse rather than drop the obligation.
-            return Err(StoreError::Backend(
-                "the memory store keeps no notification outbox".into(),
+            return Err(StoreError::refused(
+                Backend::Memory,
+                "the memory store keeps no notification outbox",
             ));
         }
         self.state.lock().append(message)
@@ -632,12 +633,17 @@ impl Safety for MemoryStore {
         }
     }
 
-    async fn keywords(&self) -> StoreResult<Vec<(String, String)>> {
+    async fn keywords(&self) -> StoreResult<Vec<(KeywordList, String)>> {
         Ok(self.state.lock().keywords.iter().cloned().collect())
     }
 
-    async fn set_keyword(&self, list: &str, keyword: &str, present: bool) -> StoreResult<()> {
-        let entry = (list.to_owned(), keyword.to_owned());
+    async fn set_keyword(
+        &self,
+        list: KeywordList,
+        keyword: &str,
+        present: bool,
+    ) -> StoreResult<()> {
+        let entry = (list, keyword.to_owned());
         let mut state = self.state.lock();
         if present {
             state.keywords.insert(entry);
@@ -708,9 +714,7 @@ impl Uploads for MemoryStore {
     async fn create_upload(&self, upload: &Upload) -> StoreResult<()> {
         let mut state = self.state.lock();
         if state.uploads.contains_key(&upload.id) {
-            return Err(StoreError::Backend(
-                "UNIQUE constraint failed: uploads.id".into(),
-            ));
+            return Err(StoreError::Exists("upload"));
         }
         let seq = state.next_upload;
         state.next_upload += 1;

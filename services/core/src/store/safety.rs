@@ -31,10 +31,11 @@ pub trait Safety: Send + Sync {
     ) -> StoreResult<bool>;
 
     /// The admin keyword lists: `(list, keyword)` with list `block`/`flag`.
-    async fn keywords(&self) -> StoreResult<Vec<(String, String)>>;
+    async fn keywords(&self) -> StoreResult<Vec<(KeywordList, String)>>;
 
     /// Adds (`present`) or removes a keyword of a list.
-    async fn set_keyword(&self, list: &str, keyword: &str, present: bool) -> StoreResult<()>;
+    async fn set_keyword(&self, list: KeywordList, keyword: &str, present: bool)
+    -> StoreResult<()>;
 
     /// `blocker` blocks (`on`) or unblocks `blocked`.
     async fn set_block(&self, blocker: &str, blocked: &str, on: bool) -> StoreResult<()>;

@@ -49,8 +49,9 @@ impl Conversations for ScyllaStore {
     async fn append_message(&self, m: &NewMessage) -> StoreResult<Appended> {
         if m.owes_push {
             // No outbox here: the push goes through a JobSink instead.
-            return Err(StoreError::Backend(
-                "the ScyllaDB store keeps no notification outbox".into(),
+            return Err(StoreError::refused(
+                Backend::Scylla,
+                "the ScyllaDB store keeps no notification outbox",
             ));
         }
         let message = m.clone().into_message();
@@ -80,7 +81,7 @@ impl Conversations for ScyllaStore {
                 let (_, first_body): (String, Vec<u8>) = self
                     .first(&self.statements.get_key, (&m.thread_id, &m.from, key))
                     .await?
-                    .ok_or(StoreError::Backend("idempotency key lost".into()))?;
+                    .ok_or(StoreError::Inconsistent("idempotency key lost".into()))?;
                 (decode::<Message>(&first_body)?, first_body, true)
             }
             _ => (message, body, false),
@@ -150,10 +151,10 @@ impl Conversations for ScyllaStore {
         let mut by_bucket: std::collections::BTreeMap<i32, Vec<&Message>> = Default::default();
         for m in messages {
             if m.thread_id != thread_id {
-                return Err(StoreError::Backend(format!(
-                    "message {} is not of thread {thread_id}",
-                    m.id
-                )));
+                return Err(StoreError::refused(
+                    Backend::Scylla,
+                    format!("message {} is not of thread {thread_id}", m.id),
+                ));
             }
             by_bucket
                 .entry(bucket_of_millis(m.created_at))

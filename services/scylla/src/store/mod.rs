@@ -27,12 +27,12 @@ use chat_core::attachments::Upload;
 use chat_core::calendar::{self, DAY_MS};
 use chat_core::clock::Clock;
 use chat_core::model::{
-    AuditEntry, Device, DevicePlatform, InboxCursor, MessageRange, ModerationRecord, NewMessage,
-    NotificationAttempt, OpenThread, Order, Product, ReadMarker, Thread, ThreadKey, UNREAD_CAP,
-    User, preview_of,
+    AuditEntry, Device, DevicePlatform, InboxCursor, KeywordList, MessageRange, ModerationRecord,
+    NewMessage, NotificationAttempt, OpenThread, Order, Product, ReadMarker, Thread, ThreadKey,
+    UNREAD_CAP, User, preview_of,
 };
 use chat_core::store::{
-    Appended, ChatStore, Directory, Opened, ReadMarked, StoreError, StoreResult,
+    Appended, Backend, ChatStore, Directory, Opened, ReadMarked, StoreError, StoreResult,
 };
 use chat_protocol::{Message, MessagePreview};
 use futures::FutureExt;
@@ -177,8 +177,8 @@ fn month_buckets(from: i64, to: i64) -> Vec<String> {
         .collect()
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+fn backend(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+    StoreError::unavailable(Backend::Scylla, e)
 }
 
 fn parse_consistency(name: &str) -> Result<Consistency, String> {
@@ -227,8 +227,8 @@ fn tls_context(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, S
 /// Opens a session to the cluster (not bound to the keyspace, so the
 /// migration runner can create it).
 pub async fn connect(config: &ScyllaConfig) -> StoreResult<Session> {
-    let consistency = parse_consistency(&config.consistency).map_err(StoreError::Backend)?;
-    let serial = parse_serial(&config.serial_consistency).map_err(StoreError::Backend)?;
+    let consistency = parse_consistency(&config.consistency).map_err(StoreError::Config)?;
+    let serial = parse_serial(&config.serial_consistency).map_err(StoreError::Config)?;
     let mut policy = DefaultPolicy::builder().token_aware(true);
     if let Some(dc) = &config.local_datacenter {
         policy = policy
@@ -249,7 +249,7 @@ pub async fn connect(config: &ScyllaConfig) -> StoreResult<Session> {
         builder = builder.user(user, password);
     }
     if let Some(ca) = &config.tls_ca_file {
-        builder = builder.tls_context(Some(tls_context(ca).map_err(StoreError::Backend)?));
+        builder = builder.tls_context(Some(tls_context(ca).map_err(StoreError::Config)?));
     }
     builder.build().await.map_err(backend)
 }
@@ -329,7 +329,7 @@ impl Statements {
             let mut statement = session
                 .prepare(cql.clone())
                 .await
-                .map_err(|e| StoreError::Backend(format!("preparing {cql}: {e}")))?;
+                .map_err(|e| backend(format!("preparing {cql}: {e}")))?;
             statement.set_is_idempotent(idempotent);
             Ok::<_, StoreError>(statement)
         };
@@ -568,7 +568,7 @@ impl ScyllaStore {
         values: impl SerializeRow,
     ) -> StoreResult<bool> {
         let result = self.exec(statement, values).await?;
-        lwt_applied(result).map_err(StoreError::Backend)
+        lwt_applied(result).map_err(backend)
     }
 
     async fn thread_row(&self, id: &str) -> StoreResult<Option<ThreadRow>> {
@@ -674,7 +674,7 @@ impl ScyllaStore {
                 (id, &spec.buyer_id, &spec.seller_id, order_id, now, now),
             )
             .await?;
-        let row = self.thread_row(id).await?.ok_or(StoreError::Backend(
+        let row = self.thread_row(id).await?.ok_or(StoreError::Inconsistent(
             "thread row vanished after creation".into(),
         ))?;
         let ts = row.created_at * 1000;
@@ -727,9 +727,12 @@ impl ScyllaStore {
         if applied {
             return Ok(candidate.to_owned());
         }
-        lookup().await?.map(|(id,)| id).ok_or(StoreError::Backend(
-            "thread key claimed but not readable".into(),
-        ))
+        lookup()
+            .await?
+            .map(|(id,)| id)
+            .ok_or(StoreError::Inconsistent(
+                "thread key claimed but not readable".into(),
+            ))
     }
 
     /// Writes everything a stored message changes besides its key. Every

@@ -101,23 +101,30 @@ impl Safety for ScyllaStore {
         Ok(applied)
     }
 
-    async fn keywords(&self) -> StoreResult<Vec<(String, String)>> {
+    async fn keywords(&self) -> StoreResult<Vec<(KeywordList, String)>> {
         let mut out = Vec::new();
-        for list in ["block", "flag"] {
-            let rows: Vec<(String,)> = self.rows(&self.statements.keywords_of, (list,)).await?;
-            out.extend(rows.into_iter().map(|(k,)| (list.to_owned(), k)));
+        for list in KeywordList::ALL {
+            let rows: Vec<(String,)> = self
+                .rows(&self.statements.keywords_of, (list.as_str(),))
+                .await?;
+            out.extend(rows.into_iter().map(|(k,)| (list, k)));
         }
         Ok(out)
     }
 
-    async fn set_keyword(&self, list: &str, keyword: &str, present: bool) -> StoreResult<()> {
+    async fn set_keyword(
+        &self,
+        list: KeywordList,
+        keyword: &str,
+        present: bool,
+    ) -> StoreResult<()> {
         let s = &self.statements;
         let statement = if present {
             &s.add_keyword
         } else {
             &s.remove_keyword
         };
-        self.exec(statement, (list, keyword)).await?;
+        self.exec(statement, (list.as_str(), keyword)).await?;
         Ok(())
     }
 

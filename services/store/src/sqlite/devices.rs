@@ -73,30 +73,25 @@ impl Devices for SqliteStore {
 
     async fn log_notification(&self, a: &NotificationAttempt) -> StoreResult<()> {
         let a = a.clone();
-        self.write(move |c| {
-            c.prepare_cached(
-                "INSERT OR IGNORE INTO notification_log (id, user_id, thread_id, message_id, \
-                 channel, device, outcome, error, latency_ms, at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    a.id,
-                    a.user_id,
-                    a.thread_id,
-                    a.message_id,
-                    a.channel.as_str(),
-                    a.device,
-                    a.outcome.as_str(),
-                    a.error,
-                    a.latency_ms,
-                    a.at
-                ])
-            })
-            .map_err(backend)?;
-            Ok(())
-        })
+        self.execute(
+            "INSERT OR IGNORE INTO notification_log (id, user_id, thread_id, message_id, \
+             channel, device, outcome, error, latency_ms, at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            vec![
+                a.id.into(),
+                a.user_id.into(),
+                a.thread_id.into(),
+                a.message_id.into(),
+                a.channel.as_str().to_owned().into(),
+                a.device.into(),
+                a.outcome.as_str().to_owned().into(),
+                a.error.into(),
+                a.latency_ms.into(),
+                a.at.into(),
+            ],
+        )
         .await
+        .map(drop)
     }
 
     async fn notifications_of(
@@ -162,18 +157,16 @@ impl Devices for SqliteStore {
         channel: &MarkChannel,
         message_id: &str,
     ) -> StoreResult<()> {
-        let row = [user_id, thread_id, &channel.key(), message_id].map(str::to_owned);
-        self.write(move |c| {
-            c.prepare_cached(
-                "INSERT INTO notified_marks (user_id, thread_id, channel, message_id) \
-                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (user_id, thread_id, channel) \
-                 DO UPDATE SET message_id = excluded.message_id \
-                 WHERE excluded.message_id > notified_marks.message_id",
-            )
-            .and_then(|mut stmt| stmt.execute(params![row[0], row[1], row[2], row[3]]))
-            .map(|_| ())
-            .map_err(backend)
-        })
+        self.execute(
+            "INSERT INTO notified_marks (user_id, thread_id, channel, message_id) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (user_id, thread_id, channel) \
+             DO UPDATE SET message_id = excluded.message_id \
+             WHERE excluded.message_id > notified_marks.message_id",
+            [user_id, thread_id, &channel.key(), message_id]
+                .map(|v| v.to_owned().into())
+                .to_vec(),
+        )
         .await
+        .map(drop)
     }
 }

@@ -24,12 +24,12 @@ use async_trait::async_trait;
 use chat_core::attachments::Upload;
 use chat_core::bus::MessageSent;
 use chat_core::model::{
-    AuditEntry, Device, DevicePlatform, InboxCursor, MessageRange, ModerationRecord, NewMessage,
-    NotificationAttempt, OpenThread, Order, Product, ReadMarker, Side, Thread, ThreadKey,
-    UNREAD_CAP, User, preview_of,
+    AuditEntry, Device, DevicePlatform, InboxCursor, KeywordList, MessageRange, ModerationRecord,
+    NewMessage, NotificationAttempt, OpenThread, Order, Product, ReadMarker, Side, Thread,
+    ThreadKey, UNREAD_CAP, User, preview_of,
 };
 use chat_core::notify::Job as NotifyJob;
-use chat_core::store::{Appended, ChatStore, Opened, ReadMarked, StoreError, StoreResult};
+use chat_core::store::{Appended, Backend, ChatStore, Opened, ReadMarked, StoreError, StoreResult};
 use chat_protocol::{Card, Message, MessagePreview, MessageType};
 use parking_lot::Mutex;
 use rusqlite::types::Value;
@@ -316,8 +316,19 @@ pub struct SqliteStore {
     _stop_checkpoints: std::sync::mpsc::Sender<()>,
 }
 
-pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+pub(crate) fn backend(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+    StoreError::unavailable(Backend::Sqlite, e)
+}
+
+/// SQLite's extended result code, when `e` came from SQLite.
+pub(crate) fn rusqlite_code(e: &StoreError) -> Option<std::ffi::c_int> {
+    match e {
+        StoreError::Unavailable { source, .. } => source
+            .downcast_ref::<rusqlite::Error>()?
+            .sqlite_error()
+            .map(|e| e.extended_code),
+        _ => None,
+    }
 }
 
 const THREAD_COLUMNS: &str = "id, buyer_id, seller_id, product_id, order_id, last_message, \
@@ -451,11 +462,11 @@ impl SqliteStore {
     /// number of rows it changed.
     pub(crate) async fn execute(
         &self,
-        sql: &'static str,
+        sql: impl AsRef<str> + Send + 'static,
         values: Vec<Value>,
     ) -> StoreResult<usize> {
         self.write(move |c| {
-            c.prepare_cached(sql)
+            c.prepare_cached(sql.as_ref())
                 .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(values)))
                 .map_err(backend)
         })
@@ -494,7 +505,7 @@ impl SqliteStore {
     {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(Write { f, answer });
-        let stopped = || StoreError::Backend("sqlite writer stopped".into());
+        let stopped = || backend("sqlite writer stopped");
         self.writer.send(job).map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
     }
@@ -605,30 +616,35 @@ pub(crate) fn enqueue_job_in(tx: &Connection, job: &NotifyJob, due_at: i64) -> S
     .map_err(backend)
 }
 
-fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
+/// Binds `m` to an `INSERT … ({MESSAGE_COLUMNS}) VALUES (?1 … ?8)`.
+fn insert_message(stmt: &mut rusqlite::Statement<'_>, m: &Message) -> rusqlite::Result<usize> {
     let card = m
         .card
         .as_ref()
-        .map(|c| serde_json::to_string(c).map_err(backend))
-        .transpose()?;
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    stmt.execute(params![
+        m.id,
+        m.thread_id,
+        m.from,
+        m.kind.as_str(),
+        m.content,
+        card,
+        m.client_msg_id,
+        m.created_at
+    ])
+}
+
+fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
+    let message = m.clone().into_message();
     let inserted = tx
         .prepare_cached(&format!(
             "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
              ON CONFLICT (thread_id, from_user, client_msg_id) WHERE client_msg_id IS NOT NULL \
              DO NOTHING"
         ))
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                m.id,
-                m.thread_id,
-                m.from,
-                m.kind.as_str(),
-                m.content,
-                card,
-                m.client_msg_id,
-                m.created_at
-            ])
-        })
+        .and_then(|mut stmt| insert_message(&mut stmt, &message))
         .map_err(|e| match e.sqlite_error_code() {
             // The thread does not exist (foreign key).
             Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::NotFound("thread"),
@@ -637,7 +653,6 @@ fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
     if inserted == 0 {
         return duplicate_of(tx, m);
     }
-    let message = m.clone().into_message();
     let preview = serde_json::to_string(&preview_of(&message)).map_err(backend)?;
     let counts = i64::from(m.counts_as_unread());
     let thread = tx
@@ -735,28 +750,12 @@ fn import_in(tx: &Connection, thread_id: &str, messages: &[Message]) -> StoreRes
         .map_err(backend)?;
     for m in messages {
         if m.thread_id != thread_id {
-            return Err(StoreError::Backend(format!(
-                "message {} is not of thread {thread_id}",
-                m.id
-            )));
+            return Err(StoreError::refused(
+                Backend::Sqlite,
+                format!("message {} is not of thread {thread_id}", m.id),
+            ));
         }
-        let card = m
-            .card
-            .as_ref()
-            .map(|c| serde_json::to_string(c).map_err(backend))
-            .transpose()?;
-        insert
-            .execute(params![
-                m.id,
-                m.thread_id,
-                m.from,
-                m.kind.as_str(),
-                m.content,
-                card,
-                m.client_msg_id,
-                m.created_at
-            ])
-            .map_err(backend)?;
+        insert_message(&mut insert, m).map_err(backend)?;
     }
     if let Some(newest) = messages.iter().max_by(|a, b| a.id.cmp(&b.id)) {
         let preview = serde_json::to_string(&preview_of(newest)).map_err(backend)?;
@@ -851,7 +850,7 @@ impl ChatStore for SqliteStore {
     /// write would cost a commit on every probe).
     async fn ping(&self) -> StoreResult<()> {
         if self.writer_stopped() {
-            return Err(StoreError::Backend("sqlite writer stopped".into()));
+            return Err(backend("sqlite writer stopped"));
         }
         self.read(|c| {
             c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
@@ -1018,6 +1017,43 @@ mod tests {
         assert!(!again.created);
         assert_eq!(again.thread.id, opened.thread.id);
         (dir, store, opened.thread)
+    }
+
+    /// The driver's error travels inside `StoreError::Unavailable`, so a
+    /// caller can still tell a taken key from a failing disk.
+    #[tokio::test]
+    async fn a_taken_upload_id_is_exists_and_other_failures_keep_their_source() {
+        let (_dir, store, thread) = store_with_thread().await;
+        let upload = Upload {
+            id: chat_core::new_id(),
+            thread_id: thread.id.clone(),
+            user_id: "b".into(),
+            content_type: "image/png".into(),
+            size: 10,
+            status: chat_core::attachments::UploadStatus::Pending,
+            card: None,
+            created_at: 1,
+        };
+        store.create_upload(&upload).await.unwrap();
+        let again = store.create_upload(&upload).await.unwrap_err();
+        assert!(matches!(again, StoreError::Exists("upload")), "{again:?}");
+
+        let bad = store
+            .execute("INSERT INTO no_such_table VALUES (1)", vec![])
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            bad,
+            StoreError::Unavailable {
+                backend: Backend::Sqlite,
+                ..
+            }
+        ));
+        assert_eq!(
+            rusqlite_code(&bad),
+            Some(rusqlite::ffi::SQLITE_ERROR),
+            "{bad}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -9,34 +9,33 @@ use super::*;
 impl Safety for SqliteStore {
     async fn record_moderation(&self, r: &ModerationRecord) -> StoreResult<()> {
         let r = r.clone();
-        self.write(move |c| {
-            c.prepare_cached(&format!(
+        let categories = serde_json::to_string(&r.categories).map_err(backend)?;
+        let keywords = serde_json::to_string(&r.keywords).map_err(backend)?;
+        self.execute(
+            format!(
                 "INSERT INTO moderation_records ({MODERATION_COLUMNS}) VALUES \
                  (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
                  ON CONFLICT (id) DO NOTHING"
-            ))
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    r.id,
-                    r.thread_id,
-                    r.user_id,
-                    r.message_id,
-                    r.kind.as_str(),
-                    serde_json::to_string(&r.categories).unwrap_or_default(),
-                    r.original,
-                    serde_json::to_string(&r.keywords).unwrap_or_default(),
-                    r.reported_by,
-                    r.needs_review,
-                    r.resolution,
-                    r.resolved_by,
-                    r.resolved_at,
-                    r.created_at
-                ])
-            })
-            .map(|_| ())
-            .map_err(backend)
-        })
+            ),
+            vec![
+                r.id.into(),
+                r.thread_id.into(),
+                r.user_id.into(),
+                r.message_id.into(),
+                r.kind.as_str().to_owned().into(),
+                categories.into(),
+                r.original.into(),
+                keywords.into(),
+                r.reported_by.into(),
+                r.needs_review.into(),
+                r.resolution.into(),
+                r.resolved_by.into(),
+                r.resolved_at.into(),
+                r.created_at.into(),
+            ],
+        )
         .await
+        .map(drop)
     }
 
     async fn moderation_record(&self, id: &str) -> StoreResult<Option<ModerationRecord>> {
@@ -92,28 +91,45 @@ impl Safety for SqliteStore {
         .map(|changed| changed == 1)
     }
 
-    async fn keywords(&self) -> StoreResult<Vec<(String, String)>> {
-        self.read(|c| {
-            c.prepare_cached("SELECT list, keyword FROM moderation_keywords ORDER BY list, keyword")
+    async fn keywords(&self) -> StoreResult<Vec<(KeywordList, String)>> {
+        let rows: Vec<(String, String)> = self
+            .read(|c| {
+                c.prepare_cached(
+                    "SELECT list, keyword FROM moderation_keywords ORDER BY list, keyword",
+                )
                 .and_then(|mut stmt| {
                     stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
                         .collect()
                 })
                 .map_err(backend)
-        })
-        .await
+            })
+            .await?;
+        // A list this version does not know (written by a newer one) is
+        // left out rather than read as another.
+        Ok(rows
+            .into_iter()
+            .filter_map(|(list, k)| Some((KeywordList::parse(&list)?, k)))
+            .collect())
     }
 
-    async fn set_keyword(&self, list: &str, keyword: &str, present: bool) -> StoreResult<()> {
+    async fn set_keyword(
+        &self,
+        list: KeywordList,
+        keyword: &str,
+        present: bool,
+    ) -> StoreResult<()> {
         let sql = if present {
             "INSERT INTO moderation_keywords (list, keyword) VALUES (?1, ?2) \
              ON CONFLICT DO NOTHING"
         } else {
             "DELETE FROM moderation_keywords WHERE list = ?1 AND keyword = ?2"
         };
-        self.execute(sql, vec![list.to_owned().into(), keyword.to_owned().into()])
-            .await
-            .map(drop)
+        self.execute(
+            sql,
+            vec![list.as_str().to_owned().into(), keyword.to_owned().into()],
+        )
+        .await
+        .map(drop)
     }
 
     async fn set_block(&self, blocker: &str, blocked: &str, on: bool) -> StoreResult<()> {
@@ -145,18 +161,20 @@ impl Safety for SqliteStore {
 
     async fn append_audit(&self, e: &AuditEntry) -> StoreResult<()> {
         let e = e.clone();
-        self.write(move |c| {
-            c.prepare_cached(
-                "INSERT INTO audit_log (id, at, actor, action, target, detail) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![e.id, e.at, e.actor, e.action, e.target, e.detail])
-            })
-            .map(|_| ())
-            .map_err(backend)
-        })
+        self.execute(
+            "INSERT INTO audit_log (id, at, actor, action, target, detail) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+            vec![
+                e.id.into(),
+                e.at.into(),
+                e.actor.into(),
+                e.action.into(),
+                e.target.into(),
+                e.detail.into(),
+            ],
+        )
         .await
+        .map(drop)
     }
 
     async fn audit_log(

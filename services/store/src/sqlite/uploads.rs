@@ -10,27 +10,26 @@ use chat_core::attachments::UploadStatus;
 impl Uploads for SqliteStore {
     async fn create_upload(&self, u: &Upload) -> StoreResult<()> {
         let u = u.clone();
-        self.write(move |c| {
-            c.prepare_cached(
-                "INSERT INTO uploads (id, thread_id, user_id, content_type, size, status, \
-                 card, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    u.id,
-                    u.thread_id,
-                    u.user_id,
-                    u.content_type,
-                    u.size as i64,
-                    u.status.as_str(),
-                    u.card,
-                    u.created_at
-                ])
-            })
-            .map(|_| ())
-            .map_err(backend)
-        })
+        self.execute(
+            "INSERT INTO uploads (id, thread_id, user_id, content_type, size, status, \
+             card, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            vec![
+                u.id.into(),
+                u.thread_id.into(),
+                u.user_id.into(),
+                u.content_type.into(),
+                (u.size as i64).into(),
+                u.status.as_str().to_owned().into(),
+                u.card.into(),
+                u.created_at.into(),
+            ],
+        )
         .await
+        .map(drop)
+        .map_err(|e| match rusqlite_code(&e) {
+            Some(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => StoreError::Exists("upload"),
+            _ => e,
+        })
     }
 
     async fn upload(&self, id: &str) -> StoreResult<Option<Upload>> {
@@ -51,16 +50,16 @@ impl Uploads for SqliteStore {
         status: UploadStatus,
         card: Option<&str>,
     ) -> StoreResult<bool> {
-        let (id, status, card) = (id.to_owned(), status.as_str(), card.map(str::to_owned));
-        self.write(move |c| {
-            c.prepare_cached(
-                "UPDATE uploads SET status = ?2, card = ?3 WHERE id = ?1 AND status = 'pending'",
-            )
-            .and_then(|mut stmt| stmt.execute(params![id, status, card]))
-            .map(|n| n == 1)
-            .map_err(backend)
-        })
+        self.execute(
+            "UPDATE uploads SET status = ?2, card = ?3 WHERE id = ?1 AND status = 'pending'",
+            vec![
+                id.to_owned().into(),
+                status.as_str().to_owned().into(),
+                card.map(str::to_owned).into(),
+            ],
+        )
         .await
+        .map(|n| n == 1)
     }
 
     async fn stale_uploads(&self, before: i64, limit: usize) -> StoreResult<Vec<Upload>> {
