@@ -12,6 +12,8 @@ command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+# valgrind's callgrind counts the instructions of a send (scripts/cost-guard.sh).
+command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 # Node.js for the web SDK's tests (Debian's, if the machine has none).
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 # Debian's Chromium for the browser tests (playwright-core drives it; no
@@ -70,6 +72,10 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# The cost of a send in instructions (not seconds) against the committed
+# baseline: a regression of the message path fails here, not in a bench.
+scripts/cost-guard.sh
 
 # The web packages: type checks and unit tests (Vitest); their live and
 # browser tests ran above, inside the end-to-end suite.

@@ -490,13 +490,15 @@ impl RecordBody for OrderBody {
 }
 
 /// One documented handler per record kind; each is [`put_record`].
+// rustfmt re-indents attributes inside macro bodies on every run.
+#[rustfmt::skip]
 macro_rules! put_record_handler {
     ($name:ident, $path:literal, $body:ident) => {
         #[utoipa::path(
-                    put, path = $path, params(("id" = String, Path)), request_body = $body,
-                    responses((status = 204), (status = 403, body = ErrorEnvelope)),
-                    security(("bearer" = []))
-                )]
+            put, path = $path, params(("id" = String, Path)), request_body = $body,
+            responses((status = 204), (status = 403, body = ErrorEnvelope)),
+            security(("bearer" = []))
+        )]
         async fn $name(
             State(state): State<AppState>,
             caller: Caller,

@@ -1,4 +1,6 @@
-//! ScyllaDB: the `Devices` role of the store.
+//! ScyllaDB: the `Devices` role of the store, with its prepared statements
+//! beside the queries that bind them, so a CQL text and its values change
+//! together.
 
 use async_trait::async_trait;
 use chat_core::store::Devices;
@@ -6,10 +8,42 @@ use chat_core::store::Devices;
 use super::*;
 use chat_core::model::{AttemptOutcome, MarkChannel, NotifyChannel};
 
+/// Prepared once when the store opens.
+pub(super) struct Statements {
+    log_notification: PreparedStatement,
+    notified_up_to: PreparedStatement,
+    set_notified_up_to: PreparedStatement,
+    notifications_of: PreparedStatement,
+    put_device: PreparedStatement,
+    set_device_owner: PreparedStatement,
+    device_owner: PreparedStatement,
+    devices_of: PreparedStatement,
+    delete_device: PreparedStatement,
+    delete_device_owner: PreparedStatement,
+}
+
+impl Statements {
+    pub(super) async fn prepare(prepare: &Prepare<'_>) -> StoreResult<Statements> {
+        let ks = prepare.keyspace;
+        Ok(Statements {
+            log_notification: prepare.cql(format!("INSERT INTO {ks}.notification_log (user_id, id, thread_id, message_id, channel, device, outcome, error, latency_ms, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), true).await?,
+            notified_up_to: prepare.cql(format!("SELECT message_id FROM {ks}.notified_marks WHERE user_id = ? AND thread_id = ? AND channel = ?"), true).await?,
+            set_notified_up_to: prepare.cql(format!("INSERT INTO {ks}.notified_marks (user_id, thread_id, channel, message_id) VALUES (?, ?, ?, ?) USING TIMESTAMP ?"), true).await?,
+            notifications_of: prepare.cql(format!("SELECT id, thread_id, message_id, channel, device, outcome, error, latency_ms, at FROM {ks}.notification_log WHERE user_id = ? LIMIT ?"), true).await?,
+            put_device: prepare.cql(format!("INSERT INTO {ks}.devices (user_id, push_token, platform, app_id, locale, updated_at) VALUES (?, ?, ?, ?, ?, ?)"), true).await?,
+            set_device_owner: prepare.cql(format!("INSERT INTO {ks}.device_owners (push_token, user_id) VALUES (?, ?)"), true).await?,
+            device_owner: prepare.cql(format!("SELECT user_id FROM {ks}.device_owners WHERE push_token = ?"), true).await?,
+            devices_of: prepare.cql(format!("SELECT push_token, platform, app_id, locale, updated_at FROM {ks}.devices WHERE user_id = ?"), true).await?,
+            delete_device: prepare.cql(format!("DELETE FROM {ks}.devices WHERE user_id = ? AND push_token = ?"), true).await?,
+            delete_device_owner: prepare.cql(format!("DELETE FROM {ks}.device_owners WHERE push_token = ?"), true).await?,
+        })
+    }
+}
+
 #[async_trait]
 impl Devices for ScyllaStore {
     async fn put_device(&self, d: &Device) -> StoreResult<()> {
-        let s = &self.statements;
+        let s = &self.statements.devices;
         let owner: Option<(Option<String>,)> = self.first(&s.device_owner, (&d.token,)).await?;
         if let Some((Some(previous),)) = owner
             && previous != d.user_id
@@ -41,7 +75,9 @@ impl Devices for ScyllaStore {
             Option<String>,
             Option<i64>,
         );
-        let rows: Vec<Columns> = self.rows(&self.statements.devices_of, (user_id,)).await?;
+        let rows: Vec<Columns> = self
+            .rows(&self.statements.devices.devices_of, (user_id,))
+            .await?;
         Ok(rows
             .into_iter()
             .filter_map(|(token, platform, app_id, locale, updated_at)| {
@@ -58,7 +94,7 @@ impl Devices for ScyllaStore {
     }
 
     async fn delete_device(&self, user_id: &str, token: &str) -> StoreResult<bool> {
-        let s = &self.statements;
+        let s = &self.statements.devices;
         let owner: Option<(Option<String>,)> = self.first(&s.device_owner, (token,)).await?;
         if owner.and_then(|(o,)| o).as_deref() != Some(user_id) {
             return Ok(false);
@@ -71,7 +107,7 @@ impl Devices for ScyllaStore {
     }
 
     async fn prune_device(&self, token: &str) -> StoreResult<()> {
-        let s = &self.statements;
+        let s = &self.statements.devices;
         let owner: Option<(Option<String>,)> = self.first(&s.device_owner, (token,)).await?;
         if let Some((Some(user_id),)) = owner {
             self.exec(&s.delete_device, (&user_id, token)).await?;
@@ -82,7 +118,7 @@ impl Devices for ScyllaStore {
 
     async fn log_notification(&self, a: &NotificationAttempt) -> StoreResult<()> {
         self.exec(
-            &self.statements.log_notification,
+            &self.statements.devices.log_notification,
             (
                 &a.user_id,
                 &a.id,
@@ -117,7 +153,10 @@ impl Devices for ScyllaStore {
             Option<i64>,
         );
         let rows: Vec<Columns> = self
-            .rows(&self.statements.notifications_of, (user_id, limit as i32))
+            .rows(
+                &self.statements.devices.notifications_of,
+                (user_id, limit as i32),
+            )
             .await?;
         Ok(rows
             .into_iter()
@@ -148,7 +187,7 @@ impl Devices for ScyllaStore {
     ) -> StoreResult<Option<String>> {
         let result = self
             .exec(
-                &self.statements.notified_up_to,
+                &self.statements.devices.notified_up_to,
                 (user_id, thread_id, channel.key()),
             )
             .await?;
@@ -170,7 +209,7 @@ impl Devices for ScyllaStore {
         // back, whatever order concurrent workers write in.
         let millis = millis_of_id(message_id).ok_or(StoreError::NotFound("message"))?;
         self.exec(
-            &self.statements.set_notified_up_to,
+            &self.statements.devices.set_notified_up_to,
             (
                 user_id,
                 thread_id,

@@ -1,5 +1,5 @@
 //! [`ChatStore`] on ScyllaDB. The schema and the query each table serves
-//! are explained in `cql/README.md`; the rules this file keeps:
+//! are explained in `cql/README.md`; the rules its role files keep:
 //!
 //! - Every write is idempotent and marked so: a retry (of the driver, of
 //!   the client, of a persistence worker) rewrites the same cells.
@@ -84,70 +84,6 @@ pub fn write_timestamp(id: &str, millis: i64) -> i64 {
         })
         .unwrap_or(0);
     millis * 1000 + (sub * 1000 / 4096) as i64
-}
-
-const MODERATION_COLUMNS: &str = "id, thread_id, user_id, message_id, kind, categories, original, keywords, reported_by, needs_review, resolution, resolved_by, resolved_at, created_at";
-
-type ModerationColumns = (
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<Vec<String>>,
-    Option<String>,
-    Option<Vec<String>>,
-    Option<String>,
-    Option<bool>,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<i64>,
-);
-
-fn moderation_from_columns(c: ModerationColumns) -> ModerationRecord {
-    ModerationRecord {
-        id: c.0,
-        thread_id: c.1.unwrap_or_default(),
-        user_id: c.2.unwrap_or_default(),
-        message_id: c.3,
-        kind: chat_core::model::ModerationKind::from_stored(c.4.as_deref().unwrap_or("")),
-        categories: c.5.unwrap_or_default(),
-        original: c.6.unwrap_or_default(),
-        keywords: c.7.unwrap_or_default(),
-        reported_by: c.8,
-        needs_review: c.9.unwrap_or(false),
-        resolution: c.10,
-        resolved_by: c.11,
-        resolved_at: c.12,
-        created_at: c.13.unwrap_or_default(),
-    }
-}
-
-const UPLOAD_COLUMNS: &str = "id, thread_id, user_id, content_type, size, status, card, created_at";
-
-type UploadColumns = (
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-);
-
-fn upload_from_columns(c: UploadColumns) -> Upload {
-    Upload {
-        id: c.0,
-        thread_id: c.1.unwrap_or_default(),
-        user_id: c.2.unwrap_or_default(),
-        content_type: c.3.unwrap_or_default(),
-        size: c.4.unwrap_or_default().max(0) as u64,
-        status: chat_core::attachments::UploadStatus::from_stored(c.5.as_deref().unwrap_or("")),
-        card: c.6,
-        created_at: c.7.unwrap_or_default(),
-    }
 }
 
 /// How far back the upload sweeper looks for pending uploads.
@@ -254,233 +190,51 @@ pub async fn connect(config: &ScyllaConfig) -> StoreResult<Session> {
     builder.build().await.map_err(backend)
 }
 
+/// Prepares each role's statements for one keyspace: one helper, so every
+/// statement gets its idempotency flag and its error message the same way.
+struct Prepare<'a> {
+    session: &'a Session,
+    keyspace: &'a str,
+}
+
+impl Prepare<'_> {
+    /// Conditional writes are not `idempotent` for the driver: a blind
+    /// retry could report "not applied" for our own first attempt, so the
+    /// store retries them itself.
+    async fn cql(&self, cql: String, idempotent: bool) -> StoreResult<PreparedStatement> {
+        let mut statement = self
+            .session
+            .prepare(cql.clone())
+            .await
+            .map_err(|e| backend(format!("preparing {cql}: {e}")))?;
+        statement.set_is_idempotent(idempotent);
+        Ok(statement)
+    }
+}
+
+/// Every prepared statement, in the role file whose queries use it. None is
+/// shared by several roles: the thread, inbox and message statements
+/// serve only `Conversations`, so they live in `conversations.rs`.
 struct Statements {
-    create_upload: PreparedStatement,
-    upload_pending: PreparedStatement,
-    get_upload: PreparedStatement,
-    finish_upload: PreparedStatement,
-    upload_done: PreparedStatement,
-    pending_of_day: PreparedStatement,
-    add_block: PreparedStatement,
-    remove_block: PreparedStatement,
-    get_block: PreparedStatement,
-    audit_day: PreparedStatement,
-    audit_actor: PreparedStatement,
-    audit_of_day: PreparedStatement,
-    audit_of_actor: PreparedStatement,
-    record_moderation: PreparedStatement,
-    wait_for_review: PreparedStatement,
-    moderation_record: PreparedStatement,
-    moderation_waiting: PreparedStatement,
-    resolve_moderation: PreparedStatement,
-    stop_waiting: PreparedStatement,
-    keywords_of: PreparedStatement,
-    add_keyword: PreparedStatement,
-    remove_keyword: PreparedStatement,
-    log_notification: PreparedStatement,
-    notified_up_to: PreparedStatement,
-    set_notified_up_to: PreparedStatement,
-    notifications_of: PreparedStatement,
-    put_device: PreparedStatement,
-    set_device_owner: PreparedStatement,
-    device_owner: PreparedStatement,
-    devices_of: PreparedStatement,
-    delete_device: PreparedStatement,
-    delete_device_owner: PreparedStatement,
-    put_user: PreparedStatement,
-    get_user: PreparedStatement,
-    put_product: PreparedStatement,
-    get_product: PreparedStatement,
-    put_order: PreparedStatement,
-    get_order: PreparedStatement,
-    get_thread: PreparedStatement,
-    create_thread: PreparedStatement,
-    pair_thread: PreparedStatement,
-    claim_pair: PreparedStatement,
-    order_thread: PreparedStatement,
-    claim_order: PreparedStatement,
-    claim_key: PreparedStatement,
-    get_key: PreparedStatement,
-    insert_message: PreparedStatement,
-    set_last_message: PreparedStatement,
-    set_product: PreparedStatement,
-    insert_inbox: PreparedStatement,
-    delete_inbox: PreparedStatement,
-    move_inbox: Batch,
-    set_marker: PreparedStatement,
-    get_markers: PreparedStatement,
-    list_markers: PreparedStatement,
-    message_exists: PreparedStatement,
-    page_newest: PreparedStatement,
-    page_before: PreparedStatement,
-    page_between: PreparedStatement,
-    page_after: PreparedStatement,
-    unread_scan: PreparedStatement,
-    inbox_first: PreparedStatement,
-    inbox_after: PreparedStatement,
+    conversations: conversations::Statements,
+    devices: devices::Statements,
+    directory: directory::Statements,
+    safety: safety::Statements,
+    uploads: uploads::Statements,
 }
 
 impl Statements {
-    async fn prepare(session: &Session, ks: &str) -> StoreResult<Statements> {
-        // (statement, idempotent). Conditional writes are not idempotent
-        // for the driver: a blind retry could report "not applied" for
-        // our own first attempt, so the code below retries them itself.
-        let prepare = |cql: String, idempotent: bool| async move {
-            let mut statement = session
-                .prepare(cql.clone())
-                .await
-                .map_err(|e| backend(format!("preparing {cql}: {e}")))?;
-            statement.set_is_idempotent(idempotent);
-            Ok::<_, StoreError>(statement)
-        };
-        let page = |bounds: &str, order: &str| {
-            format!(
-                "SELECT body FROM {ks}.messages WHERE thread_id = ? AND bucket = ? {bounds} \
-                 ORDER BY id {order} LIMIT ?"
-            )
-        };
-        let insert_inbox = prepare(format!("INSERT INTO {ks}.inbox (user_id, activity_at, thread_id, last_message) VALUES (?, ?, ?, ?) USING TIMESTAMP ?"), true).await?;
-        let delete_inbox = prepare(format!("DELETE FROM {ks}.inbox USING TIMESTAMP ? WHERE user_id = ? AND activity_at = ? AND thread_id = ?"), true).await?;
-        let mut move_inbox = Batch::new_with_statements(
-            BatchType::Unlogged,
-            vec![insert_inbox.clone().into(), delete_inbox.clone().into()],
-        );
-        move_inbox.set_is_idempotent(true);
+    async fn prepare(session: &Session, keyspace: &str) -> StoreResult<Statements> {
+        let prepare = Prepare { session, keyspace };
         Ok(Statements {
-            insert_inbox,
-            delete_inbox,
-            move_inbox,
-            log_notification: prepare(format!("INSERT INTO {ks}.notification_log (user_id, id, thread_id, message_id, channel, device, outcome, error, latency_ms, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), true).await?,
-            notifications_of: prepare(format!("SELECT id, thread_id, message_id, channel, device, outcome, error, latency_ms, at FROM {ks}.notification_log WHERE user_id = ? LIMIT ?"), true).await?,
-            create_upload: prepare(format!("INSERT INTO {ks}.uploads ({UPLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"), true).await?,
-            upload_pending: prepare(format!("INSERT INTO {ks}.uploads_pending (day, id) VALUES (?, ?)"), true).await?,
-            get_upload: prepare(format!("SELECT {UPLOAD_COLUMNS} FROM {ks}.uploads WHERE id = ?"), true).await?,
-            finish_upload: prepare(format!("UPDATE {ks}.uploads SET status = ?, card = ? WHERE id = ? IF status = 'pending'"), false).await?,
-            upload_done: prepare(format!("DELETE FROM {ks}.uploads_pending WHERE day = ? AND id = ?"), true).await?,
-            pending_of_day: prepare(format!("SELECT id FROM {ks}.uploads_pending WHERE day = ? LIMIT ?"), true).await?,
-            add_block: prepare(format!("INSERT INTO {ks}.blocks (blocker, blocked) VALUES (?, ?)"), true).await?,
-            remove_block: prepare(format!("DELETE FROM {ks}.blocks WHERE blocker = ? AND blocked = ?"), true).await?,
-            get_block: prepare(format!("SELECT blocker FROM {ks}.blocks WHERE blocker = ? AND blocked = ?"), true).await?,
-            audit_day: prepare(format!("INSERT INTO {ks}.audit_by_day (day, id, at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"), true).await?,
-            audit_actor: prepare(format!("INSERT INTO {ks}.audit_by_actor (actor, id, at, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)"), true).await?,
-            audit_of_day: prepare(format!("SELECT id, at, actor, action, target, detail FROM {ks}.audit_by_day WHERE day = ? AND id < ? LIMIT ?"), true).await?,
-            audit_of_actor: prepare(format!("SELECT id, at, action, target, detail FROM {ks}.audit_by_actor WHERE actor = ? AND id < ? LIMIT ?"), true).await?,
-            record_moderation: prepare(format!("INSERT INTO {ks}.moderation_records ({MODERATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), true).await?,
-            wait_for_review: prepare(format!("INSERT INTO {ks}.moderation_waiting (bucket, id) VALUES (?, ?)"), true).await?,
-            moderation_record: prepare(format!("SELECT {MODERATION_COLUMNS} FROM {ks}.moderation_records WHERE id = ?"), true).await?,
-            moderation_waiting: prepare(format!("SELECT id FROM {ks}.moderation_waiting WHERE bucket = ? AND id > ? LIMIT ?"), true).await?,
-            resolve_moderation: prepare(format!("UPDATE {ks}.moderation_records SET resolution = ?, resolved_by = ?, resolved_at = ? WHERE id = ? IF resolution = null AND needs_review = true"), false).await?,
-            stop_waiting: prepare(format!("DELETE FROM {ks}.moderation_waiting WHERE bucket = ? AND id = ?"), true).await?,
-            keywords_of: prepare(format!("SELECT keyword FROM {ks}.moderation_keywords WHERE list = ?"), true).await?,
-            add_keyword: prepare(format!("INSERT INTO {ks}.moderation_keywords (list, keyword) VALUES (?, ?)"), true).await?,
-            remove_keyword: prepare(format!("DELETE FROM {ks}.moderation_keywords WHERE list = ? AND keyword = ?"), true).await?,
-            notified_up_to: prepare(format!("SELECT message_id FROM {ks}.notified_marks WHERE user_id = ? AND thread_id = ? AND channel = ?"), true).await?,
-            set_notified_up_to: prepare(format!("INSERT INTO {ks}.notified_marks (user_id, thread_id, channel, message_id) VALUES (?, ?, ?, ?) USING TIMESTAMP ?"), true).await?,
-            put_device: prepare(format!("INSERT INTO {ks}.devices (user_id, push_token, platform, app_id, locale, updated_at) VALUES (?, ?, ?, ?, ?, ?)"), true).await?,
-            set_device_owner: prepare(format!("INSERT INTO {ks}.device_owners (push_token, user_id) VALUES (?, ?)"), true).await?,
-            device_owner: prepare(format!("SELECT user_id FROM {ks}.device_owners WHERE push_token = ?"), true).await?,
-            devices_of: prepare(format!("SELECT push_token, platform, app_id, locale, updated_at FROM {ks}.devices WHERE user_id = ?"), true).await?,
-            delete_device: prepare(format!("DELETE FROM {ks}.devices WHERE user_id = ? AND push_token = ?"), true).await?,
-            delete_device_owner: prepare(format!("DELETE FROM {ks}.device_owners WHERE push_token = ?"), true).await?,
-            put_user: prepare(format!("INSERT INTO {ks}.users (id, display_name, avatar_url, email, locale, seller) VALUES (?, ?, ?, ?, ?, ?)"), true).await?,
-            get_user: prepare(format!("SELECT id, display_name, avatar_url, email, locale, seller FROM {ks}.users WHERE id = ?"), true).await?,
-            put_product: prepare(format!("INSERT INTO {ks}.products (id, seller_id, title, price, currency, image_url) VALUES (?, ?, ?, ?, ?, ?)"), true).await?,
-            get_product: prepare(format!("SELECT id, seller_id, title, price, currency, image_url FROM {ks}.products WHERE id = ?"), true).await?,
-            put_order: prepare(format!("INSERT INTO {ks}.orders (id, buyer_id, seller_id, summary) VALUES (?, ?, ?, ?)"), true).await?,
-            get_order: prepare(format!("SELECT id, buyer_id, seller_id, summary FROM {ks}.orders WHERE id = ?"), true).await?,
-            get_thread: prepare(format!("SELECT id, buyer_id, seller_id, product_id, order_id, created_at, last_message, last_message_at, updated_at FROM {ks}.threads WHERE id = ?"), true).await?,
-            create_thread: prepare(format!("INSERT INTO {ks}.threads (id, buyer_id, seller_id, order_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS"), false).await?,
-            pair_thread: prepare(format!("SELECT thread_id FROM {ks}.threads_by_pair WHERE buyer_id = ? AND seller_id = ?"), true).await?,
-            claim_pair: prepare(format!("INSERT INTO {ks}.threads_by_pair (buyer_id, seller_id, thread_id) VALUES (?, ?, ?) IF NOT EXISTS"), false).await?,
-            order_thread: prepare(format!("SELECT thread_id FROM {ks}.threads_by_order WHERE order_id = ?"), true).await?,
-            claim_order: prepare(format!("INSERT INTO {ks}.threads_by_order (order_id, thread_id) VALUES (?, ?) IF NOT EXISTS"), false).await?,
-            claim_key: prepare(format!("INSERT INTO {ks}.message_keys (thread_id, from_user, client_msg_id, message_id, body) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS"), false).await?,
-            get_key: {
-                let mut s = prepare(format!("SELECT message_id, body FROM {ks}.message_keys WHERE thread_id = ? AND from_user = ? AND client_msg_id = ?"), true).await?;
-                // Sees a claim whose Paxos round is still in flight.
-                s.set_consistency(Consistency::LocalSerial);
-                s
-            },
-            insert_message: prepare(format!("INSERT INTO {ks}.messages (thread_id, bucket, id, from_user, kind, body) VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"), true).await?,
-            set_last_message: prepare(format!("UPDATE {ks}.threads USING TIMESTAMP ? SET last_message = ?, last_message_at = ?, updated_at = ? WHERE id = ?"), true).await?,
-            set_product: prepare(format!("UPDATE {ks}.threads USING TIMESTAMP ? SET product_id = ? WHERE id = ?"), true).await?,
-            set_marker: prepare(format!("UPDATE {ks}.read_markers USING TIMESTAMP ? SET up_to = ?, read_at = ? WHERE thread_id = ? AND user_id = ?"), true).await?,
-            get_markers: prepare(format!("SELECT user_id, up_to FROM {ks}.read_markers WHERE thread_id = ?"), true).await?,
-            list_markers: prepare(format!("SELECT user_id, up_to, read_at FROM {ks}.read_markers WHERE thread_id = ?"), true).await?,
-            message_exists: prepare(format!("SELECT id FROM {ks}.messages WHERE thread_id = ? AND bucket = ? AND id = ?"), true).await?,
-            page_newest: prepare(page("", "DESC"), true).await?,
-            page_before: prepare(page("AND id < ?", "DESC"), true).await?,
-            page_between: prepare(page("AND id < ? AND id > ?", "DESC"), true).await?,
-            page_after: prepare(page("AND id > ?", "ASC"), true).await?,
-            unread_scan: prepare(format!("SELECT from_user, kind FROM {ks}.messages WHERE thread_id = ? AND bucket = ? AND id > ? LIMIT ?"), true).await?,
-            inbox_first: prepare(format!("SELECT activity_at, thread_id FROM {ks}.inbox WHERE user_id = ? LIMIT ?"), true).await?,
-            inbox_after: prepare(format!("SELECT activity_at, thread_id FROM {ks}.inbox WHERE user_id = ? AND (activity_at, thread_id) < (?, ?) LIMIT ?"), true).await?,
+            uploads: uploads::Statements::prepare(&prepare).await?,
+            safety: safety::Statements::prepare(&prepare).await?,
+            devices: devices::Statements::prepare(&prepare).await?,
+            directory: directory::Statements::prepare(&prepare).await?,
+            conversations: conversations::Statements::prepare(&prepare).await?,
         })
     }
 }
-
-/// The `threads` row: a thread without its unread counts.
-#[derive(Debug, Clone)]
-struct ThreadRow {
-    id: String,
-    buyer_id: String,
-    seller_id: String,
-    product_id: Option<String>,
-    order_id: Option<String>,
-    created_at: i64,
-    last_message: Option<MessagePreview>,
-    last_message_at: Option<i64>,
-    updated_at: i64,
-}
-
-impl ThreadRow {
-    fn activity_at(&self) -> i64 {
-        self.last_message_at.unwrap_or(self.created_at)
-    }
-
-    fn participants(&self) -> [&str; 2] {
-        [&self.buyer_id, &self.seller_id]
-    }
-
-    fn with_unread(self, unread_buyer: u32, unread_seller: u32) -> Thread {
-        Thread {
-            id: self.id,
-            buyer_id: self.buyer_id,
-            seller_id: self.seller_id,
-            product_id: self.product_id,
-            order_id: self.order_id,
-            last_message: self.last_message,
-            last_message_at: self.last_message_at,
-            unread_buyer,
-            unread_seller,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        }
-    }
-
-    /// Newest bucket worth reading: messages are never dated after the
-    /// later of "now" and the thread's last message.
-    fn newest_bucket(&self, now: i64) -> i32 {
-        bucket_of_millis(now.max(self.last_message_at.unwrap_or(i64::MIN)))
-    }
-
-    /// Messages are never dated before their thread.
-    fn oldest_bucket(&self) -> i32 {
-        bucket_of_millis(self.created_at)
-    }
-}
-
-type ThreadColumns = (
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<Vec<u8>>,
-    Option<i64>,
-    Option<i64>,
-);
 
 pub struct ScyllaStore {
     session: Arc<Session>,
@@ -569,321 +323,6 @@ impl ScyllaStore {
     ) -> StoreResult<bool> {
         let result = self.exec(statement, values).await?;
         lwt_applied(result).map_err(backend)
-    }
-
-    async fn thread_row(&self, id: &str) -> StoreResult<Option<ThreadRow>> {
-        let row: Option<ThreadColumns> = self.first(&self.statements.get_thread, (id,)).await?;
-        let Some((id, buyer, seller, product, order, created, last, last_at, updated)) = row else {
-            return Ok(None);
-        };
-        // A row with only preview cells is a send racing a thread that was
-        // never created; treat it as absent.
-        let (Some(buyer_id), Some(seller_id), Some(created_at)) = (buyer, seller, created) else {
-            return Ok(None);
-        };
-        Ok(Some(ThreadRow {
-            id,
-            buyer_id,
-            seller_id,
-            product_id: product,
-            order_id: order,
-            created_at,
-            last_message: last.as_deref().map(decode).transpose()?,
-            last_message_at: last_at,
-            updated_at: updated.unwrap_or(created_at),
-        }))
-    }
-
-    async fn markers(&self, thread_id: &str) -> StoreResult<Vec<(String, Option<String>)>> {
-        self.rows(&self.statements.get_markers, (thread_id,)).await
-    }
-
-    /// Non-system messages from others after `marker`, stopping at the cap.
-    async fn unread_for(
-        &self,
-        row: &ThreadRow,
-        user_id: &str,
-        marker: Option<&str>,
-    ) -> StoreResult<u32> {
-        let lowest = marker
-            .and_then(millis_of_id)
-            .map(bucket_of_millis)
-            .unwrap_or(row.oldest_bucket())
-            .max(row.oldest_bucket());
-        let after = marker.unwrap_or("");
-        let mut unread = 0u32;
-        let scan_limit = (UNREAD_CAP * 2) as i32;
-        for bucket in (lowest..=row.newest_bucket(self.clock.now_millis())).rev() {
-            let rows: Vec<(Option<String>, Option<String>)> = self
-                .rows(
-                    &self.statements.unread_scan,
-                    (&row.id, bucket, after, scan_limit),
-                )
-                .await?;
-            unread += rows
-                .iter()
-                .filter(|(from, kind)| {
-                    from.as_deref() != Some(user_id) && kind.as_deref() != Some("system")
-                })
-                .count() as u32;
-            if unread >= UNREAD_CAP || rows.len() as i32 == scan_limit {
-                return Ok(unread.min(UNREAD_CAP));
-            }
-        }
-        Ok(unread)
-    }
-
-    /// The thread with both unread counts, derived from the read markers.
-    async fn with_counts(&self, row: ThreadRow) -> StoreResult<Thread> {
-        let markers = self.markers(&row.id).await?;
-        let marker_of = |user: &str| {
-            markers
-                .iter()
-                .find(|(u, _)| u == user)
-                .and_then(|(_, m)| m.clone())
-        };
-        let (buyer_marker, seller_marker) = (marker_of(&row.buyer_id), marker_of(&row.seller_id));
-        let (buyer, seller) = futures::try_join!(
-            self.unread_for(&row, &row.buyer_id, buyer_marker.as_deref()),
-            self.unread_for(&row, &row.seller_id, seller_marker.as_deref()),
-        )?;
-        Ok(row.with_unread(buyer, seller))
-    }
-
-    async fn full_thread(&self, id: &str) -> StoreResult<Option<Thread>> {
-        match self.thread_row(id).await? {
-            Some(row) => Ok(Some(self.with_counts(row).await?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Makes sure the thread row and both inbox entries exist; every
-    /// opener of the same key converges on the same row.
-    async fn ensure_thread(&self, id: &str, spec: &OpenThread) -> StoreResult<(ThreadRow, bool)> {
-        if let Some(row) = self.thread_row(id).await? {
-            return Ok((row, false));
-        }
-        let now = self.clock.now_millis();
-        let order_id = match &spec.key {
-            ThreadKey::Order { order_id } => Some(order_id.clone()),
-            ThreadKey::Pair { .. } => None,
-        };
-        let created = self
-            .claim(
-                &self.statements.create_thread,
-                (id, &spec.buyer_id, &spec.seller_id, order_id, now, now),
-            )
-            .await?;
-        let row = self.thread_row(id).await?.ok_or(StoreError::Inconsistent(
-            "thread row vanished after creation".into(),
-        ))?;
-        let ts = row.created_at * 1000;
-        try_join_all(row.participants().map(|user| {
-            self.exec(
-                &self.statements.insert_inbox,
-                (user, row.created_at, &row.id, None::<Vec<u8>>, ts),
-            )
-        }))
-        .await?;
-        Ok((row, created))
-    }
-
-    /// Claims the find-or-create key, returning the thread id it names.
-    async fn claim_thread_key(&self, key: &ThreadKey, candidate: &str) -> StoreResult<String> {
-        let lookup = || async {
-            match key {
-                ThreadKey::Pair {
-                    buyer_id,
-                    seller_id,
-                } => {
-                    self.first::<(String,)>(&self.statements.pair_thread, (buyer_id, seller_id))
-                        .await
-                }
-                ThreadKey::Order { order_id } => {
-                    self.first::<(String,)>(&self.statements.order_thread, (order_id,))
-                        .await
-                }
-            }
-        };
-        if let Some((id,)) = lookup().await? {
-            return Ok(id);
-        }
-        let applied = match key {
-            ThreadKey::Pair {
-                buyer_id,
-                seller_id,
-            } => {
-                self.claim(
-                    &self.statements.claim_pair,
-                    (buyer_id, seller_id, candidate),
-                )
-                .await?
-            }
-            ThreadKey::Order { order_id } => {
-                self.claim(&self.statements.claim_order, (order_id, candidate))
-                    .await?
-            }
-        };
-        if applied {
-            return Ok(candidate.to_owned());
-        }
-        lookup()
-            .await?
-            .map(|(id,)| id)
-            .ok_or(StoreError::Inconsistent(
-                "thread key claimed but not readable".into(),
-            ))
-    }
-
-    /// Writes everything a stored message changes besides its key. Every
-    /// write is idempotent, so the retry of a half-done send repeats it.
-    async fn apply_message(
-        &self,
-        row: &ThreadRow,
-        message: &Message,
-        body: &[u8],
-        sets_product: Option<&str>,
-    ) -> StoreResult<()> {
-        let s = &self.statements;
-        let ts = write_timestamp(&message.id, message.created_at);
-        let preview = encode(&preview_of(message))?;
-        let mut writes = Vec::new();
-        writes.push(
-            self.exec(
-                &s.insert_message,
-                (
-                    &message.thread_id,
-                    bucket_of_millis(message.created_at),
-                    &message.id,
-                    &message.from,
-                    message.kind.as_str(),
-                    body,
-                    ts,
-                ),
-            )
-            .boxed(),
-        );
-        writes.push(
-            self.exec(
-                &s.set_last_message,
-                (
-                    ts,
-                    &preview,
-                    message.created_at,
-                    message.created_at,
-                    &message.thread_id,
-                ),
-            )
-            .boxed(),
-        );
-        if let Some(product) = sets_product {
-            writes.push(
-                self.exec(&s.set_product, (ts, product, &message.thread_id))
-                    .boxed(),
-            );
-        }
-        let previous = row.activity_at();
-        for user in row.participants() {
-            if previous == message.created_at {
-                writes.push(
-                    self.exec(
-                        &s.insert_inbox,
-                        (user, message.created_at, &row.id, &preview, ts),
-                    )
-                    .boxed(),
-                );
-            } else {
-                // One single-partition batch moves the entry. The delete
-                // only removes an older entry: a newer one carries a newer
-                // write timestamp than this delete.
-                let (preview, row_id) = (&preview, &row.id);
-                writes.push(
-                    async move {
-                        self.session
-                            .batch(
-                                &s.move_inbox,
-                                (
-                                    (user, message.created_at, row_id, preview, ts),
-                                    (ts, user, previous, row_id),
-                                ),
-                            )
-                            .await
-                            .map_err(backend)
-                    }
-                    .boxed(),
-                );
-            }
-        }
-        if row.participants().contains(&message.from.as_str()) {
-            // Answering a thread means having read it.
-            writes.push(
-                self.exec(
-                    &s.set_marker,
-                    (
-                        ts,
-                        &message.id,
-                        message.created_at,
-                        &message.thread_id,
-                        &message.from,
-                    ),
-                )
-                .boxed(),
-            );
-        }
-        try_join_all(writes).await?;
-        Ok(())
-    }
-
-    /// Up to `limit` messages of one bucket within `range`: newest first,
-    /// except for an `after`-only range, which reads oldest first.
-    async fn page_in_bucket(
-        &self,
-        thread_id: &str,
-        bucket: i32,
-        range: &MessageRange,
-        limit: i32,
-    ) -> StoreResult<Vec<Message>> {
-        let s = &self.statements;
-        let bodies: Vec<(Vec<u8>,)> = match (&range.before, &range.after) {
-            (None, None) => {
-                self.rows(&s.page_newest, (thread_id, bucket, limit))
-                    .await?
-            }
-            (Some(before), None) => {
-                self.rows(&s.page_before, (thread_id, bucket, before, limit))
-                    .await?
-            }
-            (Some(before), Some(after)) => {
-                self.rows(&s.page_between, (thread_id, bucket, before, after, limit))
-                    .await?
-            }
-            (None, Some(after)) => {
-                self.rows(&s.page_after, (thread_id, bucket, after, limit))
-                    .await?
-            }
-        };
-        bodies.iter().map(|(b,)| decode(b)).collect()
-    }
-
-    /// Removes inbox rows that a newer activity superseded (best effort).
-    fn clean_inbox_rows(&self, user_id: &str, stale: Vec<(i64, String, i64)>) {
-        if stale.is_empty() {
-            return;
-        }
-        let session = self.session.clone();
-        let delete = self.statements.delete_inbox.clone();
-        let user_id = user_id.to_owned();
-        tokio::spawn(async move {
-            for (at, thread_id, newest) in stale {
-                let ts = newest * 1000;
-                if let Err(e) = session
-                    .execute_unpaged(&delete, (ts, &user_id, at, &thread_id))
-                    .await
-                {
-                    tracing::debug!(error = %e, "inbox cleanup failed; a later read retries");
-                }
-            }
-        });
     }
 }
 

@@ -1,14 +1,98 @@
-//! ScyllaDB: the `Safety` role of the store.
+//! ScyllaDB: the `Safety` role of the store, with its prepared statements
+//! beside the queries that bind them, so a CQL text and its values change
+//! together.
 
 use async_trait::async_trait;
 use chat_core::store::Safety;
 
 use super::*;
 
+const MODERATION_COLUMNS: &str = "id, thread_id, user_id, message_id, kind, categories, original, keywords, reported_by, needs_review, resolution, resolved_by, resolved_at, created_at";
+
+type ModerationColumns = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<Vec<String>>,
+    Option<String>,
+    Option<Vec<String>>,
+    Option<String>,
+    Option<bool>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn moderation_from_columns(c: ModerationColumns) -> ModerationRecord {
+    ModerationRecord {
+        id: c.0,
+        thread_id: c.1.unwrap_or_default(),
+        user_id: c.2.unwrap_or_default(),
+        message_id: c.3,
+        kind: chat_core::model::ModerationKind::from_stored(c.4.as_deref().unwrap_or("")),
+        categories: c.5.unwrap_or_default(),
+        original: c.6.unwrap_or_default(),
+        keywords: c.7.unwrap_or_default(),
+        reported_by: c.8,
+        needs_review: c.9.unwrap_or(false),
+        resolution: c.10,
+        resolved_by: c.11,
+        resolved_at: c.12,
+        created_at: c.13.unwrap_or_default(),
+    }
+}
+
+/// Prepared once when the store opens.
+pub(super) struct Statements {
+    add_block: PreparedStatement,
+    remove_block: PreparedStatement,
+    get_block: PreparedStatement,
+    audit_day: PreparedStatement,
+    audit_actor: PreparedStatement,
+    audit_of_day: PreparedStatement,
+    audit_of_actor: PreparedStatement,
+    record_moderation: PreparedStatement,
+    wait_for_review: PreparedStatement,
+    moderation_record: PreparedStatement,
+    moderation_waiting: PreparedStatement,
+    resolve_moderation: PreparedStatement,
+    stop_waiting: PreparedStatement,
+    keywords_of: PreparedStatement,
+    add_keyword: PreparedStatement,
+    remove_keyword: PreparedStatement,
+}
+
+impl Statements {
+    pub(super) async fn prepare(prepare: &Prepare<'_>) -> StoreResult<Statements> {
+        let ks = prepare.keyspace;
+        Ok(Statements {
+            add_block: prepare.cql(format!("INSERT INTO {ks}.blocks (blocker, blocked) VALUES (?, ?)"), true).await?,
+            remove_block: prepare.cql(format!("DELETE FROM {ks}.blocks WHERE blocker = ? AND blocked = ?"), true).await?,
+            get_block: prepare.cql(format!("SELECT blocker FROM {ks}.blocks WHERE blocker = ? AND blocked = ?"), true).await?,
+            audit_day: prepare.cql(format!("INSERT INTO {ks}.audit_by_day (day, id, at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"), true).await?,
+            audit_actor: prepare.cql(format!("INSERT INTO {ks}.audit_by_actor (actor, id, at, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)"), true).await?,
+            audit_of_day: prepare.cql(format!("SELECT id, at, actor, action, target, detail FROM {ks}.audit_by_day WHERE day = ? AND id < ? LIMIT ?"), true).await?,
+            audit_of_actor: prepare.cql(format!("SELECT id, at, action, target, detail FROM {ks}.audit_by_actor WHERE actor = ? AND id < ? LIMIT ?"), true).await?,
+            record_moderation: prepare.cql(format!("INSERT INTO {ks}.moderation_records ({MODERATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), true).await?,
+            wait_for_review: prepare.cql(format!("INSERT INTO {ks}.moderation_waiting (bucket, id) VALUES (?, ?)"), true).await?,
+            moderation_record: prepare.cql(format!("SELECT {MODERATION_COLUMNS} FROM {ks}.moderation_records WHERE id = ?"), true).await?,
+            moderation_waiting: prepare.cql(format!("SELECT id FROM {ks}.moderation_waiting WHERE bucket = ? AND id > ? LIMIT ?"), true).await?,
+            resolve_moderation: prepare.cql(format!("UPDATE {ks}.moderation_records SET resolution = ?, resolved_by = ?, resolved_at = ? WHERE id = ? IF resolution = null AND needs_review = true"), false).await?,
+            stop_waiting: prepare.cql(format!("DELETE FROM {ks}.moderation_waiting WHERE bucket = ? AND id = ?"), true).await?,
+            keywords_of: prepare.cql(format!("SELECT keyword FROM {ks}.moderation_keywords WHERE list = ?"), true).await?,
+            add_keyword: prepare.cql(format!("INSERT INTO {ks}.moderation_keywords (list, keyword) VALUES (?, ?)"), true).await?,
+            remove_keyword: prepare.cql(format!("DELETE FROM {ks}.moderation_keywords WHERE list = ? AND keyword = ?"), true).await?,
+        })
+    }
+}
+
 #[async_trait]
 impl Safety for ScyllaStore {
     async fn record_moderation(&self, r: &ModerationRecord) -> StoreResult<()> {
-        let s = &self.statements;
+        let s = &self.statements.safety;
         self.exec(
             &s.record_moderation,
             (
@@ -38,7 +122,7 @@ impl Safety for ScyllaStore {
 
     async fn moderation_record(&self, id: &str) -> StoreResult<Option<ModerationRecord>> {
         let row: Option<ModerationColumns> = self
-            .first(&self.statements.moderation_record, (id,))
+            .first(&self.statements.safety.moderation_record, (id,))
             .await?;
         Ok(row.map(moderation_from_columns))
     }
@@ -60,7 +144,7 @@ impl Safety for ScyllaStore {
             }
             let ids: Vec<(String,)> = self
                 .rows(
-                    &self.statements.moderation_waiting,
+                    &self.statements.safety.moderation_waiting,
                     (&bucket, after.unwrap_or(""), (limit - out.len()) as i32),
                 )
                 .await?;
@@ -87,13 +171,13 @@ impl Safety for ScyllaStore {
         };
         let applied = self
             .claim(
-                &self.statements.resolve_moderation,
+                &self.statements.safety.resolve_moderation,
                 (resolution, by, at, id),
             )
             .await?;
         if applied {
             self.exec(
-                &self.statements.stop_waiting,
+                &self.statements.safety.stop_waiting,
                 (month_bucket(record.created_at), id),
             )
             .await?;
@@ -105,7 +189,7 @@ impl Safety for ScyllaStore {
         let mut out = Vec::new();
         for list in KeywordList::ALL {
             let rows: Vec<(String,)> = self
-                .rows(&self.statements.keywords_of, (list.as_str(),))
+                .rows(&self.statements.safety.keywords_of, (list.as_str(),))
                 .await?;
             out.extend(rows.into_iter().map(|(k,)| (list, k)));
         }
@@ -118,7 +202,7 @@ impl Safety for ScyllaStore {
         keyword: &str,
         present: bool,
     ) -> StoreResult<()> {
-        let s = &self.statements;
+        let s = &self.statements.safety;
         let statement = if present {
             &s.add_keyword
         } else {
@@ -129,7 +213,7 @@ impl Safety for ScyllaStore {
     }
 
     async fn set_block(&self, blocker: &str, blocked: &str, on: bool) -> StoreResult<()> {
-        let s = &self.statements;
+        let s = &self.statements.safety;
         let statement = if on { &s.add_block } else { &s.remove_block };
         self.exec(statement, (blocker, blocked)).await?;
         Ok(())
@@ -139,7 +223,7 @@ impl Safety for ScyllaStore {
         let mut out = Vec::new();
         for (blocker, blocked) in [(a, b), (b, a)] {
             let row: Option<(String,)> = self
-                .first(&self.statements.get_block, (blocker, blocked))
+                .first(&self.statements.safety.get_block, (blocker, blocked))
                 .await?;
             if let Some((who,)) = row {
                 out.push(who);
@@ -150,7 +234,7 @@ impl Safety for ScyllaStore {
     }
 
     async fn append_audit(&self, e: &AuditEntry) -> StoreResult<()> {
-        let s = &self.statements;
+        let s = &self.statements.safety;
         let day = day_bucket(e.at);
         self.exec(
             &s.audit_day,
@@ -198,7 +282,7 @@ impl Safety for ScyllaStore {
             );
             let rows: Vec<ActorColumns> = self
                 .rows(
-                    &self.statements.audit_of_actor,
+                    &self.statements.safety.audit_of_actor,
                     (actor, before_id, limit as i32),
                 )
                 .await?;
@@ -221,7 +305,7 @@ impl Safety for ScyllaStore {
             let day = day_bucket(start - back * DAY_MS);
             let rows: Vec<Columns> = self
                 .rows(
-                    &self.statements.audit_of_day,
+                    &self.statements.safety.audit_of_day,
                     (&day, before_id, (limit - out.len()) as i32),
                 )
                 .await?;
