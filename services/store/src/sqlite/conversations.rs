@@ -16,12 +16,11 @@ impl Conversations for SqliteStore {
             ThreadKey::Order { order_id } => (None, Some(order_id.clone())),
         };
         self.read(move |c| {
-            c.prepare_cached("SELECT id FROM threads WHERE pair_key = ?1 OR order_id = ?2")
-                .and_then(|mut stmt| {
-                    stmt.query_row(params![pair, order], |r| r.get(0))
-                        .optional()
-                })
-                .map_err(backend)
+            select_text(
+                c,
+                "SELECT id FROM threads WHERE pair_key = ?1 OR order_id = ?2",
+                params![pair, order],
+            )
         })
         .await
     }
@@ -37,14 +36,11 @@ impl Conversations for SqliteStore {
                 } => (Some(pair_key(buyer_id, seller_id)), None),
                 ThreadKey::Order { order_id } => (None, Some(order_id.clone())),
             };
-            let existing: Option<String> = tx
-                .query_row(
-                    "SELECT id FROM threads WHERE pair_key = ?1 OR order_id = ?2",
-                    params![pair, order],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(backend)?;
+            let existing = select_text(
+                tx,
+                "SELECT id FROM threads WHERE pair_key = ?1 OR order_id = ?2",
+                params![pair, order],
+            )?;
             let (id, created) = match existing {
                 Some(id) => (id, false),
                 None => {

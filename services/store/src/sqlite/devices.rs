@@ -137,15 +137,12 @@ impl Devices for SqliteStore {
     ) -> StoreResult<Option<String>> {
         let key = (user_id.to_owned(), thread_id.to_owned(), channel.key());
         self.read(move |c| {
-            c.prepare_cached(
+            select_text(
+                c,
                 "SELECT message_id FROM notified_marks \
                  WHERE user_id = ?1 AND thread_id = ?2 AND channel = ?3",
+                params![key.0, key.1, key.2],
             )
-            .and_then(|mut stmt| {
-                stmt.query_row(params![key.0, key.1, key.2], |row| row.get(0))
-                    .optional()
-            })
-            .map_err(backend)
         })
         .await
     }

@@ -320,6 +320,17 @@ pub(crate) fn backend(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) ->
     StoreError::unavailable(Backend::Sqlite, e)
 }
 
+/// The one text column `sql` selects, if a row matches.
+pub(crate) fn select_text(
+    c: &Connection,
+    sql: &str,
+    values: impl rusqlite::Params,
+) -> StoreResult<Option<String>> {
+    c.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.query_row(values, |r| r.get(0)).optional())
+        .map_err(backend)
+}
+
 /// SQLite's extended result code, when `e` came from SQLite.
 pub(crate) fn rusqlite_code(e: &StoreError) -> Option<std::ffi::c_int> {
     match e {
@@ -784,25 +795,19 @@ fn mark_read_in(
     let side = thread
         .side_of(user_id)
         .ok_or(StoreError::NotFound("thread"))?;
-    let exists: Option<String> = tx
-        .query_row(
-            "SELECT id FROM messages WHERE id = ?1 AND thread_id = ?2",
-            params![up_to, thread_id],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(backend)?;
+    let exists = select_text(
+        tx,
+        "SELECT id FROM messages WHERE id = ?1 AND thread_id = ?2",
+        params![up_to, thread_id],
+    )?;
     if exists.is_none() {
         return Err(StoreError::NotFound("message"));
     }
-    let current: Option<String> = tx
-        .query_row(
-            "SELECT up_to FROM read_markers WHERE thread_id = ?1 AND user_id = ?2",
-            params![thread_id, user_id],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(backend)?;
+    let current = select_text(
+        tx,
+        "SELECT up_to FROM read_markers WHERE thread_id = ?1 AND user_id = ?2",
+        params![thread_id, user_id],
+    )?;
     let moved = current.as_deref().is_none_or(|c| up_to > c);
     let marker = if moved {
         up_to.to_owned()
