@@ -58,6 +58,11 @@ scripts/python-tools.sh
 npm ci --prefix web --no-audit --no-fund
 npm run --prefix web/demo test
 
+# The client protocol's machine-readable form (docs/asyncapi.yaml) parses
+# with the official AsyncAPI parser, and the code's own encodings
+# (web/sdk/test/fixtures/v2.json, kept current by cargo test) fit it.
+scripts/asyncapi-check.sh
+
 # A cold build of the workspace and its tests needs about 2 GB of disk
 # (a CI run once died of a full disk mid-link). Incremental compilation only
 # pays off across edits, so a run from here skips its caches (~1.4 GB).

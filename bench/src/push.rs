@@ -110,7 +110,7 @@ pub async fn run(chatd: &std::path::Path, pairs: u32) -> anyhow::Result<PushResu
     let started = Instant::now();
     let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(threads.len());
     for (i, ((_, thread_id), client)) in threads.iter().zip(&clients).enumerate() {
-        let payload = chat_protocol::encode(&chat_protocol::ClientEvent::SendMessage {
+        let payload = chat_protocol::v2::encode(&chat_protocol::v2::Command::Msg {
             client_msg_id: format!("push-bench-{i}"),
             kind: chat_protocol::MessageType::Text,
             content: "Dạ shop còn hàng ạ, bạn đặt luôn nhé".into(),
@@ -118,7 +118,7 @@ pub async fn run(chatd: &std::path::Path, pairs: u32) -> anyhow::Result<PushResu
         sent_at.insert(format!("bench-device-{i}"), Instant::now());
         client
             .publish(
-                chat_protocol::topics::thread_inbound(thread_id),
+                chat_protocol::v2::thread(thread_id),
                 QoS::AtLeastOnce,
                 false,
                 payload,

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chat_protocol::{ClientEvent, MessageType, ServerEvent};
+use chat_protocol::{ClientEvent, MessageType, v2};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, Transport};
@@ -121,7 +121,8 @@ fn payload(stream: u32, seq: u32, sent_us: u64, size: usize) -> Vec<u8> {
     while content.len() < size {
         content.push('x');
     }
-    chat_protocol::encode(&ClientEvent::SendMessage {
+    // Every target carries the same bytes: chatd's v2 `msg`.
+    v2::encode(&v2::Command::Msg {
         client_msg_id: format!("s{stream}q{seq}t{sent_us}"),
         kind: MessageType::Text,
         content,
@@ -214,7 +215,7 @@ impl Participant {
 
     fn publish_topic(&self, kind: Kind) -> String {
         match kind {
-            Kind::Chatd => chat_protocol::topics::thread_inbound(&self.thread),
+            Kind::Chatd => v2::thread(&self.thread),
             Kind::ChatdRaw => format!("bench/{}", self.thread),
             Kind::Mosquitto => chat_protocol::topics::thread(&self.thread),
         }
@@ -257,13 +258,12 @@ async fn connect(
     let mut network = rumqttc::NetworkOptions::new();
     network.set_tcp_nodelay(true);
     eventloop.set_network_options(network);
-    let mut filters = vec![match shared.kind {
+    // chatd (v2): everything for a user on one topic.
+    let filters = vec![match shared.kind {
         Kind::ChatdRaw => who.publish_topic(Kind::ChatdRaw),
-        _ => chat_protocol::topics::thread(&who.thread),
+        Kind::Chatd => v2::user(&user),
+        Kind::Mosquitto => chat_protocol::topics::thread(&who.thread),
     }];
-    if shared.kind == Kind::Chatd {
-        filters.push(chat_protocol::topics::user(&user));
-    }
     for filter in &filters {
         client.subscribe(filter, QoS::AtLeastOnce).await?;
     }
@@ -343,20 +343,26 @@ async fn receive_loop(
             }
             Event::Incoming(Packet::Publish(p)) => {
                 let text = match shared.kind {
-                    Kind::Mosquitto | Kind::ChatdRaw => {
-                        match chat_protocol::decode_client(&p.payload) {
-                            Ok(ClientEvent::SendMessage { content, .. }) => Some(content),
-                            _ => None,
-                        }
-                    }
-                    Kind::Chatd => match chat_protocol::decode_server(&p.payload) {
-                        Ok(ServerEvent::MessageNew { message }) => Some(message.content),
-                        Ok(ServerEvent::MessageSentAck {
-                            client_msg_id,
-                            error,
+                    Kind::Mosquitto | Kind::ChatdRaw => match v2::decode_command(&p.payload) {
+                        Ok(ClientEvent::SendMessage { content, .. }) => Some(content),
+                        _ => None,
+                    },
+                    Kind::Chatd => match v2::decode_event(&p.payload) {
+                        // MQTT 3.1.1 has no No Local: our own copy, with
+                        // our key, is the ack.
+                        Ok(v2::Event::Msg(v2::Msg {
+                            client_msg_id: Some(key),
                             ..
+                        })) => {
+                            let sent = parse_marker(&key).map(|(_, _, sent)| sent);
+                            acked(&shared, sent, window.as_deref()).await;
+                            None
+                        }
+                        Ok(v2::Event::Msg(msg)) => Some(msg.content),
+                        Ok(v2::Event::Ack {
+                            client_msg_id, err, ..
                         }) => {
-                            let sent = if error.is_some() {
+                            let sent = if err.is_some() {
                                 shared.errors.fetch_add(1, Ordering::Relaxed);
                                 None
                             } else {
@@ -365,7 +371,7 @@ async fn receive_loop(
                             acked(&shared, sent, window.as_deref()).await;
                             None
                         }
-                        Ok(ServerEvent::Error { .. }) => {
+                        Ok(v2::Event::Error { .. }) => {
                             shared.errors.fetch_add(1, Ordering::Relaxed);
                             None
                         }

@@ -356,6 +356,8 @@ impl Target {
                 .env("CHAT_RATE_LIMITS__REST_BURST", "10000000")
                 // Thousands of clients connect from 127.0.0.1.
                 .env("CHAT_RATE_LIMITS__CONNECTS_PER_MINUTE_PER_IP", "0")
+                // The bench speaks v2 only.
+                .env("CHAT_MQTT__PROTOCOL_V1", "false")
                 .envs(env.iter().map(|(k, v)| (k, v)))
                 .stdout(Stdio::from(log.try_clone()?))
                 .stderr(Stdio::from(log))

@@ -67,6 +67,11 @@ pub struct BrokerConfig {
     /// Interval; "never" is cut to this): an offline session holds up to
     /// `max_mqueue_len` messages until it expires.
     pub max_session_expiry_secs: u64,
+    /// Speak protocol v1 beside v2 (`docs/protocol.md`): v1 topics
+    /// (`thread/<id>`, `thread/<id>/in`, `user/<id>`) and v1 events are
+    /// published for every message. `false`: v2 only; a v1 publish is
+    /// answered `unsupported_version`, a v1 subscription refused.
+    pub protocol_v1: bool,
 }
 
 /// Longest client id accepted (`<user id>[:<device>]`); longer ones are
@@ -87,6 +92,7 @@ impl Default for BrokerConfig {
             busy_check: false,
             allow_loadtest: false,
             max_session_expiry_secs: 2 * 86_400,
+            protocol_v1: true,
         }
     }
 }

@@ -21,9 +21,8 @@ impl BrokerOutbound {
     }
 }
 
-#[async_trait]
-impl Outbound for BrokerOutbound {
-    async fn publish(&self, topic: String, payload: Vec<u8>, qos: Qos) {
+impl BrokerOutbound {
+    async fn forward(&self, from: Id, topic: String, payload: Vec<u8>, qos: Qos) {
         chat_ops::metrics().message_out(&topic);
         let publish = CodecPublish {
             dup: false,
@@ -38,9 +37,23 @@ impl Outbound for BrokerOutbound {
             properties: None,
         };
         let publish = Publish::from(publish).create_time(chat_core::now_millis());
-        let from = From::from_system(self.from.clone());
+        let from = From::from_system(from);
         if let Err(e) = SessionState::forwards(&self.scx, from, publish, false, None).await {
             tracing::warn!(error = %e, "server publish failed");
         }
+    }
+}
+
+#[async_trait]
+impl Outbound for BrokerOutbound {
+    async fn publish(&self, topic: String, payload: Vec<u8>, qos: Qos) {
+        self.forward(self.from.clone(), topic, payload, qos).await
+    }
+
+    /// The router's No Local check compares node and client id
+    /// (`vendor/rmqtt/PATCHED.md`, change 9).
+    async fn publish_as(&self, topic: String, payload: Vec<u8>, qos: Qos, connection: &str) {
+        let from = Id::from(self.scx.node.id(), ByteString::from(connection));
+        self.forward(from, topic, payload, qos).await
     }
 }

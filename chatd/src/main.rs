@@ -647,6 +647,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         push,
         // Whoever gets a demo token talks to the demo shops, not to real users.
         sandbox_prefix: demo.is_some().then(|| demo::ID_PREFIX.to_owned()),
+        protocol_v1: config.mqtt.protocol_v1,
     }));
     if let Some(queue) = &queue {
         ops::sample_queue_depth(queue.clone());

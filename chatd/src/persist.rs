@@ -26,7 +26,7 @@ use chat_broker::{PERSIST_FILTER, PERSIST_GROUP, PERSIST_PREFIX};
 use chat_core::bus::InProcessBus;
 use chat_core::membership::MembershipCache;
 use chat_core::outbound::{Outbound, Qos};
-use chat_core::service::{ChatService, Deps, PushRoute};
+use chat_core::service::{ChatService, Deps, PushRoute, Reply};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -55,13 +55,16 @@ impl Poison {
         sender: &str,
         payload: &[u8],
         why: &str,
+        reply: Reply,
     ) {
         let kept = poison::keep(&self.data_dir, thread, sender, payload);
         let why = match kept {
             Some(path) => format!("{why} (worker {}, kept in {})", self.worker, path.display()),
             None => format!("{why} (worker {}, payload not kept)", self.worker),
         };
-        service.dead_letter(sender, thread, payload, &why).await;
+        service
+            .dead_letter(sender, thread, payload, &why, reply)
+            .await;
     }
 }
 
@@ -83,12 +86,19 @@ impl Outbound for MqttOutbound {
     }
 }
 
-/// `svc/persist/<thread>/<sender>` → (thread, sender).
-fn parse_handover(topic: &str) -> Option<(&str, &str)> {
+/// `svc/persist/<thread>/<sender>` (a v1 publish) or
+/// `svc/persist/<thread>/<sender>/v2` → (thread, sender, how to answer).
+fn parse_handover(topic: &str) -> Option<(&str, &str, Reply)> {
     let rest = topic.strip_prefix(PERSIST_PREFIX)?;
-    let (thread, sender) = rest.split_once('/')?;
+    let mut levels = rest.split('/');
+    let (thread, sender) = (levels.next()?, levels.next()?);
+    let reply = match (levels.next(), levels.next()) {
+        (None, _) => Reply::V1,
+        (Some("v2"), None) => Reply::V2,
+        _ => return None,
+    };
     (chat_protocol::topics::is_valid_id(thread) && chat_protocol::topics::is_valid_id(sender))
-        .then_some((thread, sender))
+        .then_some((thread, sender, reply))
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -175,6 +185,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         attachments: Some(crate::open_attachments(&config)?),
         push,
         sandbox_prefix: None,
+        protocol_v1: config.mqtt.protocol_v1,
     }));
     let filter = format!("$share/{PERSIST_GROUP}/{PERSIST_FILTER}");
     tracing::info!(client_id, broker = %persist.broker, filter, "persistence worker starting");
@@ -236,7 +247,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             Event::Incoming(Packet::Publish(publish)) => {
                 let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-                let Some((thread, _)) = parse_handover(&topic) else {
+                let Some((thread, _, _)) = parse_handover(&topic) else {
                     tracing::warn!(topic, "unexpected topic; dropping");
                     client.ack(&publish).await.ok();
                     continue;
@@ -338,8 +349,8 @@ fn spawn_thread_queue(
         while let Ok(Some(publish)) = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await
         {
             let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-            if let Some((thread, sender)) = parse_handover(&topic) {
-                process(&service, &poison, &publish, thread, sender).await;
+            if let Some((thread, sender, reply)) = parse_handover(&topic) {
+                process(&service, &poison, &publish, thread, sender, reply).await;
             }
             // Only now may the broker forget it.
             if let Err(e) = client.ack(&publish).await {
@@ -357,6 +368,7 @@ async fn process(
     publish: &Publish,
     thread: &str,
     sender: &str,
+    reply: Reply,
 ) {
     // Only a redelivery can be one that crashed us: first deliveries skip
     // the ledger (and its fsync).
@@ -382,7 +394,7 @@ async fn process(
             tokio::spawn(async move {
                 poison::inject_fault(&payload);
                 service
-                    .handle_inbound(&sender, None, &thread, &payload)
+                    .handle_command(&sender, None, &thread, &payload, reply)
                     .await;
             })
         };
@@ -396,6 +408,7 @@ async fn process(
                         sender,
                         &publish.payload,
                         "processing panicked",
+                        reply,
                     )
                     .await;
             }
@@ -409,6 +422,7 @@ async fn process(
                 sender,
                 &publish.payload,
                 "delivered more than persist.max_deliveries times: it crashes the worker",
+                reply,
             )
             .await;
     }
@@ -420,12 +434,21 @@ async fn process(
 #[cfg(test)]
 mod tests {
     use super::parse_handover;
+    use chat_core::service::Reply;
 
     #[test]
     fn handover_topics() {
-        assert_eq!(parse_handover("svc/persist/t-1/u-1"), Some(("t-1", "u-1")));
+        assert_eq!(
+            parse_handover("svc/persist/t-1/u-1"),
+            Some(("t-1", "u-1", Reply::V1))
+        );
+        assert_eq!(
+            parse_handover("svc/persist/t-1/u-1/v2"),
+            Some(("t-1", "u-1", Reply::V2))
+        );
         assert_eq!(parse_handover("svc/persist/t-1"), None);
         assert_eq!(parse_handover("svc/persist/t-1/u/x"), None);
+        assert_eq!(parse_handover("svc/persist/t-1/u/v2/x"), None);
         assert_eq!(parse_handover("thread/t-1/in"), None);
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod shape;
 pub mod topics;
+pub mod v2;
 
 use serde::{Deserialize, Serialize};
 

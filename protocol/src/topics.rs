@@ -37,6 +37,10 @@ pub enum Topic<'a> {
     User(&'a str),
     Thread(&'a str),
     ThreadInbound(&'a str),
+    /// v2: `u/<user>`, everything the server says to a user.
+    Inbox(&'a str),
+    /// v2: `t/<thread>`, a participant's commands.
+    Commands(&'a str),
     /// Anything else, wildcards and `$SYS` included.
     Other,
 }
@@ -49,10 +53,20 @@ pub fn parse(topic: &str) -> Topic<'_> {
         (Some("user"), Some(id), None, None) => Topic::User(id),
         (Some("thread"), Some(id), None, None) => Topic::Thread(id),
         (Some("thread"), Some(id), Some("in"), None) => Topic::ThreadInbound(id),
+        (Some("u"), Some(id), None, None) => Topic::Inbox(id),
+        (Some("t"), Some(id), None, None) => Topic::Commands(id),
         _ => return Topic::Other,
     };
     match parsed {
-        Topic::User(id) | Topic::Thread(id) | Topic::ThreadInbound(id) if is_valid_id(id) => parsed,
+        Topic::User(id)
+        | Topic::Thread(id)
+        | Topic::ThreadInbound(id)
+        | Topic::Inbox(id)
+        | Topic::Commands(id)
+            if is_valid_id(id) =>
+        {
+            parsed
+        }
         _ => Topic::Other,
     }
 }
@@ -66,6 +80,8 @@ mod tests {
         assert_eq!(parse("user/u1"), Topic::User("u1"));
         assert_eq!(parse("thread/t-1"), Topic::Thread("t-1"));
         assert_eq!(parse("thread/t-1/in"), Topic::ThreadInbound("t-1"));
+        assert_eq!(parse("u/u1"), Topic::Inbox("u1"));
+        assert_eq!(parse("t/t-1"), Topic::Commands("t-1"));
         for bad in [
             "#",
             "+",
@@ -80,6 +96,10 @@ mod tests {
             "thread/t/in/x",
             "",
             "/user/u1",
+            "u/+",
+            "t/#",
+            "u/u1/x",
+            "t/",
         ] {
             assert_eq!(parse(bad), Topic::Other, "{bad}");
         }

@@ -19,6 +19,7 @@ mod moderation;
 mod notify;
 mod openapi;
 mod ops;
+mod protocol_v2;
 mod push;
 mod scylla;
 mod security;

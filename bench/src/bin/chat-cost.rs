@@ -19,9 +19,11 @@ use chat_core::moderation::{Moderation, ModerationConfig};
 use chat_core::outbound::{Outbound, Qos};
 use chat_core::presence::LocalPresence;
 use chat_core::ratelimit::{RateLimitConfig, RateLimiter};
-use chat_core::service::{AfterInbound, ChatService, Deps, Limits, OpenFrom, PushRoute, Record};
+use chat_core::service::{
+    AfterInbound, ChatService, Deps, Limits, OpenFrom, PubackAnswer, PushRoute, Record, Reply,
+};
 use chat_core::store::ChatStore;
-use chat_protocol::{ClientEvent, MessageType, ServerEvent};
+use chat_protocol::{MessageType, v2};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -71,14 +73,18 @@ impl Outbound for Counting {
         if !self.verify {
             return;
         }
-        match chat_protocol::decode_server(&payload) {
-            Ok(ServerEvent::MessageSentAck { error: None, .. }) => {
-                self.acks.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(ServerEvent::MessageSentAck { .. } | ServerEvent::Error { .. }) | Err(_) => {
+        // A refusal would come back as an event; stored messages go out
+        // as `msg` copies (their acks are the PUBACKs, counted below).
+        match v2::decode_event(&payload) {
+            Ok(
+                v2::Event::Msg(_)
+                | v2::Event::Thread(_)
+                | v2::Event::Read { .. }
+                | v2::Event::Masked { .. },
+            ) => {}
+            Ok(_) | Err(_) => {
                 self.refusals.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(_) => {}
         }
     }
 }
@@ -142,6 +148,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         attachments: None,
         push: PushRoute::Nowhere,
         sandbox_prefix: None,
+        protocol_v1: false,
     });
     let platform = claims("platform", Role::Platform);
     let (buyer, seller) = ("buyer-1", "shop-1");
@@ -164,16 +171,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for i in 0..args.warm_up + args.sends {
         // Both sides write, so the thread turns and unread counts move.
         let from = if i % 3 == 2 { seller } else { buyer };
-        let payload = chat_protocol::encode(&ClientEvent::SendMessage {
+        let payload = v2::encode(&v2::Command::Msg {
             client_msg_id: format!("c-{i}"),
             kind: MessageType::Text,
             content: TEXTS[i % TEXTS.len()].into(),
         });
         let connection = format!("{from}:phone");
-        let after = service
-            .handle_inbound(from, Some(&connection), &thread.id, &payload)
+        // v2 over MQTT 5: the PUBACK answers, as on a phone.
+        let handled = service
+            .handle_command(from, Some(&connection), &thread.id, &payload, Reply::Puback)
             .await;
-        anyhow::ensure!(after == AfterInbound::Keep, "send {i}: {after:?}");
+        anyhow::ensure!(handled.after == AfterInbound::Keep, "send {i}: {handled:?}");
+        if matches!(handled.puback, Some(PubackAnswer::Stored { .. })) {
+            outbound.acks.fetch_add(1, Ordering::Relaxed);
+        }
     }
     if args.verify {
         let (acks, refusals) = (

@@ -120,9 +120,13 @@ impl ChatHooks {
 
     async fn may_subscribe(&self, user_id: &str, filter: &str) -> bool {
         match topics::parse(filter) {
+            Topic::Inbox(id) => id == user_id,
+            // Open without v1 too: where a v1 client is told it is gone.
             Topic::User(id) => id == user_id,
-            Topic::Thread(id) => self.is_member(id, user_id).await == Ok(true),
-            Topic::ThreadInbound(_) | Topic::Other => false,
+            Topic::Thread(id) => {
+                self.service.speaks_v1() && self.is_member(id, user_id).await == Ok(true)
+            }
+            Topic::ThreadInbound(_) | Topic::Commands(_) | Topic::Other => false,
         }
     }
 

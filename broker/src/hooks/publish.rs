@@ -3,6 +3,8 @@
 //! the persistence workers), everything else is refused.
 
 use super::*;
+use chat_core::service::{Handled, PubackAnswer, Reply};
+use chat_protocol::v2::puback;
 
 impl ChatHooks {
     pub(super) async fn check_publish(
@@ -26,120 +28,186 @@ impl ChatHooks {
         if self.is_service(&client_id) {
             // A worker publishes processed events to their topics.
             return match topic {
-                Topic::Thread(_) | Topic::User(_) => PublishAclResult::allow(),
+                Topic::Thread(_) | Topic::User(_) | Topic::Inbox(_) => PublishAclResult::allow(),
                 _ => PublishAclResult::rejected(false, None),
             };
         }
         let user_id = user_of_client_id(&client_id).to_owned();
-        // Allowed: a member's publish, answered by the chat service (its
-        // PUBACK is success even when the answer is a refusal: the refusal
-        // is the ack or error event). Rejected: others.
-        let (allowed, after) = match topic {
-            Topic::ThreadInbound(thread_id) => {
-                self.inbound(
-                    &user_id,
-                    &client_id,
-                    thread_id,
-                    &topic_name,
-                    &publish.payload,
-                )
-                .await
-            }
-            _ => (
-                false,
-                self.refuse_topic(&user_id, &client_id, &topic_name, ErrorCode::Forbidden)
-                    .await,
-            ),
+        // v2 over MQTT 5 at QoS 1, handled here: the PUBACK answers.
+        let v5 = session.protocol().await.is_ok_and(|p| p == 5);
+        let acked = publish.qos != rmqtt::codec::types::QoS::AtMostOnce;
+        let v2_reply = if v5 && acked && self.inbound == Inbound::InProcess {
+            Reply::Puback
+        } else {
+            Reply::V2
         };
-        if after == AfterInbound::Disconnect {
+        let handled = match topic {
+            Topic::ThreadInbound(thread_id) => {
+                self.inbound(&user_id, &client_id, thread_id, &publish.payload, Reply::V1)
+                    .await
+            }
+            Topic::Commands(thread_id) => {
+                self.inbound(&user_id, &client_id, thread_id, &publish.payload, v2_reply)
+                    .await
+            }
+            _ => {
+                // Answered in the protocol the topic looks like.
+                let reply = if self.service.speaks_v1() && !looks_v2(&topic_name) {
+                    Reply::V1
+                } else {
+                    v2_reply
+                };
+                self.service
+                    .refuse_topic(
+                        &user_id,
+                        &client_id,
+                        &topic_name,
+                        ErrorCode::Forbidden,
+                        reply,
+                    )
+                    .await
+            }
+        };
+        if handled.after == AfterInbound::Disconnect {
             self.disconnect(session, DisconnectReasonCode::MessageRateTooHigh);
         }
-        if allowed {
-            PublishAclResult::allow()
-        } else {
-            PublishAclResult::rejected(false, None)
+        match handled.puback {
+            None => PublishAclResult::handled(Vec::new()),
+            Some(PubackAnswer::Stored { id, created_at }) => PublishAclResult::handled(vec![
+                (puback::ID.into(), id.into()),
+                (puback::TS.into(), created_at.to_string().into()),
+            ]),
+            Some(PubackAnswer::Refused {
+                code,
+                message,
+                retry_after_ms,
+            }) => {
+                let mut properties = vec![(puback::CODE.into(), code.as_str().into())];
+                if let Some(retry) = retry_after_ms {
+                    properties.push((puback::RETRY.into(), retry.to_string().into()));
+                }
+                PublishAclResult(rmqtt::types::PublishResult {
+                    reason_code: refusal_reason(code),
+                    properties,
+                    reason_string: (!message.is_empty()).then(|| message.into()),
+                    disconnect: false,
+                    handled: false,
+                })
+            }
         }
     }
 
-    /// A person's publish to `thread/<thread_id>/in`: whether the broker
-    /// accepts it, and what to do with the connection after.
+    /// A person's publish to one of their threads: membership, then the
+    /// chat service here or the hand-over to the workers.
     async fn inbound(
         &self,
         user_id: &str,
         client_id: &str,
         thread_id: &str,
-        topic: &str,
         payload: &[u8],
-    ) -> (bool, AfterInbound) {
+        reply: Reply,
+    ) -> Handled {
+        let topic = if reply.is_v1() {
+            topics::thread_inbound(thread_id)
+        } else {
+            chat_protocol::v2::thread(thread_id)
+        };
         match self.is_member(thread_id, user_id).await {
             Ok(true) => {}
             Ok(false) => {
-                let after = self
-                    .refuse_topic(user_id, client_id, topic, ErrorCode::Forbidden)
+                return self
+                    .service
+                    .refuse_topic(user_id, client_id, &topic, ErrorCode::Forbidden, reply)
                     .await;
-                return (false, after);
             }
             Err(code) => {
                 // Retry later: a send gets its ack.
-                let send = chat_protocol::send_reference(payload);
-                let after = self
+                let send = if reply.is_v1() {
+                    chat_protocol::send_reference(payload)
+                } else {
+                    chat_protocol::v2::send_reference(payload)
+                };
+                return self
                     .service
-                    .refuse(user_id, Some(client_id), thread_id, code, send, None, None)
+                    .refuse(
+                        user_id,
+                        Some(client_id),
+                        thread_id,
+                        code,
+                        send,
+                        None,
+                        None,
+                        reply,
+                    )
                     .await;
-                return (false, after);
             }
         }
-        let after = match self.inbound {
+        match self.inbound {
             Inbound::InProcess => {
                 self.service
-                    .handle_inbound(user_id, Some(client_id), thread_id, payload)
+                    .handle_command(user_id, Some(client_id), thread_id, payload, reply)
                     .await
             }
             Inbound::Workers => {
                 // The budgets are the gateway's: it holds the connection.
                 // Whatever does not decode is the worker's to refuse.
-                let within = match chat_protocol::decode_client(payload) {
+                let decoded = if reply.is_v1() {
+                    chat_protocol::decode_client(payload)
+                } else {
+                    chat_protocol::v2::decode_command(payload)
+                };
+                let within = match decoded {
                     Ok(event) => {
                         self.service
-                            .within_budget(user_id, client_id, thread_id, &event)
+                            .within_budget_for(user_id, client_id, thread_id, &event, reply)
                             .await
                     }
                     Err(_) => Ok(()),
                 };
                 match within {
                     Ok(()) => {
-                        self.hand_to_workers(user_id, thread_id, payload).await;
-                        AfterInbound::Keep
+                        self.hand_to_workers(user_id, thread_id, payload, reply)
+                            .await;
+                        Handled::keep(None)
                     }
-                    Err(after) => after,
+                    Err(refused) => refused,
                 }
             }
-        };
-        (true, after)
+        }
     }
 
     /// Hands an allowed inbound publish to the persistence workers.
-    pub(super) async fn hand_to_workers(&self, user_id: &str, thread_id: &str, payload: &[u8]) {
+    pub(super) async fn hand_to_workers(
+        &self,
+        user_id: &str,
+        thread_id: &str,
+        payload: &[u8],
+        reply: Reply,
+    ) {
         use chat_core::outbound::Outbound;
+        let version = if reply.is_v1() { "" } else { "/v2" };
         self.handover
             .publish(
-                format!("{PERSIST_PREFIX}{thread_id}/{user_id}"),
+                format!("{PERSIST_PREFIX}{thread_id}/{user_id}{version}"),
                 payload.to_vec(),
                 chat_core::outbound::Qos::AtLeastOnce,
             )
             .await;
     }
+}
 
-    /// A refused publish to `topic`, logged with the topic cut short.
-    pub(super) async fn refuse_topic(
-        &self,
-        user_id: &str,
-        client_id: &str,
-        topic: &str,
-        code: ErrorCode,
-    ) -> AfterInbound {
-        self.service
-            .refuse_topic(user_id, client_id, topic, code)
-            .await
+/// Whether a refused topic is in v2's family (`t/…`, `u/…`).
+fn looks_v2(topic: &str) -> bool {
+    topic.starts_with("t/") || topic.starts_with("u/")
+}
+
+/// The PUBACK reason code of a refusal (`chat_protocol::v2::puback`).
+fn refusal_reason(code: ErrorCode) -> rmqtt::codec::v5::PublishAckReason {
+    use rmqtt::codec::v5::PublishAckReason as R;
+    match puback::reason_code(code) {
+        0x99 => R::PayloadFormatInvalid,
+        0x87 => R::NotAuthorized,
+        0x97 => R::QuotaExceeded,
+        _ => R::UnspecifiedError,
     }
 }

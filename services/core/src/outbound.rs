@@ -16,6 +16,15 @@ pub trait Outbound: Send + Sync + 'static {
     /// Publishes `payload` on `topic` to whoever subscribes. Must not wait
     /// on the subscribers; errors are logged by the implementation.
     async fn publish(&self, topic: String, payload: Vec<u8>, qos: Qos);
+
+    /// [`Outbound::publish`] on behalf of the MQTT client `connection`:
+    /// an MQTT 5 subscription with No Local on that connection does not
+    /// get it (a sender's own copy, already answered by its PUBACK).
+    /// Outbounds that are not the broker publish as usual.
+    async fn publish_as(&self, topic: String, payload: Vec<u8>, qos: Qos, connection: &str) {
+        let _ = connection;
+        self.publish(topic, payload, qos).await
+    }
 }
 
 /// Which topics this node's MQTT clients subscribe to. The broker reports

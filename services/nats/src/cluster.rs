@@ -211,6 +211,22 @@ impl Outbound for NatsBackbone {
         let subject = subject_for(&topic);
         let headers = self.headers(&topic, qos);
         self.local.publish(topic, payload.clone(), qos).await;
+        self.cross(subject, headers, payload).await
+    }
+
+    /// The connection is on this node: the other nodes deliver as usual.
+    async fn publish_as(&self, topic: String, payload: Vec<u8>, qos: Qos, connection: &str) {
+        let subject = subject_for(&topic);
+        let headers = self.headers(&topic, qos);
+        self.local
+            .publish_as(topic, payload.clone(), qos, connection)
+            .await;
+        self.cross(subject, headers, payload).await
+    }
+}
+
+impl NatsBackbone {
+    async fn cross(&self, subject: String, headers: HeaderMap, payload: Vec<u8>) {
         if let Err(e) = self
             .client
             .publish_with_headers(subject, headers, payload.into())

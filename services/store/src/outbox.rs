@@ -291,6 +291,7 @@ mod tests {
                     PushRoute::Nowhere
                 },
                 sandbox_prefix: None,
+                protocol_v1: true,
             })
         };
         let send = |cmid: &str| {

@@ -195,7 +195,11 @@ impl DefaultRouter {
                 for (client_id, (id, opts)) in rels.iter() {
                     if let Some(no_local) = opts.no_local() {
                         //MQTT V5: No Local
-                        if no_local && &this_id == id {
+                        // PATCHED(chatd): the spec compares Client Identifiers
+                        // [MQTT-3.8.3-3]; `Id` equality also compares addresses and
+                        // the connection time, so a server publish made on behalf
+                        // of a client could never match.
+                        if no_local && this_id.node_id == id.node_id && this_id.client_id == id.client_id {
                             continue;
                         }
                     }

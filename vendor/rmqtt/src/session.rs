@@ -1102,6 +1102,13 @@ impl SessionState {
             };
         }
 
+        // PATCHED(chatd): answered by the hook, nothing to route.
+        if acl_result.0.handled {
+            let mut pub_res = acl_result.pub_res();
+            pub_res.handled = false;
+            return Ok(pub_res);
+        }
+
         let message_storage_available = {
             #[cfg(feature = "msgstore")]
             {

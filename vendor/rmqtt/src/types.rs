@@ -415,6 +415,12 @@ impl PublishAclResult {
         ))
     }
 
+    // PATCHED(chatd): see `PublishResult::handled`.
+    #[inline]
+    pub fn handled(properties: UserProperties) -> Self {
+        PublishAclResult(PublishResult { properties, handled: true, ..Default::default() })
+    }
+
     #[inline]
     pub fn is_allow(&self) -> bool {
         matches!(self.0.reason_code, PublishAckReason::Success)
@@ -1565,6 +1571,11 @@ pub struct PublishResult {
     pub properties: UserProperties,
     pub reason_string: Option<ByteString>,
     pub disconnect: IsDisconnect,
+    // PATCHED(chatd): the ACL hook answered the publish itself (chatd's
+    // chat service stored it): it is not routed, and its PUBACK carries
+    // the hook's properties.
+    #[serde(default)]
+    pub handled: bool,
 }
 
 impl PublishResult {
@@ -1595,6 +1606,7 @@ impl Default for PublishResult {
             properties: UserProperties::default(),
             reason_string: None,
             disconnect: false,
+            handled: false,
         }
     }
 }
@@ -2458,49 +2470,56 @@ impl std::convert::From<Reason> for PublishResult {
                 properties: UserProperties::default(),
                 reason_string: Some("Message queue full".into()),
                 disconnect: false,
-            },
+
+            handled: false,},
 
             InflightWindowFull => Self {
                 reason_code: QuotaExceeded,
                 properties: UserProperties::default(),
                 reason_string: Some("Inflight window full".into()),
                 disconnect: false,
-            },
+
+            handled: false,},
 
             SubscribeRefused | DelayedPublishRefused => Self {
                 reason_code: ImplementationSpecificError,
                 properties: UserProperties::default(),
                 reason_string: Some("Publish refused".into()),
                 disconnect: false,
-            },
+
+            handled: false,},
 
             MessageExpiration => Self {
                 reason_code: UnspecifiedError,
                 properties: UserProperties::default(),
                 reason_string: Some("Message expired".into()),
                 disconnect: true,
-            },
+
+            handled: false,},
 
             ProtocolError(msg) => Self {
                 reason_code: UnspecifiedError,
                 properties: UserProperties::default(),
                 reason_string: Some(format!("Protocol error: {msg}").into()),
                 disconnect: true,
-            },
+
+            handled: false,},
 
             Error(msg) => Self {
                 reason_code: ImplementationSpecificError,
                 properties: UserProperties::default(),
                 reason_string: Some(msg),
                 disconnect: true,
-            },
+
+            handled: false,},
 
             MqttError(_) => Self {
                 reason_code: UnspecifiedError,
                 properties: UserProperties::default(),
                 reason_string: Some("MQTT internal error".into()),
                 disconnect: true,
-            },
+
+            handled: false,},
 
             ConnectDisconnect(_)
             | ConnectReadWriteTimeout
@@ -2518,7 +2537,8 @@ impl std::convert::From<Reason> for PublishResult {
                 properties: UserProperties::default(),
                 reason_string: Some("Connection or session related error".into()),
                 disconnect: true,
-            },
+
+            handled: false,},
         }
     }
 }

@@ -3,14 +3,8 @@
 use super::*;
 
 impl ChatService {
-    /// Handles a payload a participant published to `thread/<id>/in`. The
-    /// caller has checked membership; every outcome, good or bad, is told
-    /// to the sender on `user/<id>`.
-    /// One publish to `thread/<id>/in`, already allowed by the broker's ACL.
-    /// `connection` is the MQTT client id it came on (`None` from a
-    /// persistence worker): sends, typing and receipts each spend their own
-    /// budget of it, and refusals beyond its refusal budget go unanswered,
-    /// then close it.
+    /// A v1 publish to `thread/<id>/in`: [`ChatService::handle_command`]
+    /// answered in v1.
     pub async fn handle_inbound(
         &self,
         user_id: &str,
@@ -18,7 +12,45 @@ impl ChatService {
         thread_id: &str,
         payload: &[u8],
     ) -> AfterInbound {
-        let topic = topics::thread_inbound(thread_id);
+        self.handle_command(user_id, connection, thread_id, payload, Reply::V1)
+            .await
+            .after
+    }
+
+    /// One publish of a participant to one of their threads (v1
+    /// `thread/<id>/in`, v2 `t/<id>`), already allowed by the broker's
+    /// ACL. The caller has checked membership; every outcome, good or bad,
+    /// is answered as `reply` says. `connection` is the MQTT client id it
+    /// came on (`None` from a persistence worker): sends, typing and
+    /// receipts each spend their own budget of it, and refusals beyond its
+    /// refusal budget go unanswered, then close it.
+    pub async fn handle_command(
+        &self,
+        user_id: &str,
+        connection: Option<&str>,
+        thread_id: &str,
+        payload: &[u8],
+        reply: Reply,
+    ) -> Handled {
+        let reference_of = |payload: &[u8]| match reply {
+            Reply::V1 => chat_protocol::send_reference(payload),
+            Reply::V2 | Reply::Puback => chat_protocol::v2::send_reference(payload),
+        };
+        if reply.is_v1() && !self.v1 {
+            let send = reference_of(payload);
+            return self
+                .refuse(
+                    user_id,
+                    connection,
+                    thread_id,
+                    ErrorCode::UnsupportedVersion,
+                    send,
+                    None,
+                    None,
+                    reply,
+                )
+                .await;
+        }
         if payload.len() > self.limits.max_payload_bytes {
             tracing::debug!(
                 user_id,
@@ -26,7 +58,7 @@ impl ChatService {
                 size = payload.len(),
                 "inbound too large"
             );
-            let send = chat_protocol::send_reference(payload);
+            let send = reference_of(payload);
             return self
                 .refuse(
                     user_id,
@@ -36,15 +68,20 @@ impl ChatService {
                     send,
                     None,
                     None,
+                    reply,
                 )
                 .await;
         }
-        let event = match chat_protocol::decode_client(payload) {
+        let decoded = match reply {
+            Reply::V1 => chat_protocol::decode_client(payload),
+            Reply::V2 | Reply::Puback => chat_protocol::v2::decode_command(payload),
+        };
+        let event = match decoded {
             Ok(event) => event,
             Err(e) => {
                 // Its detail may quote the payload: not at info.
                 tracing::debug!(user_id, thread_id, error = ?e, "inbound does not decode");
-                let send = chat_protocol::send_reference(payload);
+                let send = reference_of(payload);
                 let reference = match &e {
                     DecodeError::UnknownEvent(name)
                     | DecodeError::InvalidField { event: name, .. } => {
@@ -61,18 +98,19 @@ impl ChatService {
                         send,
                         reference,
                         None,
+                        reply,
                     )
                     .await;
             }
         };
         if let Some(connection) = connection
-            && let Err(after) = self
-                .within_budget(user_id, connection, thread_id, &event)
+            && let Err(refused) = self
+                .within_budget_for(user_id, connection, thread_id, &event, reply)
                 .await
         {
-            return after;
+            return refused;
         }
-        match event {
+        let puback = match event {
             ClientEvent::SendMessage {
                 client_msg_id,
                 kind,
@@ -80,47 +118,92 @@ impl ChatService {
             } => {
                 let metrics = chat_ops::metrics();
                 let received = Instant::now();
-                match self
-                    .send_message(user_id, thread_id, &client_msg_id, kind, content)
+                let answer = match self
+                    .send_message_via(
+                        user_id,
+                        thread_id,
+                        &client_msg_id,
+                        kind,
+                        content,
+                        reply,
+                        connection,
+                    )
                     .await
                 {
                     Ok(appended) => {
                         if !appended.duplicate {
                             metrics.messages_in.inc();
                         }
+                        (reply == Reply::Puback).then(|| PubackAnswer::Stored {
+                            id: appended.message.id.clone(),
+                            created_at: appended.message.created_at,
+                        })
                     }
                     Err(e) => {
                         tracing::info!(user_id, thread_id, client_msg_id, error = %e, "send refused");
-                        metrics.publish_refused(e.code().as_str());
-                        self.send_failed(
+                        self.answer_refusal(
                             user_id,
                             thread_id,
-                            client_msg_id,
                             e.code(),
+                            Some(client_msg_id),
+                            None,
+                            None,
                             e.retry_after_ms(),
+                            reply,
                         )
-                        .await;
+                        .await
                     }
-                }
+                };
                 metrics
                     .ack_latency
                     .observe(received.elapsed().as_secs_f64());
+                answer
             }
             ClientEvent::MarkRead { up_to } => {
-                if let Err(e) = self.mark_read(user_id, thread_id, &up_to).await {
-                    tracing::info!(user_id, thread_id, error = %e, "mark_read refused");
-                    self.send_error(user_id, e.code(), Some(topic), Some("mark_read".into()))
-                        .await;
+                match self
+                    .mark_read_via(user_id, thread_id, &up_to, connection)
+                    .await
+                {
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::info!(user_id, thread_id, error = %e, "mark_read refused");
+                        let topic = self.inbound_topic(thread_id, reply);
+                        self.answer_refusal(
+                            user_id,
+                            thread_id,
+                            e.code(),
+                            None,
+                            topic,
+                            Some(if reply.is_v1() { "mark_read" } else { "read" }.into()),
+                            None,
+                            reply,
+                        )
+                        .await
+                    }
                 }
             }
-            ClientEvent::Typing { active } => self.typing(user_id, thread_id, active).await,
+            ClientEvent::Typing { active } => {
+                self.typing(user_id, thread_id, active).await;
+                None
+            }
+        };
+        Handled::keep(puback)
+    }
+
+    /// The topic a publish into `thread_id` came on (empty: none).
+    fn inbound_topic(&self, thread_id: &str, reply: Reply) -> Option<String> {
+        if thread_id.is_empty() {
+            None
+        } else if reply.is_v1() {
+            Some(topics::thread_inbound(thread_id))
+        } else {
+            Some(chat_protocol::v2::thread(thread_id))
         }
-        AfterInbound::Keep
     }
 
     /// Spends `event`'s budget of `connection`: sends and read receipts
     /// have one each (typing has the user's, in [`ChatService::typing`]).
-    /// Over it, the event is refused here: a send with its ack.
+    /// Over it, the event is refused here: a send with its ack (v1).
     pub async fn within_budget(
         &self,
         user_id: &str,
@@ -128,6 +211,20 @@ impl ChatService {
         thread_id: &str,
         event: &ClientEvent,
     ) -> Result<(), AfterInbound> {
+        self.within_budget_for(user_id, connection, thread_id, event, Reply::V1)
+            .await
+            .map_err(|h| h.after)
+    }
+
+    /// [`ChatService::within_budget`], answered as `reply` says.
+    pub async fn within_budget_for(
+        &self,
+        user_id: &str,
+        connection: &str,
+        thread_id: &str,
+        event: &ClientEvent,
+        reply: Reply,
+    ) -> Result<(), Handled> {
         let (limited, send, reference) = match event {
             ClientEvent::SendMessage { client_msg_id, .. } => {
                 match self.limiter.check_connection(user_id, connection) {
@@ -161,14 +258,15 @@ impl ChatService {
                 send,
                 reference,
                 retry,
+                reply,
             )
             .await)
     }
 
     /// Refuses a publish of `user_id` into `thread_id` (or, with an empty
     /// thread id, to a topic that is no thread's): a decodable send
-    /// (`send` = its `client_msg_id`) gets a failed `message_sent_ack` its
-    /// outbox can settle, anything else an `error` event. Within the
+    /// (`send` = its key) gets a failed ack its outbox can settle,
+    /// anything else an `error`, in the protocol `reply` names. Within the
     /// connection's refusal budget only; beyond it nothing is answered.
     #[allow(clippy::too_many_arguments)]
     pub async fn refuse(
@@ -180,7 +278,8 @@ impl ChatService {
         send: Option<String>,
         reference: Option<String>,
         retry_after_ms: Option<u64>,
-    ) -> AfterInbound {
+        reply: Reply,
+    ) -> Handled {
         let verdict = connection.map_or(Refusal::Tell, |c| self.limiter.refusal(c));
         match verdict {
             Refusal::Tell => {
@@ -194,7 +293,12 @@ impl ChatService {
             }
             Refusal::Quiet => {
                 chat_ops::metrics().publish_refused(code.as_str());
-                return AfterInbound::Keep;
+                // A PUBACK still refuses, without the words.
+                return Handled::keep((reply == Reply::Puback).then(|| PubackAnswer::Refused {
+                    code,
+                    message: String::new(),
+                    retry_after_ms,
+                }));
             }
             Refusal::Disconnect => {
                 chat_ops::metrics().publish_refused(code.as_str());
@@ -203,48 +307,52 @@ impl ChatService {
                     connection,
                     "disconnecting: too many refused publishes"
                 );
-                return AfterInbound::Disconnect;
+                return AfterInbound::Disconnect.into();
             }
         }
-        match send {
-            Some(client_msg_id) => {
-                chat_ops::metrics().publish_refused(code.as_str());
-                self.send_failed(user_id, thread_id, client_msg_id, code, retry_after_ms)
-                    .await
-            }
-            None => {
-                let topic = if thread_id.is_empty() {
-                    None
-                } else {
-                    Some(topics::thread_inbound(thread_id))
-                };
-                self.send_error_retry(user_id, code, topic, reference, retry_after_ms)
-                    .await
-            }
-        }
-        AfterInbound::Keep
+        let topic = self.inbound_topic(thread_id, reply);
+        let puback = self
+            .answer_refusal(
+                user_id,
+                thread_id,
+                code,
+                send,
+                topic,
+                reference,
+                retry_after_ms,
+                reply,
+            )
+            .await;
+        Handled::keep(puback)
     }
 
     /// A publish to a topic no user may publish to, or a thread the user
     /// is not in: an `error` naming the topic (cut to 128 bytes), within
-    /// the connection's refusal budget.
+    /// the connection's refusal budget, in the protocol `reply` names.
     pub async fn refuse_topic(
         &self,
         user_id: &str,
         connection: &str,
         topic: &str,
         code: ErrorCode,
-    ) -> AfterInbound {
+        reply: Reply,
+    ) -> Handled {
         match self.limiter.refusal(connection) {
             Refusal::Tell => {
                 let topic = truncated(topic, MAX_ECHOED_TOPIC).to_owned();
                 tracing::info!(user_id, connection, topic = ?topic, code = code.as_str(), "publish refused");
-                self.send_error(user_id, code, Some(topic), None).await;
-                AfterInbound::Keep
+                let puback = self
+                    .answer_refusal(user_id, "", code, None, Some(topic), None, None, reply)
+                    .await;
+                Handled::keep(puback)
             }
             Refusal::Quiet => {
                 chat_ops::metrics().publish_refused(code.as_str());
-                AfterInbound::Keep
+                Handled::keep((reply == Reply::Puback).then(|| PubackAnswer::Refused {
+                    code,
+                    message: String::new(),
+                    retry_after_ms: None,
+                }))
             }
             Refusal::Disconnect => {
                 chat_ops::metrics().publish_refused(code.as_str());
@@ -253,33 +361,9 @@ impl ChatService {
                     connection,
                     "disconnecting: too many refused publishes"
                 );
-                AfterInbound::Disconnect
+                AfterInbound::Disconnect.into()
             }
         }
-    }
-
-    /// The failed `message_sent_ack` of a send: nothing was stored.
-    pub(super) async fn send_failed(
-        &self,
-        user_id: &str,
-        thread_id: &str,
-        client_msg_id: String,
-        code: ErrorCode,
-        retry_after_ms: Option<u64>,
-    ) {
-        let lang = self.lang_of(user_id).await;
-        let ack = ServerEvent::MessageSentAck {
-            client_msg_id,
-            thread_id: thread_id.to_owned(),
-            message_id: None,
-            created_at: None,
-            error: Some(ErrorBody {
-                code,
-                message: error_text(code, lang).to_owned(),
-                retry_after_ms,
-            }),
-        };
-        self.emit_to_user(user_id, &ack).await;
     }
 
     /// Sets aside a hand-over that the server failed on (a persistence
@@ -288,8 +372,18 @@ impl ChatService {
     /// (`internal`) when the payload names a send, so that the outbox
     /// settles instead of resending the poison forever. `why` is ours
     /// (never message text).
-    pub async fn dead_letter(&self, user_id: &str, thread_id: &str, payload: &[u8], why: &str) {
-        let reference = chat_protocol::send_reference(payload);
+    pub async fn dead_letter(
+        &self,
+        user_id: &str,
+        thread_id: &str,
+        payload: &[u8],
+        why: &str,
+        reply: Reply,
+    ) {
+        let reference = match reply {
+            Reply::V1 => chat_protocol::send_reference(payload),
+            Reply::V2 | Reply::Puback => chat_protocol::v2::send_reference(payload),
+        };
         tracing::error!(
             user_id,
             thread_id,
@@ -309,43 +403,17 @@ impl ChatService {
         ))
         .await;
         if let Some(client_msg_id) = reference {
-            self.send_failed(user_id, thread_id, client_msg_id, ErrorCode::Internal, None)
-                .await;
+            self.answer_refusal(
+                user_id,
+                thread_id,
+                ErrorCode::Internal,
+                Some(client_msg_id),
+                None,
+                None,
+                None,
+                reply,
+            )
+            .await;
         }
-    }
-
-    /// Tells a user that something they published was refused.
-    pub async fn send_error(
-        &self,
-        user_id: &str,
-        code: ErrorCode,
-        topic: Option<String>,
-        reference: Option<String>,
-    ) {
-        self.send_error_retry(user_id, code, topic, reference, None)
-            .await
-    }
-
-    /// [`ChatService::send_error`] with when to try again.
-    pub async fn send_error_retry(
-        &self,
-        user_id: &str,
-        code: ErrorCode,
-        topic: Option<String>,
-        reference: Option<String>,
-        retry_after_ms: Option<u64>,
-    ) {
-        chat_ops::metrics().publish_refused(code.as_str());
-        let lang = self.lang_of(user_id).await;
-        let event = ServerEvent::Error {
-            error: ErrorBody {
-                code,
-                message: error_text(code, lang).to_owned(),
-                retry_after_ms,
-            },
-            topic,
-            reference,
-        };
-        self.emit_to_user(user_id, &event).await;
     }
 }

@@ -17,9 +17,11 @@ mod send;
 mod tests;
 mod threads;
 mod uploads;
+mod wire;
 
 pub use directory::Record;
 pub use pages::{HistoryPage, InboxPage, ThreadCard};
+pub use wire::{Handled, PubackAnswer, Reply};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -245,6 +247,8 @@ pub struct ChatService {
     /// Users whose id starts with this (the demo's) open threads among
     /// themselves only, and nobody else opens one with them.
     sandbox_prefix: Option<String>,
+    /// Whether v1 events are published beside v2's (`mqtt.protocol_v1`).
+    v1: bool,
 }
 
 /// How long a cached block state is trusted (a change made through this
@@ -290,6 +294,10 @@ pub struct Deps {
     /// Users whose id starts with this (the demo's) open threads among
     /// themselves only, and nobody else opens one with them.
     pub sandbox_prefix: Option<String>,
+    /// Whether protocol v1 is still spoken: its events published beside
+    /// v2's, its publishes handled. `false`: v1 publishes are answered
+    /// `unsupported_version`.
+    pub protocol_v1: bool,
 }
 
 impl ChatService {
@@ -306,6 +314,7 @@ impl ChatService {
             attachments: deps.attachments,
             push: deps.push,
             sandbox_prefix: deps.sandbox_prefix,
+            v1: deps.protocol_v1,
             typing_seen: Mutex::new(HashMap::new()),
             last_sender: Mutex::new(HashMap::new()),
             blocks: Mutex::new(HashMap::new()),

@@ -3,8 +3,8 @@
 use super::*;
 
 impl ChatService {
-    /// `message_read` on the thread: `user_id` has read up to `up_to`.
-    pub(super) async fn publish_read(
+    /// v1 `message_read` on the thread: `user_id` has read up to `up_to`.
+    pub(super) async fn publish_read_v1(
         &self,
         thread_id: &str,
         user_id: &str,
@@ -32,6 +32,20 @@ impl ChatService {
         thread_id: &str,
         up_to: &str,
     ) -> Result<ReadMarked, ServiceError> {
+        self.mark_read_via(user_id, thread_id, up_to, None).await
+    }
+
+    /// Moves `user_id`'s read marker. v2: `read` to the other participant
+    /// when it moved, and to the reader's devices (with their unread count;
+    /// on behalf of `connection`, which knows); v1: `message_read` on the
+    /// thread and `thread_updated` to the reader.
+    pub(super) async fn mark_read_via(
+        &self,
+        user_id: &str,
+        thread_id: &str,
+        up_to: &str,
+        connection: Option<&str>,
+    ) -> Result<ReadMarked, ServiceError> {
         if !self.membership.is_member(thread_id, user_id).await? {
             return Err(ServiceError::Forbidden);
         }
@@ -40,11 +54,39 @@ impl ChatService {
             self.store.mark_read(thread_id, user_id, up_to).await?
         };
         tracing::info!(user_id, thread_id, up_to = %marked.up_to, moved = marked.moved, "read marker");
+        let read_at = crate::now_millis();
+        let read = |unread: Option<u32>| {
+            chat_protocol::v2::encode(&chat_protocol::v2::Event::Read {
+                thread_id: thread_id.to_owned(),
+                user_id: user_id.to_owned(),
+                up_to: marked.up_to.clone(),
+                read_at,
+                unread,
+            })
+        };
         if marked.moved {
-            self.publish_read(thread_id, user_id, &marked.up_to, crate::now_millis())
+            let other = marked.thread.other_participant(user_id);
+            self.outbound
+                .publish(chat_protocol::v2::user(other), read(None), Qos::AtLeastOnce)
                 .await;
         }
-        self.emit_thread_updated(&marked.thread, &[user_id]).await;
+        let own = read(Some(marked.thread.unread_for(user_id)));
+        let topic = chat_protocol::v2::user(user_id);
+        match connection {
+            Some(connection) => {
+                self.outbound
+                    .publish_as(topic, own, Qos::AtLeastOnce, connection)
+                    .await
+            }
+            None => self.outbound.publish(topic, own, Qos::AtLeastOnce).await,
+        }
+        if self.v1 {
+            if marked.moved {
+                self.publish_read_v1(thread_id, user_id, &marked.up_to, read_at)
+                    .await;
+            }
+            self.emit_thread_updated(&marked.thread, &[user_id]).await;
+        }
         Ok(marked)
     }
 
@@ -73,17 +115,33 @@ impl ChatService {
                 .lock()
                 .remove(&(user_id.to_owned(), thread_id.to_owned()));
         }
-        let event = ServerEvent::Typing {
-            thread_id: thread_id.to_owned(),
-            user_id: user_id.to_owned(),
-            active,
-        };
-        self.outbound
-            .publish(
-                topics::thread(thread_id),
-                chat_protocol::encode(&event),
-                Qos::AtMostOnce,
-            )
-            .await;
+        // Only the other participant: a typist knows they are typing.
+        if let Ok(Some(participants)) = self.membership.participants(thread_id).await {
+            let other = if participants.buyer_id == user_id {
+                &participants.seller_id
+            } else {
+                &participants.buyer_id
+            };
+            let event = chat_protocol::v2::Event::Typing {
+                thread_id: thread_id.to_owned(),
+                user_id: user_id.to_owned(),
+                active,
+            };
+            self.emit_v2(other, &event, Qos::AtMostOnce).await;
+        }
+        if self.v1 {
+            let event = ServerEvent::Typing {
+                thread_id: thread_id.to_owned(),
+                user_id: user_id.to_owned(),
+                active,
+            };
+            self.outbound
+                .publish(
+                    topics::thread(thread_id),
+                    chat_protocol::encode(&event),
+                    Qos::AtMostOnce,
+                )
+                .await;
+        }
     }
 }

@@ -68,7 +68,7 @@ impl ChatService {
             owes_push: false,
         };
         let appended = self.store.append_message(&notice).await?;
-        self.deliver_stored(&appended).await;
+        self.deliver_stored(&appended, None).await;
         self.audit(AuditEntry::new(
             &caller.sub,
             if on { "block" } else { "unblock" },

@@ -4,7 +4,9 @@ use super::*;
 use crate::attachments::UploadStatus;
 
 impl ChatService {
-    /// Validates, stores, then acks and delivers one message.
+    /// Validates, stores, then acks and delivers one message (REST: its
+    /// answer is the response; MQTT devices get the v1 ack while v1 is
+    /// spoken, and the v2 own copy).
     pub async fn send_message(
         &self,
         user_id: &str,
@@ -13,6 +15,33 @@ impl ChatService {
         kind: MessageType,
         content: String,
     ) -> Result<Appended, ServiceError> {
+        self.send_message_via(
+            user_id,
+            thread_id,
+            client_msg_id,
+            kind,
+            content,
+            Reply::V1,
+            None,
+        )
+        .await
+    }
+
+    /// [`ChatService::send_message`] answered as `reply` says; `connection`
+    /// is the MQTT client it came on, spared its own copy when its PUBACK
+    /// answers.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send_message_via(
+        &self,
+        user_id: &str,
+        thread_id: &str,
+        client_msg_id: &str,
+        kind: MessageType,
+        content: String,
+        reply: Reply,
+        connection: Option<&str>,
+    ) -> Result<Appended, ServiceError> {
+        let via = (reply, connection);
         if !valid_client_msg_id(client_msg_id) {
             return Err(ServiceError::invalid(
                 ErrorCode::InvalidField,
@@ -84,6 +113,7 @@ impl ChatService {
                     String::new(),
                     Some(card),
                     None,
+                    via,
                 )
                 .await;
         }
@@ -122,6 +152,7 @@ impl ChatService {
             text,
             None,
             Some((&outcome, &content)),
+            via,
         )
         .await
     }
@@ -203,6 +234,7 @@ impl ChatService {
         content: String,
         card: Option<Card>,
         moderated: Option<(&chat_moderation::Outcome, &str)>,
+        (reply, connection): (Reply, Option<&str>),
     ) -> Result<Appended, ServiceError> {
         let (id, created_at) = crate::new_timed_id();
         let new = NewMessage {
@@ -257,14 +289,30 @@ impl ChatService {
             duplicate = appended.duplicate,
             "message stored"
         );
-        let ack = ServerEvent::MessageSentAck {
-            client_msg_id: client_msg_id.to_owned(),
-            thread_id: thread_id.to_owned(),
-            message_id: Some(message.id.clone()),
-            created_at: Some(message.created_at),
-            error: None,
-        };
-        self.emit_to_user(user_id, &ack).await;
+        match reply {
+            Reply::V1 => {
+                let ack = ServerEvent::MessageSentAck {
+                    client_msg_id: client_msg_id.to_owned(),
+                    thread_id: thread_id.to_owned(),
+                    message_id: Some(message.id.clone()),
+                    created_at: Some(message.created_at),
+                    error: None,
+                };
+                self.emit_v1(user_id, &ack).await;
+            }
+            // A first send is answered by the sender's own copy, below.
+            Reply::V2 if appended.duplicate => {
+                let ack = chat_protocol::v2::Event::Ack {
+                    thread_id: thread_id.to_owned(),
+                    client_msg_id: client_msg_id.to_owned(),
+                    id: Some(message.id.clone()),
+                    created_at: Some(message.created_at),
+                    err: None,
+                };
+                self.emit_v2(user_id, &ack, Qos::AtLeastOnce).await;
+            }
+            Reply::V2 | Reply::Puback => {}
+        }
         if !appended.duplicate
             && let Some((outcome, original)) = moderated
         {
@@ -276,25 +324,40 @@ impl ChatService {
             }
             if outcome.masked() {
                 let lang = self.lang_of(user_id).await;
-                let notice = ServerEvent::ModerationNotice {
-                    code: "content_masked".into(),
-                    message: crate::i18n::masked_notice(lang).to_owned(),
-                    thread_id: thread_id.to_owned(),
-                    client_msg_id: client_msg_id.to_owned(),
-                    message_id: message.id.clone(),
-                    categories: outcome
-                        .masked_categories()
-                        .iter()
-                        .map(|c| c.as_str().to_owned())
-                        .collect(),
-                };
-                self.emit_to_user(user_id, &notice).await;
+                let categories: Vec<String> = outcome
+                    .masked_categories()
+                    .iter()
+                    .map(|c| c.as_str().to_owned())
+                    .collect();
+                let text = crate::i18n::masked_notice(lang).to_owned();
+                if reply.is_v1() {
+                    let notice = ServerEvent::ModerationNotice {
+                        code: "content_masked".into(),
+                        message: text,
+                        thread_id: thread_id.to_owned(),
+                        client_msg_id: client_msg_id.to_owned(),
+                        message_id: message.id.clone(),
+                        categories,
+                    };
+                    self.emit_v1(user_id, &notice).await;
+                } else {
+                    let notice = chat_protocol::v2::Event::Masked {
+                        thread_id: thread_id.to_owned(),
+                        client_msg_id: client_msg_id.to_owned(),
+                        id: message.id.clone(),
+                        content: message.content.clone(),
+                        cats: categories,
+                        msg: text,
+                    };
+                    self.emit_v2(user_id, &notice, Qos::AtLeastOnce).await;
+                }
             }
         }
         // A retry after a lost ack must not show the message twice; readers
         // that missed the first delivery resync from history.
         if !appended.duplicate {
-            self.deliver_stored(&appended).await;
+            let spared = connection.filter(|_| reply == Reply::Puback);
+            self.deliver_stored(&appended, spared).await;
             let since_created = (crate::now_millis() - message.created_at).max(0);
             chat_ops::metrics()
                 .delivery_latency
@@ -311,9 +374,42 @@ impl ChatService {
         Ok(appended)
     }
 
+    /// v2: the message to both participants' topics (the sender's copy
+    /// on behalf of `spared`, the connection its PUBACK answered). v1:
     /// `message_new` to the thread, `thread_updated` to both participants.
-    pub(super) async fn deliver_stored(&self, appended: &Appended) {
+    pub(super) async fn deliver_stored(&self, appended: &Appended, spared: Option<&str>) {
         let thread = &appended.thread;
+        let presented;
+        let message = if matches!(appended.message.card, Some(Card::Image { .. })) {
+            presented = self.present(appended.message.clone());
+            &presented
+        } else {
+            &appended.message
+        };
+        for user in [&thread.buyer_id, &thread.seller_id] {
+            let payload = chat_protocol::v2::encode(&wire::v2_msg(message, thread, user));
+            let topic = chat_protocol::v2::user(user);
+            match spared {
+                Some(connection) if *user == message.from => {
+                    self.outbound
+                        .publish_as(topic, payload, Qos::AtLeastOnce, connection)
+                        .await
+                }
+                _ => {
+                    self.outbound
+                        .publish(topic, payload, Qos::AtLeastOnce)
+                        .await
+                }
+            }
+        }
+        if message.from.is_empty() {
+            // A card or a notice: the thread's context may have changed.
+            self.emit_v2_thread(thread, &[&thread.buyer_id, &thread.seller_id])
+                .await;
+        }
+        if !self.v1 {
+            return;
+        }
         let new = ServerEvent::MessageNew {
             message: self.present_to(None, appended.message.clone()),
         };
@@ -326,7 +422,6 @@ impl ChatService {
             .await;
         // Sending marks the thread read for the sender: when the other party
         // spoke last (or this node does not know), say so on the thread.
-        let message = &appended.message;
         let turned = {
             let mut last = self.last_sender.lock();
             if last.len() > 100_000 {
@@ -336,7 +431,7 @@ impl ChatService {
                 .is_none_or(|previous| previous != message.from)
         };
         if turned && !message.from.is_empty() {
-            self.publish_read(&thread.id, &message.from, &message.id, message.created_at)
+            self.publish_read_v1(&thread.id, &message.from, &message.id, message.created_at)
                 .await;
         }
         self.emit_thread_updated(thread, &[&thread.buyer_id, &thread.seller_id])

@@ -113,6 +113,7 @@ impl World {
             attachments: None,
             push: PushRoute::Nowhere,
             sandbox_prefix: None,
+            protocol_v1: true,
         });
         let shop = User {
             id: SELLER.into(),

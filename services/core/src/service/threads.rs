@@ -116,6 +116,10 @@ impl ChatService {
         }
         let mut thread = opened.thread;
         let Some((card, sets_product)) = card else {
+            if opened.created {
+                self.emit_v2_thread(&thread, &[&thread.buyer_id, &thread.seller_id])
+                    .await;
+            }
             return Ok(thread);
         };
         let wanted = match &sets_product {
@@ -137,7 +141,7 @@ impl ChatService {
                 owes_push: false,
             };
             let appended = self.store.append_message(&system).await?;
-            self.deliver_stored(&appended).await;
+            self.deliver_stored(&appended, None).await;
             thread = appended.thread;
         }
         Ok(thread)
