@@ -17,7 +17,10 @@ use anyhow::Context;
 use chat_protocol::{ClientEvent, MessageType, v2};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, Transport};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, PubAckReason, SubscribeReasonCode};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::{Outgoing, Transport};
 use serde_json::json;
 use tokio::sync::{Mutex, Semaphore};
 
@@ -241,8 +244,8 @@ async fn connect(
         }
     };
     opts.set_keep_alive(Duration::from_secs(60));
-    opts.set_max_packet_size(1 << 20, 1 << 20);
-    opts.set_inflight(shared.plan.inflight.clamp(1, u16::MAX as usize) as u16);
+    opts.set_max_packet_size(Some(1 << 20));
+    opts.set_outgoing_inflight_upper_limit(shared.plan.inflight.clamp(1, u16::MAX as usize) as u16);
     let role = match shared.kind {
         Kind::Chatd if who.buyer => Some("buyer"),
         Kind::Chatd => Some("seller"),
@@ -252,32 +255,37 @@ async fn connect(
     if let Some(role) = role {
         opts.set_credentials(&user, token(&target.secret, &user, role));
     }
-    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     // Phones and our server both disable Nagle; a bench client that does
     // not measures 40 ms of delayed-ACK stalls instead of the server.
     let mut network = rumqttc::NetworkOptions::new();
     network.set_tcp_nodelay(true);
-    eventloop.set_network_options(network);
-    // chatd (v2): everything for a user on one topic.
-    let filters = vec![match shared.kind {
+    opts.set_network_options(network);
+    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+    // Every target gets MQTT 5 with No Local: a client never receives its
+    // own publish back, and every send is answered by its PUBACK (chatd
+    // puts the stored id in it, or refuses with a reason code). chatd
+    // (v2): everything for a user on one topic.
+    let filter = match shared.kind {
         Kind::ChatdRaw => who.publish_topic(Kind::ChatdRaw),
         Kind::Chatd => v2::user(&user),
         Kind::Mosquitto => chat_protocol::topics::thread(&who.thread),
-    }];
-    for filter in &filters {
-        client.subscribe(filter, QoS::AtLeastOnce).await?;
-    }
-    let mut subacks = 0;
-    while subacks < filters.len() {
+    };
+    client
+        .subscribe_many([Filter {
+            nolocal: true,
+            ..Filter::new(filter, QoS::AtLeastOnce)
+        }])
+        .await?;
+    loop {
         match tokio::time::timeout(Duration::from_secs(30), eventloop.poll()).await {
             Ok(Ok(Event::Incoming(Packet::SubAck(ack)))) => {
                 anyhow::ensure!(
                     ack.return_codes
                         .iter()
-                        .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_))),
+                        .all(|c| matches!(c, SubscribeReasonCode::Success(_))),
                     "{user}: subscription refused"
                 );
-                subacks += 1;
+                break;
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => anyhow::bail!("{user}: {e}"),
@@ -316,7 +324,7 @@ async fn acked(shared: &Shared, sent_us: Option<u64>, window: Option<&Semaphore>
 
 /// Drives one client's connection and accounts for what arrives.
 async fn receive_loop(
-    mut eventloop: rumqttc::EventLoop,
+    mut eventloop: rumqttc::v5::EventLoop,
     client: AsyncClient,
     me: Participant,
     shared: Arc<Shared>,
@@ -333,13 +341,21 @@ async fn receive_loop(
             Err(_) => return,
         };
         match event {
-            Event::Outgoing(Outgoing::Publish(pkid)) if shared.kind.is_plain() => {
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
                 pubacks.insert(pkid, shared.now_us());
             }
-            Event::Incoming(Packet::PubAck(ack)) if shared.kind.is_plain() => {
-                if let Some(sent) = pubacks.remove(&ack.pkid) {
-                    acked(&shared, Some(sent), window.as_deref()).await;
+            Event::Incoming(Packet::PubAck(ack)) => {
+                let sent = pubacks.remove(&ack.pkid);
+                // A refusal (chatd: rate limit, moderation, overload) is
+                // answered too, but is not a delivery to wait for.
+                let refused = !matches!(
+                    ack.reason,
+                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+                );
+                if refused {
+                    shared.errors.fetch_add(1, Ordering::Relaxed);
                 }
+                acked(&shared, sent.filter(|_| !refused), window.as_deref()).await;
             }
             Event::Incoming(Packet::Publish(p)) => {
                 let text = match shared.kind {
@@ -348,29 +364,7 @@ async fn receive_loop(
                         _ => None,
                     },
                     Kind::Chatd => match v2::decode_event(&p.payload) {
-                        // MQTT 3.1.1 has no No Local: our own copy, with
-                        // our key, is the ack.
-                        Ok(v2::Event::Msg(v2::Msg {
-                            client_msg_id: Some(key),
-                            ..
-                        })) => {
-                            let sent = parse_marker(&key).map(|(_, _, sent)| sent);
-                            acked(&shared, sent, window.as_deref()).await;
-                            None
-                        }
                         Ok(v2::Event::Msg(msg)) => Some(msg.content),
-                        Ok(v2::Event::Ack {
-                            client_msg_id, err, ..
-                        }) => {
-                            let sent = if err.is_some() {
-                                shared.errors.fetch_add(1, Ordering::Relaxed);
-                                None
-                            } else {
-                                parse_marker(&client_msg_id).map(|(_, _, sent)| sent)
-                            };
-                            acked(&shared, sent, window.as_deref()).await;
-                            None
-                        }
                         Ok(v2::Event::Error { .. }) => {
                             shared.errors.fetch_add(1, Ordering::Relaxed);
                             None
@@ -382,7 +376,7 @@ async fn receive_loop(
                     continue;
                 };
                 if stream == my_stream {
-                    continue; // our own message echoed on the thread topic
+                    continue; // No Local keeps our own copies away; never count one
                 }
                 received += 1;
                 let now = shared.now_us();

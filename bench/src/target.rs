@@ -34,11 +34,6 @@ impl Kind {
             Kind::Mosquitto => "mosquitto",
         }
     }
-
-    /// Plain pub/sub on the thread topic, PUBACK as the ack.
-    pub fn is_plain(self) -> bool {
-        self != Kind::Chatd
-    }
 }
 
 pub struct Target {

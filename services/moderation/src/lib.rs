@@ -185,7 +185,7 @@ impl Moderator {
     /// Whether the sender's previous messages matter for `text`: it starts
     /// with digits that could complete a number sent before.
     pub fn needs_recent(&self, text: &str) -> bool {
-        let view = View::of(text);
+        let view = View::of_first_word(text);
         let tokens = tokens::tokens(&view);
         tokens.first().is_some_and(|t| t.digits.is_some())
     }

@@ -67,20 +67,97 @@ fn fold(c: char, out: &mut impl FnMut(char)) {
     }
 }
 
-impl View {
-    pub fn of(text: &str) -> View {
-        let mut chars = Vec::with_capacity(text.len());
-        let mut origin = Vec::with_capacity(text.len());
-        for (start, c) in text.char_indices() {
-            let range = start..start + c.len_utf8();
-            for compatible in std::iter::once(c).nfkc() {
-                fold(compatible, &mut |folded| {
-                    chars.push(folded);
-                    origin.push(range.clone());
-                });
+/// The view chars of one original char, as the general path makes them.
+fn general(c: char, out: &mut impl FnMut(char)) {
+    for compatible in std::iter::once(c).nfkc() {
+        fold(compatible, out);
+    }
+}
+
+/// Non-ASCII chars below this (Latin with every Vietnamese letter, Greek,
+/// Cyrillic, punctuation) are looked up in a table the general path
+/// filled once; the normalisation iterators cost a send more than the
+/// detectors did.
+const TABLE_END: u32 = 0x2070;
+
+struct Table {
+    /// `chars[starts[i]..starts[i + 1]]` is the view of `0x80 + i`.
+    starts: Vec<u16>,
+    chars: Vec<char>,
+}
+
+fn table() -> &'static Table {
+    static TABLE: std::sync::OnceLock<Table> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut starts = Vec::with_capacity((TABLE_END - 0x80 + 1) as usize);
+        let mut chars = Vec::with_capacity((TABLE_END - 0x80) as usize);
+        for code in 0x80..TABLE_END {
+            starts.push(chars.len() as u16);
+            if let Some(c) = char::from_u32(code) {
+                general(c, &mut |f| chars.push(f));
             }
         }
-        View { chars, origin }
+        starts.push(chars.len() as u16);
+        Table { starts, chars }
+    })
+}
+
+impl View {
+    pub fn of(text: &str) -> View {
+        let mut view = View {
+            chars: Vec::with_capacity(text.len()),
+            origin: Vec::with_capacity(text.len()),
+        };
+        for (start, c) in text.char_indices() {
+            view.push(start, c);
+        }
+        view
+    }
+
+    /// The view of `text` up to the end of its first word (the first run
+    /// of alphanumeric view chars): all that the first token depends on.
+    pub fn of_first_word(text: &str) -> View {
+        let mut view = View {
+            chars: Vec::new(),
+            origin: Vec::new(),
+        };
+        let mut in_word = false;
+        for (start, c) in text.char_indices() {
+            let before = view.chars.len();
+            view.push(start, c);
+            let added = &view.chars[before..];
+            if in_word && added.iter().any(|c| !c.is_alphanumeric()) {
+                break;
+            }
+            in_word |= added.iter().any(|c| c.is_alphanumeric());
+        }
+        view
+    }
+
+    /// Appends the view chars of `c`, found at byte `start` of the text.
+    fn push(&mut self, start: usize, c: char) {
+        // ASCII is its own NFKC and NFD form and no look-alike: only its
+        // case folds. Most chat text is mostly ASCII.
+        if c.is_ascii() {
+            self.chars.push(c.to_ascii_lowercase());
+            self.origin.push(start..start + 1);
+            return;
+        }
+        let range = start..start + c.len_utf8();
+        let code = c as u32;
+        if code < TABLE_END {
+            let t = table();
+            let i = (code - 0x80) as usize;
+            let folded = &t.chars[usize::from(t.starts[i])..usize::from(t.starts[i + 1])];
+            self.chars.extend_from_slice(folded);
+            self.origin.extend(std::iter::repeat_n(range, folded.len()));
+            return;
+        }
+        let (chars, origin) = (&mut self.chars, &mut self.origin);
+        general(c, &mut |folded| {
+            chars.push(folded);
+            origin.push(range.clone());
+        });
     }
 
     /// The original byte range covering view chars `from..to`.
@@ -127,6 +204,48 @@ mod tests {
     fn lookalikes_and_invisible_marks_are_folded() {
         assert_eq!(text("gmаil"), "gmail", "Cyrillic а");
         assert_eq!(text("09\u{200B}12"), "0912");
+    }
+
+    #[test]
+    fn the_fast_paths_fold_as_the_general_path_does() {
+        // ASCII, the whole table, and a little past its end.
+        for code in 0..TABLE_END + 0x100 {
+            let Some(c) = char::from_u32(code) else {
+                continue;
+            };
+            let mut expected = Vec::new();
+            general(c, &mut |f| expected.push(f));
+            let text = format!("a{c}b");
+            let view = View::of(&text);
+            assert_eq!(
+                &view.chars[1..view.len() - 1],
+                expected,
+                "{c:?} U+{code:04X}"
+            );
+            for i in 1..view.len() - 1 {
+                assert_eq!(&text[view.original(i, i + 1)], c.to_string(), "{c:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_word_view_gives_the_first_token_of_the_whole_view() {
+        for text in [
+            "0912 345 678",
+            "  09\u{200B}12 nhé",
+            "không chín một hai",
+            "goi0912345678nhe",
+            "",
+            "   ",
+            "!!! ０９１２ 34",
+            "½ cân",
+            "Chào shop, áo này còn size M không?",
+            "0️⃣9️⃣1️⃣ hai",
+        ] {
+            let whole = crate::tokens::tokens(&View::of(text));
+            let first = crate::tokens::tokens(&View::of_first_word(text));
+            assert_eq!(whole.first(), first.first(), "{text:?}");
+        }
     }
 
     #[test]

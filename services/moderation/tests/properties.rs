@@ -37,6 +37,19 @@ fn chat_text() -> impl Strategy<Value = String> {
 }
 
 proptest! {
+    /// `needs_recent` views only the first word: it must decide as the
+    /// whole view's first token would.
+    #[test]
+    fn the_first_word_decides_as_the_whole_text_would(text in chat_text(), any in "\\PC{0,40}") {
+        use chat_moderation::tokens::tokens;
+        use chat_moderation::view::View;
+        for input in [&text, &any] {
+            let whole = tokens(&View::of(input));
+            let first = tokens(&View::of_first_word(input));
+            prop_assert_eq!(whole.first(), first.first());
+        }
+    }
+
     #[test]
     fn masking_never_panics_or_grows_without_bound(text in chat_text(), any in "\\PC{0,200}") {
         let m = moderator();
