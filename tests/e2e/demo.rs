@@ -135,7 +135,8 @@ async fn demo_storefront_pages_catalog_and_sessions() {
     );
     match Client::try_connect(opts, "demo-buyer-1").await {
         Connect::Accepted(mut client) => {
-            assert!(client.subscribe("user/demo-buyer-1").await);
+            // Protocol v2: the user's one topic.
+            assert!(client.subscribe("u/demo-buyer-1").await);
         }
         Connect::Refused(why) => panic!("the demo token was refused over MQTT: {why}"),
     }

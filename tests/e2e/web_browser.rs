@@ -8,8 +8,14 @@
 //! the README).
 
 use std::process::Command;
+use std::time::Duration;
 
-use chat_e2e::{Client, Server, Via, repo_root};
+use chat_e2e::{Server, repo_root};
+use chat_protocol::MessageType;
+use chat_protocol::v2;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 
 use crate::CHATD;
 
@@ -38,7 +44,8 @@ async fn buyer_and_seller_chat_in_chromium() {
             .await;
     }
     // A long conversation for Seller Center's infinite scroll: more than
-    // the first history page, sent over MQTT like any client would.
+    // the first history page, sent over MQTT like any client would
+    // (protocol v2, MQTT 5: each send answered by its PUBACK).
     let buyer = server.token("demo-buyer-2", "buyer");
     let (status, thread) = server
         .request(
@@ -50,17 +57,7 @@ async fn buyer_and_seller_chat_in_chromium() {
         .await;
     assert_eq!(status, 200, "{thread}");
     let thread = thread["id"].as_str().expect("thread id").to_owned();
-    let mut client = Client::connect(&server, "demo-buyer-2", "buyer", Via::Tcp).await;
-    assert!(
-        client.subscribe("user/demo-buyer-2").await,
-        "acks come on the user topic"
-    );
-    for n in 1..=HISTORY {
-        client
-            .send_text(&thread, &format!("seed-{n}"), &format!("Tin cũ thứ {n}"))
-            .await
-            .expect("stored");
-    }
+    seed_history(&server, "demo-buyer-2", &thread).await;
     let root = repo_root();
     let shots = if std::env::var_os("CHAT_UPDATE_SCREENSHOTS").is_some() {
         root.join("docs/screenshots")
@@ -100,4 +97,52 @@ async fn buyer_and_seller_chat_in_chromium() {
             "{shot}.png taken"
         );
     }
+}
+
+/// Sends `HISTORY` texts into `thread` as `user`, one at a time, over
+/// MQTT 5 and protocol v2 (`msg` to `t/<thread>`); each must be stored, as
+/// its PUBACK says (User Property `id`).
+async fn seed_history(server: &Server, user: &str, thread: &str) {
+    let mut opts = MqttOptions::new(format!("{user}:seed"), "127.0.0.1", server.tcp_port);
+    opts.set_credentials(user, server.token(user, "buyer"));
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (mqtt, mut eventloop) = AsyncClient::new(opts, 16);
+    let mut ids = Vec::new();
+    for n in 1..=HISTORY {
+        let command = v2::Command::Msg {
+            client_msg_id: format!("seed-{n}"),
+            content: format!("Tin cũ thứ {n}"),
+            kind: MessageType::Text,
+        };
+        mqtt.publish(
+            v2::thread(thread),
+            QoS::AtLeastOnce,
+            false,
+            v2::encode(&command),
+        )
+        .await
+        .expect("queued");
+        let id = loop {
+            let Ok(polled) = tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await
+            else {
+                panic!("no PUBACK for message {n} within 10 s");
+            };
+            let event = polled.unwrap_or_else(|e| panic!("connection lost at message {n}: {e:?}"));
+            if let Event::Incoming(Packet::PubAck(ack)) = event {
+                let properties = ack.properties.map(|p| p.user_properties);
+                break properties
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find_map(|(name, value)| (name == "id").then_some(value))
+                    .unwrap_or_else(|| panic!("message {n} not stored: {:?}", ack.reason));
+            }
+        };
+        ids.push(id);
+    }
+    // Stored in order: message ids are time-ordered.
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, ids, "{HISTORY} distinct messages, in order");
+    let _ = mqtt.disconnect().await;
 }

@@ -1,6 +1,7 @@
 //! The TypeScript SDK against the real server: `web/sdk/test/live.test.ts`
-//! run by Vitest (Node.js, mqtt.js over WebSocket, the REST facade),
-//! pointed at a chatd started here.
+//! run by Vitest (Node.js, mqtt.js speaking MQTT 5 over WebSocket, client
+//! protocol v2, the REST facade), pointed at a chatd started here with its
+//! defaults (v2 only).
 
 use std::process::Command;
 
@@ -9,9 +10,12 @@ use chat_e2e::{Server, repo_root};
 use crate::CHATD;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_web_sdk_chats_and_resyncs_after_a_network_drop() {
+async fn the_web_sdk_speaks_v2_and_resyncs_after_a_network_drop() {
     let server = Server::start(CHATD).await;
     let thread = server.thread_between("wbuyer", "wseller").await;
+    // A buyer the seller has not talked to yet: its thread is opened by
+    // the test, and must show up in the seller's inbox.
+    server.put_users(&["wbuyer2"]).await;
     let sdk = repo_root().join("web/sdk");
     // `--no`: the SDK's own vitest, never a download (`npm ci --prefix web`
     // installed it; ./scripts/test.sh does that first).
@@ -26,8 +30,10 @@ async fn the_web_sdk_chats_and_resyncs_after_a_network_drop() {
         .env("CHAT_LIVE_THREAD", &thread)
         .env("CHAT_LIVE_BUYER", "wbuyer")
         .env("CHAT_LIVE_SELLER", "wseller")
+        .env("CHAT_LIVE_BUYER2", "wbuyer2")
         .env("CHAT_LIVE_BUYER_TOKEN", server.token("wbuyer", "buyer"))
         .env("CHAT_LIVE_SELLER_TOKEN", server.token("wseller", "seller"))
+        .env("CHAT_LIVE_BUYER2_TOKEN", server.token("wbuyer2", "buyer"))
         .output()
         .expect("running vitest");
     let log = format!(
@@ -35,6 +41,10 @@ async fn the_web_sdk_chats_and_resyncs_after_a_network_drop() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "vitest failed:\n{log}");
-    assert!(log.contains("1 passed"), "the live test ran:\n{log}");
+    assert!(
+        output.status.success(),
+        "vitest failed:\n{log}\nchatd log:\n{}",
+        server.log()
+    );
+    assert!(log.contains("2 passed"), "the live tests ran:\n{log}");
 }

@@ -36,6 +36,24 @@ async function texts(page: Page): Promise<string[]> {
   return page.locator('[data-testid="message"] .chat-text').allTextContents();
 }
 
+/** The MQTT packets a page sends over its WebSockets, as raw bytes. */
+function sentFrames(page: Page): Buffer[] {
+  const frames: Buffer[] = [];
+  page.on("websocket", (ws) => ws.on("framesent", (f) => frames.push(Buffer.isBuffer(f.payload) ? f.payload : Buffer.from(f.payload))));
+  return frames;
+}
+
+/** The options byte of the SUBSCRIBE to `topic` in `frames`, if any. */
+function subscribeOptions(frames: Buffer[], topic: string): number | undefined {
+  const name = Buffer.from(topic);
+  for (const f of frames) {
+    if (f[0] !== 0x82) continue; // SUBSCRIBE
+    const at = f.indexOf(name);
+    if (at >= 2 && f.readUInt16BE(at - 2) === name.length) return f[at + name.length];
+  }
+  return undefined;
+}
+
 async function shot(page: Page, name: string): Promise<void> {
   mkdirSync(shots, { recursive: true });
   await page.screenshot({ path: join(shots, `${name}.png`) });
@@ -69,6 +87,7 @@ describe.skipIf(!base)("the demo storefront in Chromium", () => {
   });
 
   it("buyer on a product page and seller in Seller Center chat: unread, read receipts, typing, an image, a network drop", async () => {
+    const buyerFrames = sentFrames(buyer);
     // Seller Center first: its inbox must notice a buyer it has never seen.
     await seller.goto(`${base}/demo/seller.html?as=demo-shop-1`);
     await seller.getByTestId("connection-dot").and(seller.locator('[data-state="online"]')).waitFor();
@@ -88,6 +107,21 @@ describe.skipIf(!base)("the demo storefront in Chromium", () => {
     expect(await row.getByTestId("unread-badge").textContent()).toBe("1");
     expect(await seller.getByTestId("total-unread").textContent()).toBe("1");
     await widget.getByTestId("receipt").filter({ hasText: "Đã gửi" }).waitFor();
+    // Its PUBACK answered it; No Local spared the buyer its own copy: once.
+    expect((await texts(buyer)).filter((t) => t === "Shop ơi, áo còn size M không ạ?")).toHaveLength(1);
+    expect(await row.locator(".inbox-preview").textContent()).toBe("Shop ơi, áo còn size M không ạ?");
+
+    // On the wire: protocol v2 only. One subscription, u/<me>, QoS 1 with
+    // No Local (MQTT 5 subscription option bit 2); commands to t/<thread>.
+    const threadId = await widget.locator("section.chat-conversation").getAttribute("data-thread");
+    expect(threadId).toBeTruthy();
+    const options = subscribeOptions(buyerFrames, "u/demo-buyer-1");
+    expect(options, "SUBSCRIBE u/demo-buyer-1").toBeDefined();
+    expect(options! & 0x03).toBe(1);
+    expect(options! & 0x04).toBe(0x04);
+    const wire = Buffer.concat(buyerFrames).toString("latin1");
+    expect(wire).toContain(`t/${threadId}`);
+    for (const v1 of ["thread/", "user/demo-buyer-1", "send_message", "client_msg_id"]) expect(wire).not.toContain(v1);
 
     // The seller opens it: the badge clears, the buyer sees "Đã xem".
     await row.click();

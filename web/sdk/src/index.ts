@@ -4,5 +4,6 @@ export * from "./backoff.js";
 export * from "./outbox.js";
 export * from "./timeline.js";
 export * from "./unread.js";
+export * from "./threads.js";
 export * from "./rest.js";
 export * from "./client.js";

@@ -1,11 +1,17 @@
-// The wire contract, as TypeScript types. Mirrors `protocol/src/lib.rs`;
-// test/protocol.test.ts checks these against fixtures the Rust crate
-// generates (test/fixtures/envelopes.json), so the two cannot drift.
-
-export const PROTOCOL_VERSION = 1;
+// The wire contract, client protocol v2, as TypeScript types: the
+// commands a client publishes to `t/<thread>` and the events the server
+// publishes to `u/<me>` (docs/asyncapi.yaml, docs/protocol.md; the Rust
+// reference is `protocol/src/v2.rs`). test/protocol.test.ts checks the
+// codec against the bytes the Rust crate writes (test/fixtures/v2.json),
+// so the two cannot drift.
+//
+// Keys are the wire's (short); optional keys are absent, never nil, once
+// decoded. `Message` below is not a wire type: it is the SDK's model of a
+// stored message, built from `msg` events, send answers and REST history.
 
 export type MessageType = "text" | "image" | "system";
 
+/** A card: `c` of a `msg` (system cards, images). Fields as on the wire. */
 export type Card =
   | {
       card: "product";
@@ -30,37 +36,6 @@ export type Card =
       thumb_url: string | null;
     };
 
-export interface Message {
-  id: string;
-  thread_id: string;
-  from: string;
-  type: MessageType;
-  content: string;
-  card: Card | null;
-  client_msg_id: string | null;
-  created_at: number;
-}
-
-export interface MessagePreview {
-  message_id: string;
-  from: string;
-  type: MessageType;
-  text: string;
-  created_at: number;
-}
-
-export interface ThreadState {
-  thread_id: string;
-  buyer_id: string;
-  seller_id: string;
-  product_id: string | null;
-  order_id: string | null;
-  last_message: MessagePreview | null;
-  last_message_at: number | null;
-  unread_buyer: number;
-  unread_seller: number;
-}
-
 export type ErrorCode =
   | "malformed"
   | "unsupported_version"
@@ -78,59 +53,144 @@ export type ErrorCode =
   | "invalid_attachment"
   | "internal";
 
+/** Why a send was refused (`err` of an `ack`, or a refusing PUBACK). */
 export interface ErrorBody {
   code: ErrorCode;
-  message: string;
-  retry_after_ms: number | null;
+  /** In the user's locale: display it, branch on `code`. */
+  msg: string;
+  /** Milliseconds to wait before retrying (`rate_limited`, `muted`). */
+  retry?: number;
 }
 
-export type ClientEvent =
-  | { event: "send_message"; client_msg_id: string; type: MessageType; content: string }
-  | { event: "mark_read"; up_to: string }
-  | { event: "typing"; active: boolean };
+/** Short form of a thread's last message (`last` of a `thread` event). */
+export interface Preview {
+  id: string;
+  f?: string;
+  t?: "image" | "system";
+  b?: string;
+  ts: number;
+}
 
-export type ServerEvent =
-  | { event: "message_new"; message: Message }
-  | {
-      event: "message_sent_ack";
-      client_msg_id: string;
-      thread_id: string;
-      message_id: string | null;
-      created_at: number | null;
-      error: ErrorBody | null;
-    }
-  | { event: "message_read"; thread_id: string; user_id: string; up_to: string; read_at: number }
-  | { event: "typing"; thread_id: string; user_id: string; active: boolean }
-  | { event: "thread_updated"; thread: ThreadState }
-  | {
-      event: "moderation_notice";
-      code: string;
-      message: string;
-      thread_id: string;
-      client_msg_id: string;
-      message_id: string;
-      categories: string[];
-    }
-  | ({ event: "error"; topic: string | null; reference: string | null } & ErrorBody);
+/** What a client publishes to `t/<thread id>`. */
+export type Command =
+  | { e: "msg"; k: string; b: string; t?: "image" }
+  | { e: "read"; id: string }
+  | { e: "typing"; on: boolean };
+
+export interface MsgEvent {
+  e: "msg";
+  th: string;
+  id: string;
+  /** Absent for system messages. */
+  f?: string;
+  /** Absent means text. */
+  t?: "image" | "system";
+  b?: string;
+  c?: Card;
+  ts: number;
+  /** The sender's key: on the sender's own copies only. */
+  k?: string;
+  /** The topic's user's unread count in the thread after it; absent = 0. */
+  n?: number;
+}
+
+export interface AckEvent {
+  e: "ack";
+  th: string;
+  k: string;
+  id?: string;
+  ts?: number;
+  err?: ErrorBody;
+}
+
+export interface ReadEvent {
+  e: "read";
+  th: string;
+  /** The reader. */
+  u: string;
+  /** Their new marker: every message with an id ≤ it is read. */
+  id: string;
+  ts: number;
+  /** Only on the reader's own topic: their unread count after it. */
+  n?: number;
+}
+
+export interface TypingEvent {
+  e: "typing";
+  th: string;
+  u: string;
+  on: boolean;
+}
+
+export interface ThreadEvent {
+  e: "thread";
+  th: string;
+  buyer: string;
+  seller: string;
+  product?: string;
+  order?: string;
+  last?: Preview;
+  n?: number;
+}
+
+export interface MaskedEvent {
+  e: "masked";
+  th: string;
+  k: string;
+  id: string;
+  /** The text as stored and delivered. */
+  b: string;
+  cats: string[];
+  msg: string;
+}
+
+export interface ErrorEvent {
+  e: "error";
+  code: ErrorCode;
+  msg: string;
+  retry?: number;
+  topic?: string;
+  ref?: string;
+}
+
+/** What the server publishes on `u/<me>`. */
+export type ServerEvent = MsgEvent | AckEvent | ReadEvent | TypingEvent | ThreadEvent | MaskedEvent | ErrorEvent;
 
 export const topics = {
-  user: (userId: string) => `user/${userId}`,
-  thread: (threadId: string) => `thread/${threadId}`,
-  threadInbound: (threadId: string) => `thread/${threadId}/in`,
+  /** Everything the server says to one user; subscribe once, No Local. */
+  user: (userId: string) => `u/${userId}`,
+  /** Where a participant publishes a thread's commands. */
+  thread: (threadId: string) => `t/${threadId}`,
 };
 
-/** Error codes after which resending the same message cannot succeed. */
-export const FINAL_ERRORS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  "malformed",
-  "unsupported_version",
-  "unknown_event",
-  "invalid_field",
-  "too_large",
-  "forbidden",
-  "unsupported_type",
-  "not_found",
-  "content_blocked",
-  "thread_blocked",
-  "invalid_attachment",
-  "internal",
-]);
+/** The SDK's model of a stored message (from `msg`, a send's answer, or REST). */
+export interface Message {
+  id: string;
+  threadId: string;
+  /** `""` for system messages. */
+  from: string;
+  type: MessageType;
+  content: string;
+  card: Card | null;
+  /** The sender's key, on one's own messages. */
+  clientMsgId: string | null;
+  createdAt: number;
+}
+
+/** A `msg` event as a message. */
+export function messageOf(event: MsgEvent): Message {
+  return {
+    id: event.id,
+    threadId: event.th,
+    from: event.f ?? "",
+    type: event.t ?? "text",
+    content: event.b ?? "",
+    card: event.c ?? null,
+    clientMsgId: event.k ?? null,
+    createdAt: event.ts,
+  };
+}
+
+/** The refusals worth resending (the same `k`) after a wait; every other
+ * code needs the user (edit, shorten, give up). docs/protocol.md §6.2. */
+export const RETRYABLE_ERRORS: ReadonlySet<ErrorCode> = new Set<ErrorCode>(["unavailable", "rate_limited", "muted"]);

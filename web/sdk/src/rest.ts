@@ -1,7 +1,8 @@
-// The REST facade's JSON (camelCase) as the protocol's types (snake_case,
-// as on MQTT), so the rest of the SDK sees one shape.
+// The REST facade's JSON (camelCase): history pages become the SDK's
+// messages (cards with the wire's snake_case keys, as in `msg` events), so
+// the rest of the SDK sees one shape.
 
-import type { Card, Message, MessageType, ThreadState } from "./protocol.js";
+import type { Card, Message, MessageType } from "./protocol.js";
 
 export interface RestMessage {
   id: string;
@@ -22,6 +23,7 @@ export interface RestThread {
   orderId: string | null;
   otherUserId: string;
   otherDisplayName: string | null;
+  otherAvatarUrl?: string | null;
   otherOnline: boolean;
   otherLastSeen: number | null;
   lastMessage: { messageId: string; from: string; type: MessageType; text: string; createdAt: number } | null;
@@ -44,34 +46,12 @@ function cardFromRest(card: Record<string, unknown> | null): Card | null {
 export function messageFromRest(m: RestMessage): Message {
   return {
     id: m.id,
-    thread_id: m.threadId,
+    threadId: m.threadId,
     from: m.from,
     type: m.type,
     content: m.content,
     card: cardFromRest(m.card),
-    client_msg_id: m.clientMsgId ?? null,
-    created_at: m.createdAt,
-  };
-}
-
-export function threadStateFromRest(t: RestThread): ThreadState {
-  return {
-    thread_id: t.id,
-    buyer_id: t.buyerId,
-    seller_id: t.sellerId,
-    product_id: t.productId,
-    order_id: t.orderId,
-    last_message: t.lastMessage
-      ? {
-          message_id: t.lastMessage.messageId,
-          from: t.lastMessage.from,
-          type: t.lastMessage.type,
-          text: t.lastMessage.text,
-          created_at: t.lastMessage.createdAt,
-        }
-      : null,
-    last_message_at: t.lastMessageAt,
-    unread_buyer: t.unreadBuyer,
-    unread_seller: t.unreadSeller,
+    clientMsgId: m.clientMsgId ?? null,
+    createdAt: m.createdAt,
   };
 }

@@ -6,10 +6,31 @@ import type { Message } from "./protocol.js";
 
 export class Timeline {
   private byId = new Map<string, Message>();
+  /** Own messages by their key `k`. */
+  private byKey = new Map<string, string>();
 
-  /** A live `message_new` or a history page: same treatment. */
+  /** A live `msg`, one's own stored send, or a history page: same treatment. */
   merge(messages: Message[]): void {
-    for (const m of messages) this.byId.set(m.id, m);
+    for (const m of messages) {
+      this.byId.set(m.id, m);
+      if (m.clientMsgId) this.byKey.set(m.clientMsgId, m.id);
+    }
+  }
+
+  get(id: string): Message | undefined {
+    return this.byId.get(id);
+  }
+
+  /** Whether one's own message of key `k` is here. */
+  hasKey(k: string): boolean {
+    return this.byKey.has(k);
+  }
+
+  /** The newest id held older than `id` (where to fetch `id` from). */
+  newestBefore(id: string): string | undefined {
+    let found: string | undefined;
+    for (const other of this.byId.keys()) if (other < id && (found === undefined || other > found)) found = other;
+    return found;
   }
 
   /** The newest message id seen, where a resync starts (`after`). */

@@ -1,49 +1,41 @@
-// Unread counts that cannot drift: the server's count (thread_updated,
-// inbox) always wins; between two server counts, a local estimate (a
-// message_new from the other side adds one, reading sets zero) keeps the
-// badge responsive. An older server snapshot never overwrites a newer one.
-
-import type { ThreadState } from "./protocol.js";
+// Unread counts that cannot drift. The server states the user's count in
+// every `msg` (`n`), in the reader's own `read`, in `thread` events and in
+// inbox rows (REST); each statement holds as of a time (the message's or
+// the read's, in server ms), and an older statement never overwrites a
+// newer one. Reading a thread here sets zero at once; a statement about
+// nothing newer than what was read here (a REST page fetched before the
+// read landed) cannot bring the badge back.
 
 interface Entry {
   count: number;
-  /** last_message_at of the snapshot the count came from. */
+  /** Server time of the statement the count comes from. */
   at: number;
-  estimated: boolean;
+  /** Server time of the newest message read here (or sent: sending reads). */
+  readTs: number;
 }
 
 export class UnreadCounts {
   private threads = new Map<string, Entry>();
-  constructor(private readonly me: string) {}
 
-  /** A server snapshot (thread_updated or an inbox row). */
-  server(thread: ThreadState): void {
-    const count = thread.buyer_id === this.me ? thread.unread_buyer : thread.unread_seller;
-    const at = thread.last_message_at ?? 0;
-    const current = this.threads.get(thread.thread_id);
-    if (current && !current.estimated && current.at > at) return;
-    this.threads.set(thread.thread_id, { count, at, estimated: false });
-  }
-
-  /** A new message arrived live (before the server's snapshot). */
-  received(threadId: string, from: string, createdAt: number): void {
-    if (from === this.me || from === "") return;
-    const current = this.threads.get(threadId) ?? { count: 0, at: 0, estimated: true };
-    if (createdAt <= current.at) return;
-    this.threads.set(threadId, { count: Math.min(current.count + 1, 100), at: createdAt, estimated: true });
-  }
-
-  /** The user read the thread (the server will confirm). */
-  read(threadId: string): void {
+  /** The server's count for the user in `threadId`, as of `at` (ms). */
+  set(threadId: string, count: number, at: number): void {
     const current = this.threads.get(threadId);
-    this.threads.set(threadId, { count: 0, at: current?.at ?? 0, estimated: true });
+    if (current && at < current.at) return;
+    const readTs = current?.readTs ?? 0;
+    this.threads.set(threadId, { count: at <= readTs ? 0 : count, at, readTs });
+  }
+
+  /** The user read (or wrote in) `threadId` up to a message of time `upToTs`. */
+  read(threadId: string, upToTs: number): void {
+    const current = this.threads.get(threadId);
+    this.threads.set(threadId, { count: 0, at: current?.at ?? 0, readTs: Math.max(current?.readTs ?? 0, upToTs) });
   }
 
   count(threadId: string): number {
     return this.threads.get(threadId)?.count ?? 0;
   }
 
-  /** The badge: "99+" past the server's cap. */
+  /** The badge: "99+" past the server's cap (100). */
   label(threadId: string): string {
     const n = this.count(threadId);
     return n >= 100 ? "99+" : String(n);

@@ -86,7 +86,7 @@ describe("ChatClient history", () => {
 });
 
 describe("ChatClient outbox across a reload", () => {
-  it("keeps unsent messages in storage and resends them with the same client_msg_id", () => {
+  it("keeps unsent messages in storage and resends them with the same clientMsgId", () => {
     const storage = memoryStorage();
     const before = new ChatClient(options({ storage }));
     const entry = before.send("t1", "Gửi lúc mất sóng");

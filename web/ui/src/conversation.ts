@@ -3,7 +3,7 @@
 // preview and progress, and the composer. Shared by the widget and the
 // Seller Center inbox.
 
-import type { Card, ChatClient, Message, RestThread, ServerEvent } from "@chat/sdk";
+import { topics, type Card, type ChatClient, type Message, type RestThread, type ServerEvent } from "@chat/sdk";
 import { h, fill } from "./dom.js";
 import { clock, price, strings, type Lang } from "./i18n.js";
 
@@ -84,7 +84,12 @@ export class ConversationView {
     this.unsubscribe.push(
       client.onChange((change) => {
         if (change.kind === "state") this.renderBanner();
-        else if ("threadId" in change && change.threadId === options.thread.id && change.kind !== "unread") this.render();
+        else if (change.kind === "refused" && change.threadId === options.thread.id) {
+          // Refused by its PUBACK or an `ack`: the server's text, in the user's language.
+          const t = strings(this.lang);
+          this.showNotice(change.error.msg ? `${t.failed}: ${change.error.msg}` : t.failed);
+          this.render();
+        } else if ("threadId" in change && change.threadId === options.thread.id && change.kind !== "unread") this.render();
       }),
       client.on((event) => this.onEvent(event)),
     );
@@ -134,20 +139,17 @@ export class ConversationView {
 
   private onEvent(event: ServerEvent): void {
     const threadId = this.options.thread.id;
-    const t = strings(this.lang);
-    if (event.event === "typing" && event.thread_id === threadId && event.user_id !== this.me) {
-      this.typingUntil = event.active ? Date.now() + TYPING_SHOWN_MS : 0;
+    if (event.e === "typing" && event.th === threadId && event.u !== this.me) {
+      this.typingUntil = event.on ? Date.now() + TYPING_SHOWN_MS : 0;
       this.renderTyping();
-    } else if (event.event === "message_new" && event.message.thread_id === threadId && event.message.from !== this.me) {
+    } else if (event.e === "msg" && event.th === threadId && event.f !== undefined && event.f !== this.me) {
       // A message ends the sender's typing.
       this.typingUntil = 0;
       this.renderTyping();
-    } else if (event.event === "moderation_notice" && event.thread_id === threadId) {
-      this.showNotice(event.message);
-    } else if (event.event === "message_sent_ack" && event.thread_id === threadId && event.error) {
-      this.showNotice(`${t.failed}: ${event.error.message}`);
-    } else if (event.event === "error" && event.topic?.includes(threadId)) {
-      this.showNotice(event.message);
+    } else if (event.e === "masked" && event.th === threadId) {
+      this.showNotice(event.msg);
+    } else if (event.e === "error" && event.topic === topics.thread(threadId)) {
+      this.showNotice(event.msg);
     }
   }
 
@@ -179,7 +181,7 @@ export class ConversationView {
     const atEnd = scrollToEnd || this.list.scrollHeight - this.list.scrollTop - this.list.clientHeight < 40;
     const fromBottom = this.list.scrollHeight - this.list.scrollTop;
     const messages = client.messages(thread.id);
-    const stored = new Set(messages.map((m) => m.client_msg_id).filter(Boolean));
+    const stored = new Set(messages.map((m) => m.clientMsgId).filter(Boolean));
     const pending = client.pending(thread.id);
     const seenUpTo = client.readUpTo(thread.id, thread.otherUserId);
     const lastOwn = [...messages].reverse().find((m) => m.from === this.me);
@@ -189,7 +191,7 @@ export class ConversationView {
     );
     let lastDay = "";
     for (const m of messages) {
-      const day = new Date(m.created_at).toLocaleDateString(this.lang === "en" ? "en-GB" : "vi-VN");
+      const day = new Date(m.createdAt).toLocaleDateString(this.lang === "en" ? "en-GB" : "vi-VN");
       if (day !== lastDay) {
         rows.push(h("div", { class: "chat-day" }, day));
         lastDay = day;
@@ -226,7 +228,7 @@ export class ConversationView {
           "div",
           { class: `chat-row mine pending${failed ? " failed" : ""}`, "data-testid": "pending" },
           h("div", { class: "chat-bubble" }, entry.type === "image" ? t.image : entry.content),
-          h("div", { class: "chat-status" }, failed ? `${t.failed}: ${entry.error?.message ?? ""}` : t.sending, failed ? this.dismissButton(entry.clientMsgId) : null),
+          h("div", { class: "chat-status" }, failed ? (entry.error?.msg ? `${t.failed}: ${entry.error.msg}` : t.failed) : t.sending, failed ? this.dismissButton(entry.clientMsgId) : null),
         ),
       );
     }
@@ -263,7 +265,7 @@ export class ConversationView {
     return h(
       "div",
       { class: `chat-row ${mine ? "mine" : "theirs"}`, "data-testid": "message", "data-id": m.id },
-      h("div", { class: `chat-bubble${m.card?.card === "image" ? " image" : ""}` }, body, h("time", { class: "chat-time" }, clock(this.lang, m.created_at))),
+      h("div", { class: `chat-bubble${m.card?.card === "image" ? " image" : ""}` }, body, h("time", { class: "chat-time" }, clock(this.lang, m.createdAt))),
       status ? h("div", { class: "chat-status", "data-testid": "receipt" }, status) : null,
     );
   }

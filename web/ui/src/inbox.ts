@@ -2,8 +2,11 @@
 // unread badges and a filter, beside the open conversation. Keyboard:
 // ↑/↓ (or j/k) move through threads, Enter opens, Esc returns to the list.
 // Below 720 px wide it shows the list or the conversation, not both.
+// The rows are the SDK's (`client.threads()`): inbox pages from REST, kept
+// current by the live `msg`, `read` and `thread` events; a thread it has
+// never seen (a new buyer) makes the SDK fetch the inbox again.
 
-import type { ChatClient, RestThread, ServerEvent } from "@chat/sdk";
+import type { ChatClient, RestThread } from "@chat/sdk";
 import { ConversationView } from "./conversation.js";
 import { h, fill } from "./dom.js";
 import { ago, clock, strings, type Lang } from "./i18n.js";
@@ -25,10 +28,7 @@ type Filter = "all" | "unread";
 /** Threads per inbox page. */
 const PAGE = 30;
 
-const byActivity = (a: RestThread, b: RestThread) => (b.lastMessageAt ?? b.createdAt) - (a.lastMessageAt ?? a.createdAt);
-
 export class SellerInbox {
-  private threads: RestThread[] = [];
   private filter: Filter = "all";
   private selected?: string;
   private conversation?: ConversationView;
@@ -37,10 +37,10 @@ export class SellerInbox {
   private readonly totalEl: HTMLElement;
   private readonly dotEl: HTMLElement;
   private readonly tabs: Record<Filter, HTMLButtonElement>;
-  private refetch?: ReturnType<typeof setTimeout>;
   /** Where the next page of older threads starts; none: all loaded. */
   private nextCursor?: string;
   private loadingMore = false;
+  private renderQueued = false;
 
   constructor(private readonly options: InboxOptions) {
     const t = strings(options.lang);
@@ -78,10 +78,9 @@ export class SellerInbox {
       if (el.scrollHeight - el.scrollTop - el.clientHeight < 80) void this.loadMore();
     });
     options.client.onChange((change) => {
-      if (change.kind === "unread") this.renderList();
+      if (change.kind === "unread" || change.kind === "inbox") this.scheduleList();
       if (change.kind === "state") this.renderDot();
     });
-    options.client.on((event) => this.onEvent(event));
     options.root.addEventListener("keydown", (e) => {
       if (e.key === "Escape" && this.selected) this.backToList();
     });
@@ -94,12 +93,7 @@ export class SellerInbox {
 
   private async reload(): Promise<void> {
     const page = await this.options.client.inboxPage(undefined, PAGE);
-    // The first page replaces its rows; rows of older pages already
-    // loaded stay, and paging goes on from where it was.
-    const fresh = new Set(page.threads.map((t) => t.id));
-    const loaded = this.threads.filter((t) => !fresh.has(t.id));
-    if (this.threads.length === 0) this.nextCursor = page.nextCursor;
-    this.threads = [...page.threads, ...loaded].sort(byActivity);
+    this.nextCursor = page.nextCursor;
     this.renderList();
   }
 
@@ -109,8 +103,6 @@ export class SellerInbox {
     this.loadingMore = true;
     try {
       const page = await this.options.client.inboxPage(this.nextCursor, PAGE);
-      const known = new Set(this.threads.map((t) => t.id));
-      this.threads.push(...page.threads.filter((t) => !known.has(t.id)));
       this.nextCursor = page.nextCursor;
       this.renderList();
     } finally {
@@ -118,25 +110,14 @@ export class SellerInbox {
     }
   }
 
-  private onEvent(event: ServerEvent): void {
-    if (event.event !== "thread_updated") return;
-    const state = event.thread;
-    const row = this.threads.find((t) => t.id === state.thread_id);
-    if (!row) {
-      // A new buyer: the inbox row (with the buyer's name) comes from REST.
-      clearTimeout(this.refetch);
-      this.refetch = setTimeout(() => void this.reload(), 200);
-      return;
-    }
-    row.lastMessageAt = state.last_message_at;
-    row.lastMessage = state.last_message
-      ? { messageId: state.last_message.message_id, from: state.last_message.from, type: state.last_message.type, text: state.last_message.text, createdAt: state.last_message.created_at }
-      : null;
-    row.unreadBuyer = state.unread_buyer;
-    row.unreadSeller = state.unread_seller;
-    row.productId = state.product_id;
-    this.threads.sort(byActivity);
-    this.renderList();
+  /** One render for a burst of changes (an inbox page changes every row). */
+  private scheduleList(): void {
+    if (this.renderQueued) return;
+    this.renderQueued = true;
+    queueMicrotask(() => {
+      this.renderQueued = false;
+      this.renderList();
+    });
   }
 
   private setFilter(filter: Filter): void {
@@ -157,7 +138,7 @@ export class SellerInbox {
   private renderList(): void {
     const { client, lang } = this.options;
     const t = strings(lang);
-    const shown = this.threads.filter((thread) => this.filter === "all" || client.unread.count(thread.id) > 0);
+    const shown = client.threads().filter((thread) => this.filter === "all" || client.unread.count(thread.id) > 0);
     const total = client.unread.total();
     this.totalEl.hidden = total === 0;
     this.totalEl.textContent = total > 99 ? "99+" : String(total);
@@ -202,7 +183,7 @@ export class SellerInbox {
   }
 
   private async select(threadId: string): Promise<void> {
-    const thread = this.threads.find((t) => t.id === threadId);
+    const thread = this.options.client.threads().find((t) => t.id === threadId);
     if (!thread) return;
     this.options.root.querySelector(".inbox")?.classList.add("show-conversation");
     if (this.selected === threadId && this.conversation) {
