@@ -3,16 +3,16 @@
 //! takes down the CQL server every other Cassandra test shares, and cargo
 //! runs test binaries one at a time.
 //!
-//! While the store is down every send is answered with a failed
-//! `message_sent_ack` (`unavailable`), never a false ack; once it is back
+//! While the store is down every send is answered with a failed `ack`
+//! (`unavailable`), never a false one; once it is back
 //! the same client message ids go through, each stored exactly once, and
 //! every message acked at any point is in the history.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use chat_e2e::{Client, Server, Via, cassandra, send_message};
-use chat_protocol::{ErrorCode, ServerEvent, topics};
+use chat_e2e::{Client, Server, Via, answer_to, cassandra, send_message};
+use chat_protocol::{ErrorCode, v2};
 
 const CHATD: &str = env!("CARGO_BIN_EXE_chatd");
 
@@ -22,37 +22,32 @@ struct Outcomes {
     refused: BTreeSet<String>,
 }
 
-/// Publishes `cmid` and waits for its `message_sent_ack`, success or not.
-async fn send(client: &mut Client, inbound: &str, cmid: &str, outcomes: &mut Outcomes) -> bool {
+/// Publishes `cmid` and waits for its answer (the own copy, or an `ack`),
+/// success or not.
+async fn send(client: &mut Client, thread: &str, cmid: &str, outcomes: &mut Outcomes) -> bool {
     client
-        .publish(inbound, send_message(cmid, &format!("tin nhắn {cmid}")))
+        .publish(
+            &v2::thread(thread),
+            send_message(cmid, &format!("tin nhắn {cmid}")),
+        )
         .await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         let Some((_, event)) = client.event(Duration::from_secs(1)).await else {
             continue;
         };
-        if let ServerEvent::MessageSentAck {
-            client_msg_id,
-            message_id,
-            error,
-            ..
-        } = event
-        {
-            if client_msg_id != cmid {
-                continue;
-            }
-            return match (message_id, error) {
-                (Some(id), None) => {
+        if let Some(answer) = answer_to(&event, thread, cmid) {
+            return match answer {
+                Ok(id) => {
                     outcomes.refused.remove(cmid);
                     if let Some(earlier) = outcomes.acked.insert(cmid.to_owned(), id.clone()) {
                         assert_eq!(earlier, id, "a retry of {cmid} got a new message");
                     }
                     true
                 }
-                (None, Some(error)) => {
+                Err(error) => {
                     assert_eq!(error.code, ErrorCode::Unavailable, "{error:?}");
-                    assert!(!error.message.is_empty());
+                    assert!(!error.msg.is_empty());
                     assert!(
                         !outcomes.acked.contains_key(cmid),
                         "{cmid} was acked, then refused"
@@ -60,11 +55,10 @@ async fn send(client: &mut Client, inbound: &str, cmid: &str, outcomes: &mut Out
                     outcomes.refused.insert(cmid.to_owned());
                     false
                 }
-                other => panic!("malformed ack for {cmid}: {other:?}"),
             };
         }
     }
-    panic!("no message_sent_ack for {cmid} within 20 s");
+    panic!("no answer to {cmid} within 20 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,8 +74,7 @@ async fn sends_fail_cleanly_while_cassandra_is_down_and_nothing_acked_is_lost() 
     .await;
     let thread = server.thread_between("b1", "s1").await;
     let mut buyer = Client::connect(&server, "b1", "buyer", Via::Tcp).await;
-    assert!(buyer.subscribe(&topics::user("b1")).await);
-    let inbound = topics::thread_inbound(&thread);
+    buyer.subscribe_inbox().await;
     let mut outcomes = Outcomes::default();
     let mut n = 0;
     let mut next = || {
@@ -90,13 +83,13 @@ async fn sends_fail_cleanly_while_cassandra_is_down_and_nothing_acked_is_lost() 
     };
 
     for _ in 0..10 {
-        assert!(send(&mut buyer, &inbound, &next(), &mut outcomes).await);
+        assert!(send(&mut buyer, &thread, &next(), &mut outcomes).await);
     }
 
     cassandra("kill9").await;
     let mut refused_while_down = 0;
     for _ in 0..5 {
-        if !send(&mut buyer, &inbound, &next(), &mut outcomes).await {
+        if !send(&mut buyer, &thread, &next(), &mut outcomes).await {
             refused_while_down += 1;
         }
     }
@@ -110,7 +103,7 @@ async fn sends_fail_cleanly_while_cassandra_is_down_and_nothing_acked_is_lost() 
     // goes through, then retry every refused one under its own id.
     let back = Instant::now();
     loop {
-        if send(&mut buyer, &inbound, &next(), &mut outcomes).await {
+        if send(&mut buyer, &thread, &next(), &mut outcomes).await {
             break;
         }
         if back.elapsed() > Duration::from_secs(90) {
@@ -126,12 +119,12 @@ async fn sends_fail_cleanly_while_cassandra_is_down_and_nothing_acked_is_lost() 
     let retries: Vec<String> = outcomes.refused.iter().cloned().collect();
     for cmid in &retries {
         assert!(
-            send(&mut buyer, &inbound, cmid, &mut outcomes).await,
+            send(&mut buyer, &thread, cmid, &mut outcomes).await,
             "retry of {cmid}"
         );
     }
     // A retry of a message acked before the crash is still not duplicated.
-    assert!(send(&mut buyer, &inbound, "m-3", &mut outcomes).await);
+    assert!(send(&mut buyer, &thread, "m-3", &mut outcomes).await);
     assert!(outcomes.refused.is_empty());
 
     let stored = server.text_message_ids("b1", "buyer", &thread).await;

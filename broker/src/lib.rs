@@ -92,7 +92,7 @@ impl Default for BrokerConfig {
             busy_check: false,
             allow_loadtest: false,
             max_session_expiry_secs: 2 * 86_400,
-            protocol_v1: true,
+            protocol_v1: false,
         }
     }
 }

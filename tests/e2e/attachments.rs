@@ -7,7 +7,8 @@
 
 use chat_attachments::image_check::{ImageFormat, samples};
 use chat_e2e::{Client, Server, Via};
-use chat_protocol::{Card, ErrorCode, ServerEvent, topics};
+use chat_protocol::v2::Event;
+use chat_protocol::{Card, ErrorCode, MessageType};
 use serde_json::{Value, json};
 
 use crate::CHATD;
@@ -65,9 +66,9 @@ async fn run_flow(server: &Server) {
     let thread = server.thread_between("ab", "as").await;
     let buyer_token = server.token("ab", "buyer");
     let mut buyer = Client::connect(server, "ab", "buyer", Via::Tcp).await;
-    assert!(buyer.subscribe(&topics::user("ab")).await);
+    buyer.subscribe_inbox().await;
     let mut seller = Client::connect(server, "as", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&topics::thread(&thread)).await);
+    seller.subscribe_inbox().await;
 
     // A phone photo with the buyer's GPS position in its EXIF.
     let photo = samples::jpeg_with_gps();
@@ -81,7 +82,12 @@ async fn run_flow(server: &Server) {
 
     let card = seller
         .expect("the image message", |_, e| match e {
-            ServerEvent::MessageNew { message } if message.id == message_id => message.card.clone(),
+            Event::Msg(m) if m.id == message_id => {
+                assert_eq!(m.kind, MessageType::Image);
+                assert_eq!(m.from.as_deref(), Some("ab"));
+                assert_eq!(m.content, "", "no body: the picture is the card");
+                m.card.clone()
+            }
             _ => None,
         })
         .await;
@@ -158,7 +164,7 @@ async fn run_flow(server: &Server) {
             .await
             .expect_err(what);
         assert_eq!(error.code, ErrorCode::InvalidAttachment, "{what}");
-        assert!(!error.message.is_empty());
+        assert!(!error.msg.is_empty());
         // Sending it again does not revive it.
         let again = buyer
             .send_image(&thread, &format!("bad-again-{i}"), &upload_id)
@@ -220,7 +226,7 @@ async fn run_flow(server: &Server) {
         .drain(std::time::Duration::from_millis(300))
         .await
         .into_iter()
-        .filter(|(_, e)| matches!(e, ServerEvent::MessageNew { message } if message.from == "ab"))
+        .filter(|(_, e)| matches!(e, Event::Msg(m) if m.from.as_deref() == Some("ab")))
         .collect();
     assert!(images.is_empty(), "{images:?}");
 }
@@ -341,7 +347,7 @@ async fn uploads_never_sent_are_deleted() {
     .await;
     // And it cannot be used any more.
     let mut buyer = Client::connect(&server, "sb", "buyer", Via::Tcp).await;
-    assert!(buyer.subscribe(&topics::user("sb")).await);
+    buyer.subscribe_inbox().await;
     let error = buyer
         .send_image(&thread, "late", &upload_id)
         .await

@@ -1,16 +1,16 @@
 use std::time::Duration;
 
 use chat_e2e::{Client, Server, Via, send_message};
-use chat_protocol::{ErrorCode, ServerEvent, topics};
+use chat_protocol::ErrorCode;
+use chat_protocol::v2::{self, Event};
 
 use crate::CHATD;
 
-fn error_code(_: &str, e: &ServerEvent) -> Option<ErrorCode> {
+/// The code of the first refusal: an `error`, or an `ack` with `err`.
+fn error_code(_: &str, e: &Event) -> Option<ErrorCode> {
     match e {
-        ServerEvent::Error { error, .. } => Some(error.code),
-        ServerEvent::MessageSentAck {
-            error: Some(error), ..
-        } => Some(error.code),
+        Event::Error { code, .. } => Some(*code),
+        Event::Ack { err: Some(err), .. } => Some(err.code),
         _ => None,
     }
 }
@@ -20,51 +20,38 @@ async fn bad_payloads_get_error_events_and_change_nothing() {
     let server = Server::start(CHATD).await;
     let thread = server.thread_between("b1", "s1").await;
     let mut buyer = Client::connect(&server, "b1", "buyer", Via::Tcp).await;
-    assert!(buyer.subscribe("user/b1").await);
+    buyer.subscribe_inbox().await;
     let mut seller = Client::connect(&server, "s1", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&topics::thread(&thread)).await);
-    let inbound = topics::thread_inbound(&thread);
+    seller.subscribe_inbox().await;
+    let commands = v2::thread(&thread);
 
     #[derive(serde::Serialize)]
-    struct Unknown {
-        v: u8,
-        event: &'static str,
+    struct Named {
+        e: &'static str,
     }
-    let unknown = rmp_serde::to_vec_named(&Unknown {
-        v: 1,
-        event: "join",
-    })
-    .unwrap();
-    let future = rmp_serde::to_vec_named(&Unknown {
-        v: 99,
-        event: "typing",
-    })
-    .unwrap();
-    let missing_fields = rmp_serde::to_vec_named(&Unknown {
-        v: 1,
-        event: "send_message",
-    })
-    .unwrap();
+    let unknown = rmp_serde::to_vec_named(&Named { e: "join" }).unwrap();
+    let missing_fields = rmp_serde::to_vec_named(&Named { e: "msg" }).unwrap();
+    // v2 has no version key (the topic is the version): a v1 envelope,
+    // `v` and `event` and all, is no v2 command. (v1's "future version"
+    // case has no v2 equivalent.)
+    let v1_envelope = chat_e2e::v1_send_message("v1-1", "chào");
     let huge = send_message("big", &"a".repeat(40 * 1024));
     let too_long = send_message("long", &"ệ".repeat(4001));
     let empty = send_message("empty", "   ");
-    let image = chat_protocol::encode(&chat_protocol::ClientEvent::SendMessage {
+    let image = v2::encode(&v2::Command::Msg {
         client_msg_id: "img".into(),
-        kind: chat_protocol::MessageType::Image,
         content: "upload-1".into(),
+        kind: chat_protocol::MessageType::Image,
     });
     // 800 levels of arrays in a field nobody reads: overflowed the stack of
     // a debug build before the shape check.
-    let mut deep = rmp_serde::to_vec_named(&Unknown {
-        v: 1,
-        event: "typing",
-    })
-    .unwrap();
+    let mut deep = v2::encode(&v2::Command::Typing { active: true });
+    assert_eq!(deep[0], 0x82, "a map of two");
     deep[0] = 0x83;
     deep.extend([0xa1, b'x']);
     deep.extend(std::iter::repeat_n(0x91u8, 800));
     deep.push(0x90);
-    let array = rmp_serde::to_vec(&(1u8, "send_message", "arr-1", "text", "hi")).unwrap();
+    let array = rmp_serde::to_vec(&("msg", "arr-1", "hi")).unwrap();
     let mut trailing = send_message("trail-1", "chào");
     trailing.push(0xc0);
     let contact_key = send_message("zalo.me/0938471265", "chào shop");
@@ -74,7 +61,7 @@ async fn bad_payloads_get_error_events_and_change_nothing() {
         ("an array envelope", array, ErrorCode::Malformed),
         ("bytes after the map", trailing, ErrorCode::Malformed),
         (
-            "a client_msg_id carrying a link",
+            "a key carrying a link",
             contact_key,
             ErrorCode::InvalidField,
         ),
@@ -90,12 +77,12 @@ async fn bad_payloads_get_error_events_and_change_nothing() {
         ),
         (
             "json",
-            br#"{"event":"send_message"}"#.to_vec(),
+            br#"{"e":"msg","k":"j-1","b":"hi"}"#.to_vec(),
             ErrorCode::Malformed,
         ),
         ("empty payload", vec![], ErrorCode::Malformed),
         ("unknown event", unknown, ErrorCode::UnknownEvent),
-        ("future version", future, ErrorCode::UnsupportedVersion),
+        ("a v1 envelope", v1_envelope, ErrorCode::Malformed),
         ("missing fields", missing_fields, ErrorCode::InvalidField),
         ("oversized payload", huge, ErrorCode::TooLarge),
         ("too many characters", too_long, ErrorCode::TooLarge),
@@ -107,22 +94,23 @@ async fn bad_payloads_get_error_events_and_change_nothing() {
         ),
     ];
     for (what, payload, expected) in cases {
-        buyer.publish(&inbound, payload).await;
+        buyer.publish(&commands, payload).await;
         let code = buyer.expect(what, error_code).await;
         assert_eq!(code, expected, "{what}");
     }
     // Marking an unknown message read is an error, not a silent no-op.
-    buyer
-        .publish(
-            &inbound,
-            chat_protocol::encode(&chat_protocol::ClientEvent::MarkRead {
-                up_to: "nope".into(),
-            }),
-        )
+    buyer.read(&thread, "nope").await;
+    let (code, reference) = buyer
+        .expect("read error", |_, e| match e {
+            Event::Error {
+                code, reference, ..
+            } => Some((*code, reference.clone())),
+            _ => None,
+        })
         .await;
     assert_eq!(
-        buyer.expect("mark_read error", error_code).await,
-        ErrorCode::NotFound
+        (code, reference.as_deref()),
+        (ErrorCode::NotFound, Some("read"))
     );
 
     // Nothing reached the seller, nothing was stored, the connection lives.
@@ -138,24 +126,14 @@ async fn bad_payloads_get_error_events_and_change_nothing() {
         .await;
     assert_eq!(page["messages"].as_array().unwrap().len(), 0);
     buyer
-        .publish(&inbound, send_message("ok-1", "vẫn chạy"))
-        .await;
-    let ok = buyer
-        .expect("ack", |_, e| match e {
-            ServerEvent::MessageSentAck {
-                client_msg_id,
-                message_id,
-                ..
-            } if client_msg_id == "ok-1" => Some(message_id.clone()),
-            _ => None,
-        })
-        .await;
-    assert!(ok.is_some());
+        .send_text(&thread, "ok-1", "vẫn chạy")
+        .await
+        .expect("stored");
 }
 
-/// Every refusal of a send whose `client_msg_id` can be read is a failed
-/// `message_sent_ack` naming it (the outbox settles it), whatever the
-/// reason: bad fields, an unknown or forbidden type, too large, too fast.
+/// Every refusal of a send whose key can be read is an `ack` naming it
+/// (the outbox settles it), whatever the reason: bad fields, an unknown or
+/// forbidden type, too large, too fast.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_of_a_readable_send_are_acks_naming_it() {
     let server = Server::start_with(
@@ -169,76 +147,66 @@ async fn refusals_of_a_readable_send_are_acks_naming_it() {
     .await;
     let thread = server.thread_between("b2", "s2").await;
     let mut buyer = Client::connect(&server, "b2", "buyer", Via::Tcp).await;
-    assert!(buyer.subscribe("user/b2").await);
-    let inbound = topics::thread_inbound(&thread);
+    buyer.subscribe_inbox().await;
+    let commands = v2::thread(&thread);
     #[derive(serde::Serialize)]
     struct Send<'a> {
-        v: u8,
-        event: &'a str,
-        client_msg_id: &'a str,
-        #[serde(rename = "type")]
-        kind: &'a str,
-        content: &'a str,
+        e: &'a str,
+        k: &'a str,
+        t: &'a str,
+        b: &'a str,
     }
-    let send = |cmid: &'static str, kind: &'static str, content: &str| {
-        rmp_serde::to_vec_named(&Send {
-            v: 1,
-            event: "send_message",
-            client_msg_id: cmid,
-            kind,
-            content,
-        })
-        .unwrap()
+    let send = |k: &'static str, t: &'static str, b: &str| {
+        rmp_serde::to_vec_named(&Send { e: "msg", k, t, b }).unwrap()
     };
     let cases = [
         (
             "vid-1",
             send("vid-1", "video", "x"),
-            ErrorCode::UnsupportedType,
+            Some(ErrorCode::UnsupportedType),
         ),
         (
             "sys-1",
             send("sys-1", "system", "x"),
-            ErrorCode::InvalidField,
+            Some(ErrorCode::InvalidField),
         ),
         (
             "big-1",
             send("big-1", "text", &"a".repeat(40 * 1024)),
-            ErrorCode::TooLarge,
+            Some(ErrorCode::TooLarge),
         ),
-        ("ok-1", send("ok-1", "text", "một"), ErrorCode::Unavailable),
-        ("ok-2", send("ok-2", "text", "hai"), ErrorCode::Unavailable),
+        ("ok-1", send("ok-1", "text", "một"), None),
+        ("ok-2", send("ok-2", "text", "hai"), None),
         (
             "fast-1",
             send("fast-1", "text", "ba"),
-            ErrorCode::RateLimited,
+            Some(ErrorCode::RateLimited),
         ),
     ];
-    for (cmid, payload, expected) in cases {
-        buyer.publish(&inbound, payload).await;
-        let (code, retry) = buyer
-            .expect(cmid, |_, e| match e {
-                ServerEvent::MessageSentAck {
-                    client_msg_id,
-                    error,
-                    ..
-                } if client_msg_id == cmid => {
-                    Some(error.as_ref().map(|e| (e.code, e.retry_after_ms)))
+    for (k, payload, expected) in cases {
+        buyer.publish(&commands, payload).await;
+        let refusal = buyer
+            .expect(k, |_, e| match e {
+                // Stored: the sender's own copy answers.
+                Event::Msg(m) if m.client_msg_id.as_deref() == Some(k) => Some(None),
+                Event::Ack {
+                    client_msg_id, err, ..
+                } if client_msg_id == k => {
+                    let err = err
+                        .as_ref()
+                        .unwrap_or_else(|| panic!("{k}: an ack without err"));
+                    Some(Some((err.code, err.retry)))
                 }
-                ServerEvent::Error { reference, .. } => {
-                    panic!("{cmid}: an error event (reference {reference:?}), not an ack")
+                Event::Error { reference, .. } => {
+                    panic!("{k}: an error event (reference {reference:?}), not an ack")
                 }
                 _ => None,
             })
-            .await
-            .map_or((ErrorCode::Unavailable, None), |e| e);
-        // `Unavailable` stands for "stored": no error in the ack.
-        assert_eq!(code, expected, "{cmid}");
-        if expected == ErrorCode::RateLimited {
-            assert!(
-                retry.is_some_and(|r| r > 0),
-                "{cmid}: retry_after_ms {retry:?}"
-            );
+            .await;
+        assert_eq!(refusal.map(|(code, _)| code), expected, "{k}");
+        if expected == Some(ErrorCode::RateLimited) {
+            let retry = refusal.and_then(|(_, retry)| retry);
+            assert!(retry.is_some_and(|r| r > 0), "{k}: retry {retry:?}");
         }
     }
 }
@@ -251,7 +219,7 @@ async fn a_packet_above_the_broker_limit_closes_only_that_connection() {
     buyer
         .mqtt
         .publish(
-            topics::thread_inbound(&thread),
+            v2::thread(&thread),
             rumqttc::QoS::AtLeastOnce,
             false,
             vec![0u8; 512 * 1024],
@@ -264,5 +232,5 @@ async fn a_packet_above_the_broker_limit_closes_only_that_connection() {
     );
     // The server is still up for everyone else.
     let mut seller = Client::connect(&server, "s1", "seller", Via::Tcp).await;
-    assert!(seller.subscribe("user/s1").await);
+    seller.subscribe_inbox().await;
 }

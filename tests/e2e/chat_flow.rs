@@ -1,25 +1,11 @@
 use std::time::Duration;
 
-use chat_e2e::{Client, PLATFORM, Server, Via, send_message};
-use chat_protocol::{ClientEvent, MessageType, ServerEvent, topics};
+use chat_e2e::{Client, PLATFORM, Server, Via};
+use chat_protocol::MessageType;
+use chat_protocol::v2::Event;
 use serde_json::json;
 
 use crate::CHATD;
-
-fn ack_id(client_msg_id: &str) -> impl Fn(&str, &ServerEvent) -> Option<String> + '_ {
-    move |_, e| match e {
-        ServerEvent::MessageSentAck {
-            client_msg_id: c,
-            message_id: Some(id),
-            error: None,
-            ..
-        } if c == client_msg_id => Some(id.clone()),
-        ServerEvent::MessageSentAck {
-            error: Some(err), ..
-        } => panic!("send refused: {err:?}"),
-        _ => None,
-    }
-}
 
 async fn history(server: &Server, token: &str, thread: &str, query: &str) -> serde_json::Value {
     let (status, body) = server
@@ -44,6 +30,17 @@ fn ids(page: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// `(unreadBuyer, unreadSeller)` of the caller's first inbox row.
+async fn unread_counts(server: &Server, token: &str) -> (u64, u64) {
+    let (status, inbox) = server.request("GET", "/chat/threads", token, None).await;
+    assert_eq!(status, 200, "{inbox}");
+    let row = &inbox["threads"][0];
+    (
+        row["unreadBuyer"].as_u64().unwrap(),
+        row["unreadSeller"].as_u64().unwrap(),
+    )
+}
+
 async fn chat_flow(via: Via) {
     chat_flow_on(Server::start(CHATD).await, via).await;
 }
@@ -53,21 +50,17 @@ pub async fn chat_flow_on(server: Server, via: Via) {
     let thread = server.thread_between("buyer-a", "seller-a").await;
     let mut buyer = Client::connect(&server, "buyer-a", "buyer", via).await;
     let mut seller = Client::connect(&server, "seller-a", "seller", via).await;
-    for (client, user) in [(&mut buyer, "buyer-a"), (&mut seller, "seller-a")] {
-        assert!(client.subscribe(&topics::user(user)).await);
-        assert!(client.subscribe(&topics::thread(&thread)).await);
-    }
-    let inbound = topics::thread_inbound(&thread);
+    // One subscription each: every thread's events come on `u/<me>`.
+    buyer.subscribe_inbox().await;
+    seller.subscribe_inbox().await;
     let seller_token = server.token("seller-a", "seller");
+    let buyer_token = server.token("buyer-a", "buyer");
 
-    // Send: ack to the sender, only after the message is stored.
-    buyer
-        .publish(
-            &inbound,
-            send_message("c-1", "Shop ơi, áo còn size M không?"),
-        )
-        .await;
-    let message_id = buyer.expect("ack", ack_id("c-1")).await;
+    // Send: the answer (the sender's own copy) only after the message is stored.
+    let message_id = buyer
+        .send_text(&thread, "c-1", "Shop ơi, áo còn size M không?")
+        .await
+        .expect("stored");
     let stored = history(&server, &seller_token, &thread, "").await;
     assert_eq!(
         ids(&stored),
@@ -75,45 +68,33 @@ pub async fn chat_flow_on(server: Server, via: Via) {
         "acked message must already be stored"
     );
 
-    // Delivery to the other participant, and the seller's unread count.
+    // Delivery to the other participant, with the seller's unread count.
     let delivered = seller
-        .expect("message_new", |_, e| match e {
-            ServerEvent::MessageNew { message } if message.kind == MessageType::Text => {
-                Some(message.clone())
-            }
+        .expect("the buyer's msg", |_, e| match e {
+            Event::Msg(m) if m.kind == MessageType::Text => Some(m.clone()),
             _ => None,
         })
         .await;
     assert_eq!(delivered.id, message_id);
-    assert_eq!(delivered.from, "buyer-a");
+    assert_eq!(delivered.thread_id, thread);
+    assert_eq!(delivered.from.as_deref(), Some("buyer-a"));
     assert_eq!(delivered.content, "Shop ơi, áo còn size M không?");
-    let unread = seller
-        .expect("thread_updated", |_, e| match e {
-            ServerEvent::ThreadUpdated { thread: t }
-                if t.last_message
-                    .as_ref()
-                    .is_some_and(|m| m.message_id == message_id) =>
-            {
-                Some((t.unread_buyer, t.unread_seller))
-            }
-            _ => None,
-        })
-        .await;
-    assert_eq!(unread, (0, 1));
+    assert_eq!(delivered.unread, 1, "the seller's unread count");
+    // v2 has no thread_updated per message: the inbox row follows from
+    // the msg, and REST says the same.
+    assert_eq!(unread_counts(&server, &seller_token).await, (0, 1));
 
-    // A retry with the same client_msg_id: same ack, nothing new.
-    buyer
-        .publish(
-            &inbound,
-            send_message("c-1", "Shop ơi, áo còn size M không?"),
-        )
-        .await;
-    assert_eq!(buyer.expect("second ack", ack_id("c-1")).await, message_id);
+    // A retry with the same key: the same id (an `ack`), nothing new.
+    assert_eq!(
+        buyer
+            .send_text(&thread, "c-1", "Shop ơi, áo còn size M không?")
+            .await
+            .expect("a retry of a stored message"),
+        message_id
+    );
     let extra = seller.drain(Duration::from_millis(800)).await;
     assert!(
-        !extra
-            .iter()
-            .any(|(_, e)| matches!(e, ServerEvent::MessageNew { .. })),
+        !extra.iter().any(|(_, e)| matches!(e, Event::Msg(_))),
         "a retry was delivered again: {extra:?}"
     );
     assert_eq!(
@@ -121,20 +102,17 @@ pub async fn chat_flow_on(server: Server, via: Via) {
         1
     );
 
-    // Typing: relayed to the thread at most once per throttle window, never stored.
+    // Typing: relayed to the other side at most once per throttle window, never stored.
     for _ in 0..3 {
-        seller
-            .publish(
-                &inbound,
-                chat_protocol::encode(&ClientEvent::Typing { active: true }),
-            )
-            .await;
+        seller.typing(&thread, true).await;
     }
     let typing: Vec<_> = buyer
         .drain(Duration::from_millis(800))
         .await
         .into_iter()
-        .filter(|(_, e)| matches!(e, ServerEvent::Typing { user_id, active: true, .. } if user_id == "seller-a"))
+        .filter(|(_, e)| {
+            matches!(e, Event::Typing { thread_id, user_id, active: true } if user_id == "seller-a" && *thread_id == thread)
+        })
         .collect();
     assert_eq!(typing.len(), 1, "typing must be throttled to one relay");
     assert_eq!(
@@ -145,18 +123,19 @@ pub async fn chat_flow_on(server: Server, via: Via) {
         1
     );
 
-    // Read receipt: the buyer sees message_read, the seller's count drops to 0.
-    seller
-        .publish(
-            &inbound,
-            chat_protocol::encode(&ClientEvent::MarkRead {
-                up_to: message_id.clone(),
-            }),
-        )
-        .await;
+    // Read receipt: the buyer sees `read`, the seller's own devices get
+    // its unread count, down to 0.
+    seller.read(&thread, &message_id).await;
     let read_up_to = buyer
-        .expect("message_read", |_, e| match e {
-            ServerEvent::MessageRead { user_id, up_to, .. } if user_id == "seller-a" => {
+        .expect("read", |_, e| match e {
+            Event::Read {
+                thread_id,
+                user_id,
+                up_to,
+                unread,
+                ..
+            } if user_id == "seller-a" && *thread_id == thread => {
+                assert_eq!(*unread, None, "the reader's count is the reader's");
                 Some(up_to.clone())
             }
             _ => None,
@@ -164,12 +143,14 @@ pub async fn chat_flow_on(server: Server, via: Via) {
         .await;
     assert_eq!(read_up_to, message_id);
     let after_read = seller
-        .expect("thread_updated after read", |_, e| match e {
-            ServerEvent::ThreadUpdated { thread: t } => Some(t.unread_seller),
+        .expect("the seller's own read", |_, e| match e {
+            Event::Read {
+                user_id, unread, ..
+            } if user_id == "seller-a" => Some(*unread),
             _ => None,
         })
         .await;
-    assert_eq!(after_read, 0);
+    assert_eq!(after_read, Some(0));
     let (_, inbox) = server
         .request("GET", "/chat/threads", &seller_token, None)
         .await;
@@ -177,24 +158,21 @@ pub async fn chat_flow_on(server: Server, via: Via) {
     assert_eq!(inbox["threads"][0]["otherDisplayName"], "Tên buyer-a");
 
     // The seller answers; the buyer's unread count rises.
-    seller
-        .publish(&inbound, send_message("s-1", "Dạ còn ạ"))
-        .await;
-    let reply_id = seller.expect("seller ack", ack_id("s-1")).await;
+    let reply_id = seller
+        .send_text(&thread, "s-1", "Dạ còn ạ")
+        .await
+        .expect("stored");
     let buyer_unread = buyer
-        .expect("buyer thread_updated", |_, e| match e {
-            ServerEvent::ThreadUpdated { thread: t }
-                if t.last_message
-                    .as_ref()
-                    .is_some_and(|m| m.from == "seller-a") =>
-            {
-                Some(t.unread_buyer)
+        .expect("the seller's reply", |_, e| match e {
+            Event::Msg(m) if m.from.as_deref() == Some("seller-a") => {
+                assert_eq!(m.id, reply_id);
+                assert_eq!(m.client_msg_id, None, "the key is the sender's");
+                Some(m.unread)
             }
             _ => None,
         })
         .await;
     assert_eq!(buyer_unread, 1);
-    let buyer_token = server.token("buyer-a", "buyer");
     let (_, inbox) = server
         .request("GET", "/chat/threads", &buyer_token, None)
         .await;
@@ -213,14 +191,22 @@ pub async fn chat_flow_on(server: Server, via: Via) {
     assert_eq!(status, 200, "{read}");
     assert_eq!(read["unreadCount"], 0);
     let seen_by_seller = seller
-        .expect("message_read from REST", |_, e| match e {
-            ServerEvent::MessageRead { user_id, up_to, .. } if user_id == "buyer-a" => {
-                Some(up_to.clone())
-            }
+        .expect("read from REST", |_, e| match e {
+            Event::Read { user_id, up_to, .. } if user_id == "buyer-a" => Some(up_to.clone()),
             _ => None,
         })
         .await;
     assert_eq!(seen_by_seller, reply_id);
+    // The buyer's devices are told too, with its unread count.
+    let own = buyer
+        .expect("the buyer's own read from REST", |_, e| match e {
+            Event::Read {
+                user_id, unread, ..
+            } if user_id == "buyer-a" => Some(*unread),
+            _ => None,
+        })
+        .await;
+    assert_eq!(own, Some(0));
     // After a reload, history says how far each side has read ("Đã xem").
     let page = history(&server, &seller_token, &thread, "").await;
     let marker_of = |user: &str| {
@@ -239,12 +225,9 @@ pub async fn chat_flow_on(server: Server, via: Via) {
     // History, keyset pagination in both directions.
     for i in 0..5 {
         buyer
-            .publish(
-                &inbound,
-                send_message(&format!("p-{i}"), &format!("tin {i}")),
-            )
-            .await;
-        buyer.expect("page ack", ack_id(&format!("p-{i}"))).await;
+            .send_text(&thread, &format!("p-{i}"), &format!("tin {i}"))
+            .await
+            .expect("stored");
     }
     let all = ids(&history(&server, &buyer_token, &thread, "?limit=100").await);
     assert_eq!(all.len(), 7);
@@ -443,47 +426,89 @@ pub async fn other_presence(server: &Server, token: &str) -> (bool, Option<i64>)
 }
 
 /// Replying marks the thread read for the replier (answering means having
-/// read), and the other side is told at once: "Đã xem" updates live. Only
-/// when the conversation turns: a second message in a row adds nothing.
+/// read), and the other side knows at once: "Đã xem" updates live. In v2
+/// the reply itself is the receipt (`docs/protocol.md` §5.1): no separate
+/// `read` is sent, for a turn of the conversation or for a second message
+/// in a row; the replier's marker and unread count follow it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_tells_the_other_side_its_messages_were_read() {
     let server = Server::start(CHATD).await;
     let thread = server.thread_between("rdb", "rds").await;
     let mut buyer = Client::connect(&server, "rdb", "buyer", Via::Tcp).await;
-    assert!(buyer.subscribe(&topics::user("rdb")).await);
-    assert!(buyer.subscribe(&topics::thread(&thread)).await);
+    buyer.subscribe_inbox().await;
     let mut seller = Client::connect(&server, "rds", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&topics::user("rds")).await);
+    seller.subscribe_inbox().await;
+    let seller_token = server.token("rds", "seller");
+    let marker_of = |user: &'static str| {
+        let (server, token, thread) = (&server, &seller_token, &thread);
+        async move {
+            let page = history(server, token, thread, "").await;
+            page["readMarkers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["userId"] == user)
+                .and_then(|m| m["upTo"].as_str())
+                .map(str::to_owned)
+        }
+    };
     buyer
         .send_text(&thread, "q1", "còn size M không?")
         .await
         .unwrap();
     buyer.send_text(&thread, "q2", "màu đen nhé").await.unwrap();
+    let mut unread = Vec::new();
+    while unread.len() < 2 {
+        unread.push(
+            seller
+                .expect("the buyer's questions", |_, e| match e {
+                    Event::Msg(m) if m.from.as_deref() == Some("rdb") => Some(m.unread),
+                    _ => None,
+                })
+                .await,
+        );
+    }
+    assert_eq!(unread, [1, 2], "the seller has two unread");
+    assert_eq!(marker_of("rds").await, None, "the seller read nothing yet");
     buyer.drain(Duration::from_millis(300)).await;
+
     let reply = seller.send_text(&thread, "a1", "còn ạ").await.unwrap();
-    let reads: Vec<(String, String)> = buyer
-        .drain(Duration::from_millis(500))
-        .await
-        .into_iter()
+    let seen = buyer.drain(Duration::from_millis(500)).await;
+    let replies: Vec<&str> = seen
+        .iter()
         .filter_map(|(_, e)| match e {
-            ServerEvent::MessageRead { user_id, up_to, .. } => Some((user_id, up_to)),
+            Event::Msg(m) if m.from.as_deref() == Some("rds") => Some(m.id.as_str()),
             _ => None,
         })
         .collect();
+    assert_eq!(replies, [reply.as_str()], "the reply reached the buyer");
+    assert!(
+        !seen.iter().any(|(_, e)| matches!(e, Event::Read { .. })),
+        "v2 sends no read for a reply: {seen:?}"
+    );
     assert_eq!(
-        reads,
-        [("rds".to_owned(), reply.clone())],
+        marker_of("rds").await.as_deref(),
+        Some(reply.as_str()),
         "the seller read up to its reply"
     );
-    seller
+    assert_eq!(unread_counts(&server, &seller_token).await, (1, 0));
+
+    let second = seller
         .send_text(&thread, "a2", "size M màu đen còn 3 cái")
         .await
         .unwrap();
-    let again = buyer
-        .drain(Duration::from_millis(500))
-        .await
-        .into_iter()
-        .filter(|(_, e)| matches!(e, ServerEvent::MessageRead { .. }))
-        .count();
-    assert_eq!(again, 0, "nothing new was read");
+    let seen = buyer.drain(Duration::from_millis(500)).await;
+    let unread: Vec<u32> = seen
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Msg(m) if m.id == second => Some(m.unread),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unread, [2], "the second reply, unread by the buyer");
+    assert!(
+        !seen.iter().any(|(_, e)| matches!(e, Event::Read { .. })),
+        "nothing new was read: {seen:?}"
+    );
+    assert_eq!(marker_of("rds").await.as_deref(), Some(second.as_str()));
 }

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use chat_e2e::nats::NatsServer;
 use chat_e2e::{Client, Connect, Server, Via, ensure_cql_server, options};
-use chat_protocol::ServerEvent;
-use chat_protocol::topics;
+use chat_protocol::v2::{self, Event};
 
 use crate::CHATD;
 
@@ -52,11 +51,6 @@ impl Cluster {
     }
 }
 
-async fn follow(client: &mut Client, user: &str, thread: &str) {
-    assert!(client.subscribe(&topics::user(user)).await);
-    assert!(client.subscribe(&topics::thread(thread)).await);
-}
-
 async fn other_online(node: &Server, user: &str, role: &str, thread: &str) -> bool {
     let (status, body) = node
         .request("GET", "/chat/threads", &node.token(user, role), None)
@@ -80,67 +74,45 @@ async fn buyer_and_seller_on_different_nodes_chat_as_on_one() {
     }
     let thread = n3.thread_between("xbuyer", "xseller").await;
     let mut buyer = Client::connect(n1, "xbuyer", "buyer", Via::Tcp).await;
-    follow(&mut buyer, "xbuyer", &thread).await;
+    buyer.subscribe_inbox().await;
     let mut seller = Client::connect(n2, "xseller", "seller", Via::WebSocket).await;
-    follow(&mut seller, "xseller", &thread).await;
+    seller.subscribe_inbox().await;
 
     // Node 1 → node 2.
     let id = buyer
         .send_text(&thread, "x-1", "Shop ơi còn hàng không?")
         .await
         .expect("stored");
-    // Both reach node 2's seller, in either order (two topics).
-    let (mut got, mut unread) = (None, false);
-    while got.is_none() || !unread {
-        let seen = seller
-            .expect(
-                "message_new and thread_updated from node 1",
-                |topic, e| match e {
-                    ServerEvent::MessageNew { message } if message.id == id => {
-                        Some(Some(message.clone()))
-                    }
-                    ServerEvent::ThreadUpdated { thread: t }
-                        if topic == "user/xseller" && t.unread_seller == 1 =>
-                    {
-                        Some(None)
-                    }
-                    _ => None,
-                },
-            )
-            .await;
-        match seen {
-            Some(message) => got = Some(message),
-            None => unread = true,
-        }
-    }
-    assert_eq!(got.expect("message_new").content, "Shop ơi còn hàng không?");
-
-    // Node 2 → node 1: a read receipt, typing, a reply.
-    seller
-        .publish(
-            &topics::thread_inbound(&thread),
-            chat_protocol::encode(&chat_protocol::ClientEvent::MarkRead { up_to: id.clone() }),
-        )
-        .await;
-    buyer
-        .expect("message_read from node 2", |_, e| match e {
-            ServerEvent::MessageRead { user_id, up_to, .. }
-                if user_id == "xseller" && *up_to == id =>
-            {
-                Some(())
+    // It reaches node 2's seller on its own topic, with its unread count
+    // (v2 has no thread_updated: the inbox row follows from the msg).
+    let got = seller
+        .expect("the msg from node 1", |topic, e| match e {
+            Event::Msg(m) if m.id == id => {
+                assert_eq!(topic, v2::user("xseller"));
+                Some(m.clone())
             }
             _ => None,
         })
         .await;
-    seller
-        .publish(
-            &topics::thread_inbound(&thread),
-            chat_protocol::encode(&chat_protocol::ClientEvent::Typing { active: true }),
-        )
+    assert_eq!(got.content, "Shop ơi còn hàng không?");
+    assert_eq!(
+        (got.from.as_deref(), got.unread),
+        (Some("xbuyer"), 1),
+        "from the buyer, unread by the seller"
+    );
+
+    // Node 2 → node 1: a read receipt, typing, a reply.
+    seller.read(&thread, &id).await;
+    buyer
+        .expect("read from node 2", |_, e| match e {
+            Event::Read { user_id, up_to, .. } if user_id == "xseller" && *up_to == id => Some(()),
+            _ => None,
+        })
         .await;
+    seller.typing(&thread, true).await;
     buyer
         .expect("typing from node 2", |_, e| match e {
-            ServerEvent::Typing {
+            Event::Typing {
                 user_id,
                 active: true,
                 ..
@@ -154,7 +126,7 @@ async fn buyer_and_seller_on_different_nodes_chat_as_on_one() {
         .expect("stored");
     buyer
         .expect("the reply from node 2", |_, e| match e {
-            ServerEvent::MessageNew { message } if message.id == reply => Some(()),
+            Event::Msg(m) if m.id == reply => Some(()),
             _ => None,
         })
         .await;
@@ -188,7 +160,7 @@ async fn buyer_and_seller_on_different_nodes_chat_as_on_one() {
     let Connect::Accepted(mut retry) = Client::try_connect(opts, "xbuyer").await else {
         panic!("second device refused");
     };
-    assert!(retry.subscribe(&topics::user("xbuyer")).await);
+    retry.subscribe_inbox().await;
     let again = retry
         .send_text(&thread, "x-1", "Shop ơi còn hàng không?")
         .await
@@ -272,7 +244,7 @@ async fn keep_sending(
                     Connect::Accepted(c) => c,
                     Connect::Refused(why) => panic!("{buyer}: fallback refused: {why}"),
                 };
-                assert!(client.subscribe(&topics::user(&buyer)).await);
+                client.subscribe_inbox().await;
             }
         }
     }
@@ -316,17 +288,15 @@ async fn node_leaves_mid_traffic(leaving: Leaving) {
     for buyer in buyers {
         threads.push(cluster.nodes[0].thread_between(buyer, seller).await);
     }
-    // The seller watches every thread from node 1.
+    // The seller watches every thread from node 1 (one subscription).
     let mut watcher = Client::connect(&cluster.nodes[0], seller, "seller", Via::Tcp).await;
-    for t in &threads {
-        assert!(watcher.subscribe(&topics::thread(t)).await);
-    }
+    watcher.subscribe_inbox().await;
     let mut senders = Vec::new();
     let (progress_tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
     for (i, buyer) in buyers.iter().enumerate() {
         let node = &cluster.nodes[i];
         let mut client = Client::connect(node, buyer, "buyer", Via::Tcp).await;
-        assert!(client.subscribe(&topics::user(buyer)).await);
+        client.subscribe_inbox().await;
         // Node 3's clients fall back to node 1.
         let fallback = (
             cluster.nodes[0].tcp_port,
@@ -382,9 +352,7 @@ async fn node_leaves_mid_traffic(leaving: Leaving) {
         let live: Vec<String> = events
             .iter()
             .filter_map(|(_, e)| match e {
-                ServerEvent::MessageNew { message } if message.thread_id == threads[i] => {
-                    Some(message.content.clone())
-                }
+                Event::Msg(m) if m.thread_id == threads[i] => Some(m.content.clone()),
                 _ => None,
             })
             .collect();
@@ -424,7 +392,7 @@ async fn an_offline_user_gets_one_push_from_three_nodes_and_an_online_one_on_ano
     let thread = n1.thread_between("pbuyer", "pseller").await;
     n2.put_fcm_device("pbuyer", "buyer-phone").await;
     let mut seller = Client::connect(n1, "pseller", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&topics::user("pseller")).await);
+    seller.subscribe_inbox().await;
 
     // The buyer is offline everywhere: exactly one push.
     seller
@@ -444,7 +412,7 @@ async fn an_offline_user_gets_one_push_from_three_nodes_and_an_online_one_on_ano
 
     // Online on node 3: node 1 knows it, and nothing is pushed.
     let mut buyer = Client::connect(n3, "pbuyer", "buyer", Via::Tcp).await;
-    follow(&mut buyer, "pbuyer", &thread).await;
+    buyer.subscribe_inbox().await;
     let mut online = false;
     for _ in 0..100 {
         if other_online(n1, "pseller", "seller", &thread).await {
@@ -460,7 +428,7 @@ async fn an_offline_user_gets_one_push_from_three_nodes_and_an_online_one_on_ano
         .expect("stored");
     buyer
         .expect("the message on node 3", |_, e| match e {
-            ServerEvent::MessageNew { message } if message.id == id => Some(()),
+            Event::Msg(m) if m.id == id => Some(()),
             _ => None,
         })
         .await;
@@ -527,7 +495,7 @@ async fn a_dead_nodes_users_count_as_offline_once_its_lease_lapses() {
     eprintln!("offline on node 3 {offline_after:?} after the kill");
 
     let mut seller = Client::connect(&cluster.nodes[0], "lseller", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&topics::user("lseller")).await);
+    seller.subscribe_inbox().await;
     seller
         .send_text(&thread, "l-1", "Shop gửi hàng rồi nhé")
         .await

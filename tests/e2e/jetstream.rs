@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use chat_e2e::nats::NatsServer;
-use chat_e2e::{Client, Server, Via, fake_fcm, send_message, wait_for};
-use chat_protocol::{ServerEvent, topics};
+use chat_e2e::{Client, Server, Via, fake_fcm, wait_for};
 use serde_json::Value;
 
 use crate::CHATD;
@@ -125,26 +124,13 @@ async fn two_push_workers_share_jetstream_and_each_notification_goes_out_once() 
     // This buyer has the app open: the gateway enqueues nothing for it.
     let _online = Client::connect(&server, "jonline", "buyer", Via::Tcp).await;
     let mut seller = Client::connect(&server, "js", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&topics::user("js")).await);
+    seller.subscribe_inbox().await;
     let mut owed = Vec::new();
     let send = async |i: usize, seller: &mut Client| {
-        let cmid = format!("m-{i}");
         seller
-            .publish(
-                &topics::thread_inbound(&threads[i]),
-                send_message(&cmid, &format!("tin {i}")),
-            )
-            .await;
-        seller
-            .expect("ack", |_, e| match e {
-                ServerEvent::MessageSentAck {
-                    client_msg_id,
-                    message_id: Some(id),
-                    ..
-                } if *client_msg_id == cmid => Some(id.clone()),
-                _ => None,
-            })
+            .send_text(&threads[i], &format!("m-{i}"), &format!("tin {i}"))
             .await
+            .expect("stored")
     };
 
     // FCM down for both workers: they take the jobs and fail.
@@ -256,27 +242,14 @@ async fn a_push_worker_reports_ready_and_sends_folded_updates_when_terminated() 
 
     let thread = thread_to_a_phone(&server, "db1", "ds").await;
     let mut seller = Client::connect(&server, "ds", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&topics::user("ds")).await);
+    seller.subscribe_inbox().await;
     let mut ids = Vec::new();
     for i in 0..3 {
-        let cmid = format!("d-{i}");
-        seller
-            .publish(
-                &topics::thread_inbound(&thread),
-                send_message(&cmid, &format!("drain {i}")),
-            )
-            .await;
         ids.push(
             seller
-                .expect("ack", |_, e| match e {
-                    ServerEvent::MessageSentAck {
-                        client_msg_id,
-                        message_id: Some(id),
-                        ..
-                    } if *client_msg_id == cmid => Some(id.clone()),
-                    _ => None,
-                })
-                .await,
+                .send_text(&thread, &format!("d-{i}"), &format!("drain {i}"))
+                .await
+                .expect("stored"),
         );
     }
     let pushed_ids = || fake_fcm::pushed_message_ids(&fake, "dev-db1");
@@ -332,7 +305,7 @@ async fn owed_pushes_survive_a_kill_9_of_nats_server() {
         threads.push(thread_to_a_phone(&server, &format!("nb{i}"), "ns").await);
     }
     let mut seller = Client::connect(&server, "ns", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&topics::user("ns")).await);
+    seller.subscribe_inbox().await;
 
     // FCM down: three pushes owed, attempted, refused.
     fake.lock().unwrap().down = true;

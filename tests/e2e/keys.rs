@@ -126,7 +126,7 @@ async fn signing_keys_rotate_without_a_restart() {
     let Connect::Accepted(mut client) = Client::try_connect(opts, "kb1").await else {
         panic!("MQTT refuses the new key");
     };
-    assert!(client.subscribe("user/kb1").await);
+    client.subscribe_inbox().await;
     let opts = options(&server, "kb1:old", "kb1", &old, Via::Tcp);
     assert!(
         matches!(Client::try_connect(opts, "kb1").await, Connect::Refused(_)),

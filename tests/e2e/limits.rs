@@ -6,12 +6,13 @@
 use std::time::Duration;
 
 use chat_e2e::{Client, Server, Via, send_message};
-use chat_protocol::{ErrorCode, ServerEvent, topics};
+use chat_protocol::ErrorCode;
+use chat_protocol::v2::{self, Event};
 use serde_json::json;
 
 use crate::CHATD;
 
-/// Sends and waits for the ack: the error code and `retry_after_ms`, if
+/// Sends and waits for the answer: the error code and `retry` (ms), if
 /// refused.
 async fn send(
     client: &mut Client,
@@ -23,7 +24,7 @@ async fn send(
         .send_text(thread, cmid, text)
         .await
         .map(|_| ())
-        .map_err(|e| (e.code, e.retry_after_ms))
+        .map_err(|e| (e.code, e.retry))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,9 +46,9 @@ async fn floods_are_limited_then_muted_and_others_are_unaffected() {
     let thread = server.thread_between("flooder", "lseller").await;
     let calm_thread = server.thread_between("calm", "lseller2").await;
     let mut flooder = Client::connect(&server, "flooder", "buyer", Via::Tcp).await;
-    assert!(flooder.subscribe(&topics::user("flooder")).await);
+    flooder.subscribe_inbox().await;
     let mut calm = Client::connect(&server, "calm", "buyer", Via::Tcp).await;
-    assert!(calm.subscribe(&topics::user("calm")).await);
+    calm.subscribe_inbox().await;
 
     // The burst passes; then "too fast", with when to retry.
     for i in 0..5 {
@@ -59,7 +60,7 @@ async fn floods_are_limited_then_muted_and_others_are_unaffected() {
         .await
         .unwrap_err();
     assert_eq!(code, ErrorCode::RateLimited);
-    let retry = retry.expect("retry_after_ms");
+    let retry = retry.expect("retry");
     assert!((1..=1000).contains(&retry), "{retry}");
     // Someone else sends at the same moment, unaffected.
     for i in 0..4 {
@@ -97,7 +98,7 @@ async fn floods_are_limited_then_muted_and_others_are_unaffected() {
         v
     };
     let mut spammer = Client::connect(&server, "spammer", "buyer", Via::Tcp).await;
-    assert!(spammer.subscribe(&topics::user("spammer")).await);
+    spammer.subscribe_inbox().await;
     let ad = "Sale sốc 50% tại shop em, inbox ngay!";
     send(&mut spammer, &spam_threads[0], "a0", ad)
         .await
@@ -188,27 +189,27 @@ async fn one_runaway_device_is_limited_not_the_users_other_devices() {
         chat_e2e::Connect::Accepted(c) => c,
         chat_e2e::Connect::Refused(why) => panic!("{why}"),
     };
-    assert!(phone.subscribe(&topics::user("twodev")).await);
+    phone.subscribe_inbox().await;
     for i in 0..3 {
         send(&mut phone, &thread, &format!("p{i}"), "tin")
             .await
             .unwrap();
     }
     phone
-        .publish(&topics::thread_inbound(&thread), send_message("p3", "tin"))
+        .publish(&v2::thread(&thread), send_message("p3", "tin"))
         .await;
     // The refusal is the send's ack: the outbox can settle it.
     let retry = phone
         .expect("the refused ack", |_, e| match e {
-            ServerEvent::MessageSentAck {
+            Event::Ack {
                 client_msg_id,
-                error: Some(error),
+                err: Some(err),
                 ..
             } if client_msg_id == "p3" => {
-                assert_eq!(error.code, ErrorCode::RateLimited);
-                error.retry_after_ms
+                assert_eq!(err.code, ErrorCode::RateLimited);
+                err.retry
             }
-            ServerEvent::Error { .. } => panic!("an error event instead of the ack: {e:?}"),
+            Event::Error { .. } => panic!("an error event instead of the ack: {e:?}"),
             _ => None,
         })
         .await;
@@ -218,7 +219,7 @@ async fn one_runaway_device_is_limited_not_the_users_other_devices() {
         chat_e2e::Connect::Accepted(c) => c,
         chat_e2e::Connect::Refused(why) => panic!("{why}"),
     };
-    assert!(laptop.subscribe(&topics::user("twodev")).await);
+    laptop.subscribe_inbox().await;
     send(&mut laptop, &thread, "l0", "từ laptop").await.unwrap();
 }
 
@@ -241,20 +242,13 @@ async fn typing_and_receipts_do_not_spend_the_send_budget() {
     .await;
     let thread = server.thread_between("typist", "tseller").await;
     let mut seller = Client::connect(&server, "tseller", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&topics::thread(&thread)).await);
+    seller.subscribe_inbox().await;
     let mut typist = Client::connect(&server, "typist", "buyer", Via::Tcp).await;
-    assert!(typist.subscribe(&topics::user("typist")).await);
-    let inbound = topics::thread_inbound(&thread);
+    typist.subscribe_inbox().await;
     let first = typist.send_text(&thread, "t0", "chào").await.unwrap();
     for i in 0..30 {
-        let typing = chat_protocol::ClientEvent::Typing { active: i % 2 == 0 };
-        typist
-            .publish(&inbound, chat_protocol::encode(&typing))
-            .await;
-        let read = chat_protocol::ClientEvent::MarkRead {
-            up_to: first.clone(),
-        };
-        typist.publish(&inbound, chat_protocol::encode(&read)).await;
+        typist.typing(&thread, i % 2 == 0).await;
+        typist.read(&thread, &first).await;
     }
     // Two more sends fit the connection's burst of 3: typing and reading
     // spent none of it.
@@ -275,17 +269,16 @@ async fn typing_and_receipts_do_not_spend_the_send_budget() {
             chat_e2e::Connect::Refused(why) => panic!("{why}"),
         }
     }
-    let stop = chat_protocol::encode(&chat_protocol::ClientEvent::Typing { active: false });
     for device in &mut devices {
         for _ in 0..20 {
-            device.publish(&inbound, stop.clone()).await;
+            device.typing(&thread, false).await;
         }
     }
     let relayed = seller
         .drain(Duration::from_millis(800))
         .await
         .into_iter()
-        .filter(|(_, e)| matches!(e, ServerEvent::Typing { .. }))
+        .filter(|(_, e)| matches!(e, Event::Typing { .. }))
         .count();
     // The burst of 5 was spent by the first typist loop; 6 a minute refill.
     assert!(
@@ -309,16 +302,16 @@ async fn refused_publishes_are_answered_then_dropped_then_the_connection_closed(
     .await;
     let thread = server.thread_between("noisy", "nseller").await;
     let mut noisy = Client::connect(&server, "noisy", "buyer", Via::Tcp).await;
-    assert!(noisy.subscribe(&topics::user("noisy")).await);
-    let inbound = topics::thread_inbound(&thread);
-    let foreign = format!("thread/{}/in", "x".repeat(60_000));
+    noisy.subscribe_inbox().await;
+    let inbound = v2::thread(&thread);
+    let foreign = format!("t/{}", "x".repeat(60_000));
     for i in 0..15 {
         let topic = if i % 2 == 0 { &inbound } else { &foreign };
         noisy.publish(topic, b"\xc1 not msgpack".to_vec()).await;
     }
     let mut errors = Vec::new();
     while let Some((_, e)) = noisy.event(Duration::from_millis(500)).await {
-        if let ServerEvent::Error { topic, .. } = e {
+        if let Event::Error { topic, .. } = e {
             errors.push(topic.unwrap_or_default());
         }
     }
@@ -339,7 +332,7 @@ async fn refused_publishes_are_answered_then_dropped_then_the_connection_closed(
     );
     // Others are fine.
     let mut other = Client::connect(&server, "nseller", "seller", Via::Tcp).await;
-    assert!(other.subscribe(&topics::user("nseller")).await);
+    other.subscribe_inbox().await;
 }
 
 /// One user holds a bounded number of connections (300 of 300 were
@@ -370,7 +363,7 @@ async fn connections_per_user_are_capped_and_a_takeover_is_not_one_more() {
     );
     // Another user is not affected.
     let mut other = Client::connect(&server, "few", "buyer", Via::Tcp).await;
-    assert!(other.subscribe(&topics::user("few")).await);
+    other.subscribe_inbox().await;
     // One goes away: room for another.
     held.pop().unwrap().disconnect().await;
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -7,12 +7,13 @@
 use std::time::Duration;
 
 use chat_e2e::{Client, Server, Via};
-use chat_protocol::{ErrorCode, ServerEvent, topics};
+use chat_protocol::v2::Event;
+use chat_protocol::{ErrorCode, MessageType};
 use serde_json::json;
 
 use crate::CHATD;
 
-/// Sends and waits for the ack: `Ok(message id)` or `Err(error code)`.
+/// Sends and waits for the answer: `Ok(message id)` or `Err(error code)`.
 async fn send(
     client: &mut Client,
     thread: &str,
@@ -25,13 +26,11 @@ async fn send(
         .map_err(|e| e.code)
 }
 
-/// The text of the next `message_new` from the other participant.
+/// The text of the next `msg` from the other participant.
 async fn next_text(client: &mut Client, from: &str) -> String {
     client
-        .expect("message_new", |_, e| match e {
-            ServerEvent::MessageNew { message } if message.from == from => {
-                Some(message.content.clone())
-            }
+        .expect("msg", |_, e| match e {
+            Event::Msg(m) if m.from.as_deref() == Some(from) => Some(m.content.clone()),
             _ => None,
         })
         .await
@@ -43,11 +42,9 @@ async fn contact_details_are_masked_keywords_block_or_flag_and_admins_review() {
     let thread = server.thread_between("mb", "mseller").await;
     let admin = server.token("mod-admin", "admin");
     let mut buyer = Client::connect(&server, "mb", "buyer", Via::Tcp).await;
-    assert!(buyer.subscribe(&topics::user("mb")).await);
-    assert!(buyer.subscribe(&topics::thread(&thread)).await);
+    buyer.subscribe_inbox().await;
     let mut seller = Client::connect(&server, "mseller", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&topics::user("mseller")).await);
-    assert!(seller.subscribe(&topics::thread(&thread)).await);
+    seller.subscribe_inbox().await;
 
     // Contact details: masked for the buyer, the seller told why.
     let id = send(
@@ -60,23 +57,30 @@ async fn contact_details_are_masked_keywords_block_or_flag_and_admins_review() {
     .unwrap();
     let masked = "Gọi em [ẩn số điện thoại] hoặc mail [ẩn email] nha, giá 150k";
     assert_eq!(next_text(&mut buyer, "mseller").await, masked);
-    let (categories, message) = seller
-        .expect("moderation notice", |_, e| match e {
-            ServerEvent::ModerationNotice {
-                code,
-                message_id,
-                categories,
-                message,
-                ..
-            } if *message_id == id => {
-                assert_eq!(code, "content_masked");
-                Some((categories.clone(), message.clone()))
+    // v2's `masked` is v1's moderation notice (`content_masked`), with
+    // what was stored and delivered.
+    let (categories, message, stored) = seller
+        .expect("masked", |_, e| match e {
+            Event::Masked {
+                thread_id: t,
+                client_msg_id,
+                id: masked_id,
+                content,
+                cats,
+                msg,
+            } if *masked_id == id => {
+                assert_eq!(
+                    (t.as_str(), client_msg_id.as_str()),
+                    (thread.as_str(), "c1")
+                );
+                Some((cats.clone(), msg.clone(), content.clone()))
             }
             _ => None,
         })
         .await;
     assert_eq!(categories, ["phone", "email"]);
     assert!(message.starts_with("Thông tin liên hệ"), "{message}");
+    assert_eq!(stored, masked, "the sender is shown what was delivered");
 
     // A number split over two messages: the part that completes it is masked.
     send(&mut seller, &thread, "c2", "số em nè 0912")
@@ -243,7 +247,7 @@ async fn contact_details_are_masked_keywords_block_or_flag_and_admins_review() {
         .drain(Duration::from_millis(500))
         .await
         .into_iter()
-        .filter(|(_, e)| matches!(e, ServerEvent::MessageNew { message } if message.from == "mb"))
+        .filter(|(_, e)| matches!(e, Event::Msg(m) if m.from.as_deref() == Some("mb")))
         .collect();
     assert!(rest.is_empty(), "{rest:?}");
 }
@@ -255,11 +259,9 @@ async fn blocking_stops_both_sides_reports_queue_and_the_audit_log_records_it() 
     let admin = server.token("audit-admin", "admin");
     let (buyer_token, seller_token) = (server.token("bb", "buyer"), server.token("bs", "seller"));
     let mut buyer = Client::connect(&server, "bb", "buyer", Via::Tcp).await;
-    assert!(buyer.subscribe(&topics::user("bb")).await);
-    assert!(buyer.subscribe(&topics::thread(&thread)).await);
+    buyer.subscribe_inbox().await;
     let mut seller = Client::connect(&server, "bs", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&topics::user("bs")).await);
-    assert!(seller.subscribe(&topics::thread(&thread)).await);
+    seller.subscribe_inbox().await;
 
     let scam = send(
         &mut seller,
@@ -313,8 +315,10 @@ async fn blocking_stops_both_sides_reports_queue_and_the_audit_log_records_it() 
     for client in [&mut buyer, &mut seller] {
         let card = client
             .expect("the block notice", |_, e| match e {
-                ServerEvent::MessageNew { message } if message.card.is_some() => {
-                    message.card.clone()
+                Event::Msg(m) if m.card.is_some() => {
+                    assert_eq!(m.kind, MessageType::System);
+                    assert_eq!(m.from, None, "a system message has no sender");
+                    m.card.clone()
                 }
                 _ => None,
             })
@@ -449,24 +453,24 @@ async fn blocking_stops_both_sides_reports_queue_and_the_audit_log_records_it() 
 
 /// The idempotency key is the sender's business: a phone number used as a
 /// `client_msg_id` passed moderation and reached the seller intact. Now the
-/// thread's `message_new` carries none, and REST history shows it only in
-/// the sender's own messages.
+/// recipient's `msg` carries no `k`, and REST history shows it only in the
+/// sender's own messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_msg_id_never_reaches_the_other_party() {
     let server = Server::start(CHATD).await;
     let thread = server.thread_between("kb", "ks").await;
     let mut seller = Client::connect(&server, "ks", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&topics::thread(&thread)).await);
+    seller.subscribe_inbox().await;
     let mut buyer = Client::connect(&server, "kb", "buyer", Via::Tcp).await;
-    assert!(buyer.subscribe(&topics::user("kb")).await);
+    buyer.subscribe_inbox().await;
     let key = "0938471265";
     buyer
         .send_text(&thread, key, "chào shop")
         .await
         .expect("acked, key and all");
     let delivered = seller
-        .expect("message_new", |_, e| match e {
-            ServerEvent::MessageNew { message } => Some(message.clone()),
+        .expect("msg", |_, e| match e {
+            Event::Msg(m) => Some(m.clone()),
             _ => None,
         })
         .await;

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use chat_e2e::smtp::SmtpServer;
 use chat_e2e::{Client, Server, Via, fake_fcm, wait_for};
-use chat_protocol::topics;
 use serde_json::{Value, json};
 
 use crate::CHATD;
@@ -54,7 +53,7 @@ async fn owed_pushes_survive_an_fcm_outage_and_a_kill_9_and_go_out_once() {
     // every thread, not only the one being notified.
     let other_thread = server.thread_between("kb0", "ks2").await;
     let mut other_seller = Client::connect(&server, "ks2", "seller", Via::Tcp).await;
-    assert!(other_seller.subscribe(&topics::user("ks2")).await);
+    other_seller.subscribe_inbox().await;
     send(&mut other_seller, &other_thread, "o-1", "Hàng về rồi").await;
     send(&mut other_seller, &other_thread, "o-2", "Bạn ghé nhé").await;
     wait_for("kb0's pushes from ks2", Duration::from_secs(10), || {
@@ -63,7 +62,7 @@ async fn owed_pushes_survive_an_fcm_outage_and_a_kill_9_and_go_out_once() {
     .await;
 
     let mut seller = Client::connect(&server, "ks", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&topics::user("ks")).await);
+    seller.subscribe_inbox().await;
     let mut owed = Vec::new();
     // FCM up: three pushes go out at once.
     for (i, thread) in threads.iter().enumerate().take(3) {
@@ -154,7 +153,7 @@ async fn unread_messages_are_emailed_once_in_the_readers_language() {
         .await;
 
     let mut seller = Client::connect(&server, "ms", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&topics::user("ms")).await);
+    seller.subscribe_inbox().await;
     send(&mut seller, &vi_thread, "v-1", "Shop đã gửi hàng rồi ạ").await;
     send(&mut seller, &vi_thread, "v-2", "Mã vận đơn: GHN123").await;
     send(&mut seller, &en_thread, "e-1", "Your parcel has shipped").await;

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chat_e2e::{Client, Connect, Server, Via, options, send_message};
-use chat_protocol::{ClientEvent, ServerEvent, topics};
+use chat_protocol::ErrorCode;
+use chat_protocol::v2::Event;
 
 use crate::CHATD;
 
@@ -147,18 +148,15 @@ async fn readyz_pings_the_scylla_store() {
     assert_eq!(body["checks"]["store"], "ok", "{body}");
 }
 
-#[tokio::test]
-async fn metrics_move_with_a_short_chat_and_parse() {
-    let server = Server::start(CHATD).await;
-    let before = scrape(&server).await;
-    assert_eq!(value(&before, "chat_messages_in_total"), 0.0);
-    assert_eq!(value(&before, "chat_draining"), 0.0);
-
+/// A short chat on `server`: a thread opened, one message, read by the
+/// seller (both sides told), a publish into someone else's thread, and a
+/// CONNECT with a bad token. The buyer, the seller and the thread.
+async fn short_chat(server: &Server) -> (Client, Client, String) {
     let thread = server.thread_between("ops-buyer", "ops-seller").await;
-    let mut buyer = Client::connect(&server, "ops-buyer", "buyer", Via::Tcp).await;
-    assert!(buyer.subscribe("user/ops-buyer").await);
-    let mut seller = Client::connect(&server, "ops-seller", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&format!("thread/{thread}")).await);
+    let mut buyer = Client::connect(server, "ops-buyer", "buyer", Via::Tcp).await;
+    buyer.subscribe_inbox().await;
+    let mut seller = Client::connect(server, "ops-seller", "seller", Via::Tcp).await;
+    seller.subscribe_inbox().await;
 
     // One message, read by the seller; the history over REST.
     let id = buyer
@@ -166,21 +164,22 @@ async fn metrics_move_with_a_short_chat_and_parse() {
         .await
         .expect("stored");
     seller
-        .expect("message_new", |_, e| {
-            matches!(e, ServerEvent::MessageNew { message } if message.id == id).then_some(())
+        .expect("msg", |_, e| {
+            matches!(e, Event::Msg(m) if m.id == id).then_some(())
         })
         .await;
-    seller
-        .publish(
-            &topics::thread_inbound(&thread),
-            chat_protocol::encode(&ClientEvent::MarkRead { up_to: id.clone() }),
-        )
-        .await;
-    seller
-        .expect("message_read", |_, e| {
-            matches!(e, ServerEvent::MessageRead { .. }).then_some(())
-        })
-        .await;
+    seller.read(&thread, &id).await;
+    for (client, what) in [
+        (&mut buyer, "the seller's read"),
+        (&mut seller, "its own read"),
+    ] {
+        client
+            .expect(what, |_, e| {
+                matches!(e, Event::Read { user_id, up_to, .. } if user_id == "ops-seller" && *up_to == id)
+                    .then_some(())
+            })
+            .await;
+    }
     assert_eq!(
         server.text_message_ids("ops-buyer", "buyer", &thread).await,
         [id]
@@ -188,20 +187,32 @@ async fn metrics_move_with_a_short_chat_and_parse() {
 
     // A publish into someone else's thread, and a CONNECT with a bad token.
     buyer
-        .publish("thread/not-mine/in", send_message("ops-2", "x"))
+        .publish("t/not-mine", send_message("ops-2", "x"))
         .await;
-    buyer
+    let code = buyer
         .expect("forbidden", |_, e| match e {
-            ServerEvent::Error { error, .. } => Some(error.code.as_str() == "forbidden"),
+            Event::Error { code, .. } => Some(*code),
             _ => None,
         })
         .await;
+    assert_eq!(code, ErrorCode::Forbidden);
     let refused = Client::try_connect(
-        options(&server, "ops-buyer:2", "ops-buyer", "not-a-token", Via::Tcp),
+        options(server, "ops-buyer:2", "ops-buyer", "not-a-token", Via::Tcp),
         "ops-buyer",
     )
     .await;
     assert!(matches!(refused, Connect::Refused(_)));
+    (buyer, seller, thread)
+}
+
+#[tokio::test]
+async fn metrics_move_with_a_short_chat_and_parse() {
+    let server = Server::start(CHATD).await;
+    let before = scrape(&server).await;
+    assert_eq!(value(&before, "chat_messages_in_total"), 0.0);
+    assert_eq!(value(&before, "chat_draining"), 0.0);
+
+    let (buyer, seller, thread) = short_chat(&server).await;
 
     let after = scrape(&server).await;
     assert_eq!(value(&after, "chat_messages_in_total"), 1.0);
@@ -220,10 +231,12 @@ async fn metrics_move_with_a_short_chat_and_parse() {
         1.0
     );
     assert!(value(&after, "chat_store_latency_seconds_count{op=\"history\"}") >= 1.0);
-    // message_new and message_read on thread/…; the ack, thread_updated
-    // and the error on user/….
-    assert!(value(&after, "chat_messages_out_total{topic=\"thread\"}") >= 2.0);
-    assert!(value(&after, "chat_messages_out_total{topic=\"user\"}") >= 4.0);
+    // v2 only: nothing on v1's thread/… any more. (How the events on
+    // u/… are counted: `v2_events_are_counted_as_user_topic_events`.)
+    assert_eq!(
+        value(&after, "chat_messages_out_total{topic=\"thread\"}"),
+        0.0
+    );
     assert_eq!(value(&after, "chat_mqtt_connections"), 2.0);
     assert_eq!(
         value(&after, "chat_connect_refused_total{reason=\"bad_token\"}"),
@@ -262,6 +275,26 @@ async fn metrics_move_with_a_short_chat_and_parse() {
     drop(buyer);
     drop(seller);
     tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// The events of a short chat go to users' topics, `u/…` in v2: two
+/// `thread` rows, the message to both, the read to both, the error; all
+/// counted as `topic="user"`.
+#[tokio::test]
+async fn v2_events_are_counted_as_user_topic_events() {
+    let server = Server::start(CHATD).await;
+    let (_buyer, _seller, _thread) = short_chat(&server).await;
+    let after = scrape(&server).await;
+    assert!(
+        value(&after, "chat_messages_out_total{topic=\"user\"}") >= 7.0,
+        "user {}, other {}",
+        value(&after, "chat_messages_out_total{topic=\"user\"}"),
+        value(&after, "chat_messages_out_total{topic=\"other\"}")
+    );
+    assert_eq!(
+        value(&after, "chat_messages_out_total{topic=\"other\"}"),
+        0.0
+    );
 }
 
 #[test]

@@ -436,7 +436,7 @@ async fn a_v1_client_gets_unsupported_version_when_v1_is_off() {
     assert!(old.subscribe(&chat_protocol::topics::user("v2b6")).await);
     old.publish(
         &chat_protocol::topics::thread_inbound(&thread),
-        chat_e2e::send_message("c-1", "chào"),
+        chat_e2e::v1_send_message("c-1", "chào"),
     )
     .await;
     let (topic, payload) = old.raw(Duration::from_secs(5)).await.expect("an answer");

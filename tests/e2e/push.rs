@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use chat_e2e::{Client, Server, Via, fake_fcm, send_message, wait_for};
-use chat_protocol::{ServerEvent, topics};
+use chat_protocol::v2;
 use serde_json::{Value, json};
 
 use crate::CHATD;
@@ -53,17 +53,13 @@ async fn offline_buyers_get_one_collapsed_push_and_online_ones_none() {
     }
 
     let mut seller = Client::connect(&server, "ps", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&topics::user("ps")).await);
-    let inbound = topics::thread_inbound(&thread);
+    seller.subscribe_inbox().await;
+    let inbound = v2::thread(&thread);
     let send = |text: &str, cmid: &str| (cmid.to_owned(), send_message(cmid, text));
-    let (cmid, payload) = send("Dạ shop còn hàng ạ", "s-0");
-    seller.publish(&inbound, payload).await;
     seller
-        .expect("ack", |_, e| match e {
-            ServerEvent::MessageSentAck { client_msg_id, .. } if *client_msg_id == cmid => Some(()),
-            _ => None,
-        })
-        .await;
+        .send_text(&thread, "s-0", "Dạ shop còn hàng ạ")
+        .await
+        .expect("stored");
 
     // The buyer has no session: one push to the live device, at once.
     let first = wait_for("the first push", Duration::from_secs(10), || {
@@ -214,7 +210,7 @@ async fn a_draining_node_sends_the_folded_update_before_it_exits() {
     let thread = server.thread_between("fb", "fs").await;
     server.put_fcm_device("fb", "fb-phone").await;
     let mut seller = Client::connect(&server, "fs", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&topics::user("fs")).await);
+    seller.subscribe_inbox().await;
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(

@@ -54,7 +54,7 @@ async fn two_persistence_workers_store_each_message_once_and_ack_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_loses_nothing_and_its_comeback_duplicates_nothing() {
     use chat_e2e::send_message;
-    use chat_protocol::{ServerEvent, topics};
+    use chat_protocol::v2::{self, Event};
     use std::collections::BTreeMap;
     use std::time::{Duration, Instant};
 
@@ -72,7 +72,7 @@ async fn a_killed_worker_loses_nothing_and_its_comeback_duplicates_nothing() {
             for m in half.clone() {
                 let (cmid, text) = send(m);
                 client
-                    .publish(&topics::thread_inbound(thread), send_message(&cmid, &text))
+                    .publish(&v2::thread(thread), send_message(&cmid, &text))
                     .await;
             }
         }
@@ -86,11 +86,21 @@ async fn a_killed_worker_loses_nothing_and_its_comeback_duplicates_nothing() {
         while acked.len() < MESSAGES {
             assert!(Instant::now() < deadline, "{buyer}: {} acks", acked.len());
             match client.event(Duration::from_secs(3)).await {
+                // The sender's own copy, or the `ack` of a retry.
+                Some((_, Event::Msg(m))) if m.client_msg_id.is_some() => {
+                    let client_msg_id = m.client_msg_id.unwrap();
+                    if let Some(first) = acked.insert(client_msg_id.clone(), m.id.clone()) {
+                        assert_eq!(
+                            first, m.id,
+                            "{buyer}: {client_msg_id} acked twice differently"
+                        );
+                    }
+                }
                 Some((
                     _,
-                    ServerEvent::MessageSentAck {
+                    Event::Ack {
                         client_msg_id,
-                        message_id: Some(id),
+                        id: Some(id),
                         ..
                     },
                 )) => {
@@ -107,10 +117,7 @@ async fn a_killed_worker_loses_nothing_and_its_comeback_duplicates_nothing() {
                         let (cmid, text) = send(m);
                         if !acked.contains_key(&cmid) {
                             client
-                                .publish(
-                                    &topics::thread_inbound(thread),
-                                    send_message(&cmid, &text),
-                                )
+                                .publish(&v2::thread(thread), send_message(&cmid, &text))
                                 .await;
                         }
                     }
@@ -226,8 +233,8 @@ async fn gateway_with_two_workers() -> (Server, [chat_e2e::Worker; 2]) {
     (server, workers)
 }
 
-/// `count` buyers `<prefix><n>`, each connected, subscribed to its user
-/// topic, with its thread to `seller`.
+/// `count` buyers `<prefix><n>`, each connected, subscribed to its own
+/// topic (`u/<buyer>`), with its thread to `seller`.
 async fn buyers_on_their_threads(
     server: &Server,
     prefix: &str,
@@ -239,7 +246,7 @@ async fn buyers_on_their_threads(
         let buyer = format!("{prefix}{i}");
         let thread = server.thread_between(&buyer, seller).await;
         let mut client = chat_e2e::Client::connect(server, &buyer, "buyer", Via::Tcp).await;
-        assert!(client.subscribe(&chat_protocol::topics::user(&buyer)).await);
+        client.subscribe_inbox().await;
         out.push((buyer, thread, client));
     }
     out
@@ -252,7 +259,7 @@ async fn send_back_to_back(conversations: &mut [(String, String, chat_e2e::Clien
         for m in 0..count {
             client
                 .publish(
-                    &chat_protocol::topics::thread_inbound(thread),
+                    &chat_protocol::v2::thread(thread),
                     chat_e2e::send_message(&format!("c{m}"), &format!("tin nhắn {m}")),
                 )
                 .await;
@@ -260,9 +267,10 @@ async fn send_back_to_back(conversations: &mut [(String, String, chat_e2e::Clien
     }
 }
 
-/// Waits for `count` acks (`c0`, `c1`, …) on `client`: every one a
-/// success, in send order, and the thread's history holds exactly those
-/// messages in that order. `worker_logs` is shown if acks stop coming.
+/// Waits for `count` answers (`c0`, `c1`, …) on `client` (the sender's
+/// own copies: workers answer 3.1.1 senders so): every one a success, in
+/// send order, and the thread's history holds exactly those messages in
+/// that order. `worker_logs` is shown if answers stop coming.
 async fn acked_in_order_and_stored_once(
     server: &Server,
     buyer: &str,
@@ -271,7 +279,6 @@ async fn acked_in_order_and_stored_once(
     count: usize,
     worker_logs: impl Fn() -> String,
 ) {
-    use chat_protocol::ServerEvent;
     use std::time::Duration;
 
     let mut acked = Vec::new();
@@ -287,18 +294,19 @@ async fn acked_in_order_and_stored_once(
                     server.log()
                 )
             });
-        match event {
-            ServerEvent::MessageSentAck {
-                client_msg_id,
-                message_id: Some(id),
-                ..
-            } => acked.push((client_msg_id, id)),
-            ServerEvent::MessageSentAck {
-                client_msg_id,
-                error: Some(error),
-                ..
-            } => panic!("{buyer}: {client_msg_id} refused: {error:?}"),
-            _ => {}
+        // An answer names its key: the own copy's `k`, or the `ack`'s.
+        let key = match &event {
+            chat_protocol::v2::Event::Msg(m) => m.client_msg_id.clone(),
+            chat_protocol::v2::Event::Ack { client_msg_id, .. } => Some(client_msg_id.clone()),
+            _ => None,
+        };
+        if let Some(key) = key
+            && let Some(answer) = chat_e2e::answer_to(&event, thread, &key)
+        {
+            match answer {
+                Ok(id) => acked.push((key, id)),
+                Err(err) => panic!("{buyer}: {key} refused: {err:?}"),
+            }
         }
     }
     let order: Vec<String> = acked.iter().map(|(c, _)| c.clone()).collect();
@@ -317,7 +325,8 @@ async fn acked_in_order_and_stored_once(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_over_that_crashes_the_worker_is_set_aside() {
     use chat_e2e::send_message;
-    use chat_protocol::{ErrorCode, ServerEvent, topics};
+    use chat_protocol::ErrorCode;
+    use chat_protocol::v2;
     use std::time::{Duration, Instant};
 
     let server = Server::start_scylla_with(
@@ -338,34 +347,23 @@ async fn a_hand_over_that_crashes_the_worker_is_set_aside() {
         .try_into()
         .ok()
         .unwrap();
-    let inbound = topics::thread_inbound(&thread);
-    // The ack of `cmid`: Ok(message id) or Err(code). While waiting, a
+    let inbound = v2::thread(&thread);
+    // The answer to `cmid`: Ok(message id) or Err(code). While waiting, a
     // worker that exited is started again, as a supervisor would.
     async fn ack_of(
         client: &mut chat_e2e::Client,
+        thread: &str,
         cmid: &str,
         mut restart: impl FnMut() -> bool,
     ) -> Result<String, ErrorCode> {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            assert!(Instant::now() < deadline, "no ack for {cmid}");
+            assert!(Instant::now() < deadline, "no answer to {cmid}");
             restart();
-            if let Some((
-                _,
-                ServerEvent::MessageSentAck {
-                    client_msg_id,
-                    message_id,
-                    error,
-                    ..
-                },
-            )) = client.event(Duration::from_millis(500)).await
-                && client_msg_id == cmid
+            if let Some((_, event)) = client.event(Duration::from_millis(500)).await
+                && let Some(answer) = chat_e2e::answer_to(&event, thread, cmid)
             {
-                return match (message_id, error) {
-                    (Some(id), None) => Ok(id),
-                    (_, Some(error)) => Err(error.code),
-                    other => panic!("{other:?}"),
-                };
+                return answer.map_err(|e| e.code);
             }
         }
     }
@@ -374,11 +372,11 @@ async fn a_hand_over_that_crashes_the_worker_is_set_aside() {
         .publish(&inbound, send_message("p1", "xin chào PANIC-ME"))
         .await;
     assert_eq!(
-        ack_of(&mut client, "p1", || false).await,
+        ack_of(&mut client, &thread, "p1", || false).await,
         Err(ErrorCode::Internal)
     );
     client.publish(&inbound, send_message("p2", "vẫn ổn")).await;
-    let p2 = ack_of(&mut client, "p2", || false)
+    let p2 = ack_of(&mut client, &thread, "p2", || false)
         .await
         .expect("the thread goes on");
     assert!(
@@ -395,7 +393,7 @@ async fn a_hand_over_that_crashes_the_worker_is_set_aside() {
         .publish(&inbound, send_message("a1", "ABORT-ME"))
         .await;
     let mut crashes = 0;
-    let outcome = ack_of(&mut client, "a1", || {
+    let outcome = ack_of(&mut client, &thread, "a1", || {
         if wp.exited().is_some() {
             crashes += 1;
             assert!(crashes <= 5, "the worker keeps crashing:\n{}", wp.log());
@@ -409,7 +407,7 @@ async fn a_hand_over_that_crashes_the_worker_is_set_aside() {
     client
         .publish(&inbound, send_message("a2", "vẫn ổn chứ"))
         .await;
-    let a2 = ack_of(&mut client, "a2", || false)
+    let a2 = ack_of(&mut client, &thread, "a2", || false)
         .await
         .expect("the thread goes on");
 

@@ -1,7 +1,8 @@
 use std::time::Duration;
 
 use chat_e2e::{Client, Connect, PLATFORM, Server, Via, now_secs, options, send_message};
-use chat_protocol::{ErrorCode, ServerEvent, topics};
+use chat_protocol::v2::{self, Event};
+use chat_protocol::{ErrorCode, topics};
 
 use crate::CHATD;
 
@@ -61,10 +62,10 @@ async fn bad_tokens_get_a_refused_connack() {
     let why = refused(&server, "u1x", &server.token("u1", "buyer")).await;
     assert!(why.contains("NotAuthorized"), "{why}");
     // A will message would be published without any ACL check, e.g. as a
-    // forged event on another user's thread: wills are refused.
+    // forged command in another user's thread: wills are refused.
     let mut with_will = options(&server, "u1", "u1", &server.token("u1", "buyer"), Via::Tcp);
     with_will.set_last_will(rumqttc::LastWill::new(
-        "thread/someone-elses",
+        "t/someone-elses",
         b"forged".to_vec(),
         rumqttc::QoS::AtLeastOnce,
         false,
@@ -98,23 +99,31 @@ async fn subscriptions_outside_ones_own_topics_are_refused() {
     for filter in [
         "#".to_owned(),
         "+".to_owned(),
+        "u/+".to_owned(),
+        "u/#".to_owned(),
+        "t/+".to_owned(),
+        "t/#".to_owned(),
+        "u/b2".to_owned(),
+        "$SYS/#".to_owned(),
+        // Commands topics are for publishing only, one's own thread's too.
+        v2::thread(&own),
+        v2::thread(&foreign),
+        "t/no-such-thread".to_owned(),
+        format!("$share/g/{}", v2::user("b1")),
+        // v1's family: wildcards and other users' topics.
         "thread/+".to_owned(),
         "thread/#".to_owned(),
         "user/+".to_owned(),
         "user/b2".to_owned(),
-        "$SYS/#".to_owned(),
         topics::thread(&foreign),
         topics::thread_inbound(&own),
-        "thread/no-such-thread".to_owned(),
-        format!("$share/g/{}", topics::thread(&own)),
         // The persistence workers' hand-over topics, directly or as a group.
         "svc/persist/#".to_owned(),
         "$share/persist/svc/persist/#".to_owned(),
     ] {
         assert!(!client.subscribe(&filter).await, "{filter} must be refused");
     }
-    assert!(client.subscribe("user/b1").await);
-    assert!(client.subscribe(&topics::thread(&own)).await);
+    assert!(client.subscribe(&v2::user("b1")).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,30 +132,40 @@ async fn publishing_into_a_foreign_thread_is_rejected_and_stores_nothing() {
     let foreign = server.thread_between("b2", "s2").await;
     server.put_users(&["intruder"]).await;
     let mut intruder = Client::connect(&server, "intruder", "buyer", Via::Tcp).await;
-    assert!(intruder.subscribe("user/intruder").await);
+    intruder.subscribe_inbox().await;
     let mut victim = Client::connect(&server, "s2", "seller", Via::Tcp).await;
-    assert!(victim.subscribe(&topics::thread(&foreign)).await);
+    victim.subscribe_inbox().await;
 
     for topic in [
-        topics::thread_inbound(&foreign),
+        v2::thread(&foreign),
+        v2::user("s2"),
         topics::thread(&foreign),
         "user/s2".into(),
         "anything".into(),
-        // A forged hand-over, as if the broker had authorised it.
+        // Forged hand-overs, as if the broker had authorised them.
         format!("svc/persist/{foreign}/s2"),
+        format!("svc/persist/{foreign}/s2/v2"),
     ] {
         intruder
             .publish(&topic, send_message("x-1", "mua ngoài sàn đi"))
             .await;
         let (code, on) = intruder
             .expect("error event", |_, e| match e {
-                ServerEvent::Error { error, topic, .. } => Some((error.code, topic.clone())),
+                Event::Error { code, topic, .. } => Some((*code, topic.clone())),
                 _ => None,
             })
             .await;
         assert_eq!(code, ErrorCode::Forbidden);
         assert_eq!(on.as_deref(), Some(topic.as_str()));
     }
+    // v1's inbound topic of the thread: not answered (the intruder speaks
+    // v2 and v1 is off), and refused all the same.
+    intruder
+        .publish(
+            &topics::thread_inbound(&foreign),
+            chat_e2e::v1_send_message("x-2", "mua ngoài sàn đi"),
+        )
+        .await;
     let leaked = victim.drain(Duration::from_millis(500)).await;
     assert!(leaked.is_empty(), "the victim received {leaked:?}");
     let (_, page) = server
@@ -223,7 +242,7 @@ async fn a_session_is_closed_when_its_token_expires() {
     else {
         panic!("a valid token was refused");
     };
-    assert!(client.subscribe("user/b1").await);
+    client.subscribe_inbox().await;
     let closed = client.closed(Duration::from_secs(15)).await;
     assert!(closed.is_some(), "the session outlived its token");
 }
@@ -322,6 +341,9 @@ async fn the_loadtest_role_is_off_by_default_and_confined_to_bench_topics() {
     assert!(a.subscribe("bench/#").await);
     for forbidden in [
         "#".to_owned(),
+        v2::user("b1"),
+        v2::user("lt-1"),
+        v2::thread(&thread),
         topics::thread(&thread),
         "user/b1".to_owned(),
         "user/lt-1".to_owned(),
@@ -339,8 +361,8 @@ async fn the_loadtest_role_is_off_by_default_and_confined_to_bench_topics() {
     );
     // A publish into a chat thread stores nothing and reaches no one.
     let mut seller = Client::connect(&server, "s1", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&topics::thread(&thread)).await);
-    b.publish(&topics::thread_inbound(&thread), send_message("lt", "spam"))
+    seller.subscribe_inbox().await;
+    b.publish(&v2::thread(&thread), send_message("lt", "spam"))
         .await;
     assert!(seller.drain(Duration::from_millis(500)).await.is_empty());
     let (_, page) = server

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use chat_e2e::{Client, Server, Via, options};
-use chat_protocol::{ServerEvent, topics};
+use chat_protocol::v2;
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS};
 
 use crate::CHATD;
@@ -28,8 +28,8 @@ async fn connected(events: &mut EventLoop) -> bool {
     }
 }
 
-/// The next `count` `message_new` publishes on `topic`, unacknowledged.
-async fn message_news(events: &mut EventLoop, topic: &str, count: usize) -> Vec<(String, Publish)> {
+/// The next `count` `msg` publishes on `topic`, unacknowledged.
+async fn msgs(events: &mut EventLoop, topic: &str, count: usize) -> Vec<(String, Publish)> {
     let mut out = Vec::new();
     while out.len() < count {
         let Ok(polled) = tokio::time::timeout(Duration::from_secs(10), events.poll()).await else {
@@ -38,8 +38,7 @@ async fn message_news(events: &mut EventLoop, topic: &str, count: usize) -> Vec<
         let event = polled.expect("connection");
         if let Event::Incoming(Packet::Publish(p)) = event
             && p.topic == topic
-            && let Ok(ServerEvent::MessageNew { message }) =
-                chat_protocol::decode_server(&p.payload)
+            && let Ok(v2::Event::Msg(message)) = v2::decode_event(&p.payload)
         {
             out.push((message.id, p));
         }
@@ -51,9 +50,9 @@ async fn message_news(events: &mut EventLoop, topic: &str, count: usize) -> Vec<
 async fn a_resumed_session_gets_unacked_messages_again_in_order_then_the_queued_ones() {
     let server = Server::start(CHATD).await;
     let thread = server.thread_between("rb", "rs").await;
-    let thread_topic = topics::thread(&thread);
+    let inbox = v2::user("rb");
     let mut seller = Client::connect(&server, "rs", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&topics::user("rs")).await);
+    seller.subscribe_inbox().await;
 
     let token = server.token("rb", "buyer");
     let phone = || {
@@ -63,10 +62,7 @@ async fn a_resumed_session_gets_unacked_messages_again_in_order_then_the_queued_
     };
     let (buyer, mut events) = AsyncClient::new(phone(), 64);
     assert!(!connected(&mut events).await, "a new session");
-    buyer
-        .subscribe(&thread_topic, QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    buyer.subscribe(&inbox, QoS::AtLeastOnce).await.unwrap();
     loop {
         if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.unwrap() {
             break;
@@ -82,7 +78,7 @@ async fn a_resumed_session_gets_unacked_messages_again_in_order_then_the_queued_
                 .unwrap(),
         );
     }
-    let first: Vec<String> = message_news(&mut events, &thread_topic, 6)
+    let first: Vec<String> = msgs(&mut events, &inbox, 6)
         .await
         .into_iter()
         .map(|(id, _)| id)
@@ -103,7 +99,7 @@ async fn a_resumed_session_gets_unacked_messages_again_in_order_then_the_queued_
 
     let (buyer, mut events) = AsyncClient::new(phone(), 64);
     assert!(connected(&mut events).await, "the session was kept");
-    let again = message_news(&mut events, &thread_topic, 9).await;
+    let again = msgs(&mut events, &inbox, 9).await;
     let ids: Vec<String> = again.iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(
         ids, sent,
@@ -123,18 +119,15 @@ async fn a_resumed_session_gets_unacked_messages_again_in_order_then_the_queued_
     drop(events);
     let (_buyer, mut events) = AsyncClient::new(phone(), 64);
     assert!(connected(&mut events).await);
-    let nothing = tokio::time::timeout(
-        Duration::from_secs(2),
-        message_news(&mut events, &thread_topic, 1),
-    )
-    .await;
+    let nothing = tokio::time::timeout(Duration::from_secs(2), msgs(&mut events, &inbox, 1)).await;
     assert!(nothing.is_err(), "nothing owed any more");
 }
 
 /// QoS 0 events are for the moment: a persistent session that was offline
-/// gets the messages it missed (QoS 1), not the `thread_updated` and
-/// `typing` of that time (five stale inbox refreshes and a typing
-/// indicator were replayed before; `vendor/rmqtt/PATCHED.md` §5).
+/// gets the messages it missed (QoS 1), not the `typing` of that time (a
+/// typing indicator, and v1's five stale `thread_updated`, were replayed
+/// before; `vendor/rmqtt/PATCHED.md` §5). v2 has no per-message inbox
+/// event at all: nothing but the messages comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_session_gets_the_missed_messages_not_stale_qos0_events() {
     let server = Server::start(CHATD).await;
@@ -152,15 +145,12 @@ async fn an_offline_session_gets_the_missed_messages_not_stale_qos0_events() {
         }
     };
     let mut buyer = connect(phone()).await;
-    assert!(buyer.subscribe(&topics::user("qb")).await);
-    assert!(buyer.subscribe(&topics::thread(&thread)).await);
+    buyer.subscribe_inbox().await;
     buyer.disconnect().await;
 
     let mut seller = Client::connect(&server, "qs", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&topics::user("qs")).await);
-    let inbound = topics::thread_inbound(&thread);
-    let typing = chat_protocol::encode(&chat_protocol::ClientEvent::Typing { active: true });
-    seller.publish(&inbound, typing).await;
+    seller.subscribe_inbox().await;
+    seller.typing(&thread, true).await;
     for i in 0..5 {
         seller
             .send_text(&thread, &format!("q{i}"), &format!("tin {i}"))
@@ -172,28 +162,26 @@ async fn an_offline_session_gets_the_missed_messages_not_stale_qos0_events() {
     let replayed = buyer.drain(Duration::from_secs(2)).await;
     let news = replayed
         .iter()
-        .filter(|(_, e)| matches!(e, ServerEvent::MessageNew { .. }))
+        .filter(|(_, e)| matches!(e, v2::Event::Msg(_)))
         .count();
-    let stale: Vec<&ServerEvent> = replayed
+    let stale: Vec<&v2::Event> = replayed
         .iter()
         .map(|(_, e)| e)
-        .filter(|e| {
-            matches!(
-                e,
-                ServerEvent::ThreadUpdated { .. } | ServerEvent::Typing { .. }
-            )
-        })
+        .filter(|e| !matches!(e, v2::Event::Msg(_)))
         .collect();
     assert_eq!(news, 5, "the missed messages: {replayed:?}");
-    assert!(stale.is_empty(), "stale QoS 0 events replayed: {stale:?}");
-    // Live QoS 0 events still arrive once connected.
-    seller
-        .send_text(&thread, "q5", "còn đó không?")
-        .await
-        .unwrap();
+    assert!(
+        stale.is_empty(),
+        "stale QoS 0 (or per-message) events replayed: {stale:?}"
+    );
+    // Live QoS 0 events still arrive once connected (`false` first: it
+    // resets the typing throttle of the first `true`).
+    seller.typing(&thread, false).await;
+    seller.typing(&thread, true).await;
     buyer
-        .expect("a live thread_updated", |_, e| {
-            matches!(e, ServerEvent::ThreadUpdated { .. }).then_some(())
+        .expect("a live typing", |_, e| {
+            matches!(e, v2::Event::Typing { user_id, active: true, .. } if user_id == "qs")
+                .then_some(())
         })
         .await;
 }
@@ -227,13 +215,14 @@ async fn an_offline_session_holds_a_bounded_number_of_bytes() {
         }
     };
     let mut buyer = connect(phone()).await;
-    assert!(buyer.subscribe(&topics::thread(&thread)).await);
+    buyer.subscribe_inbox().await;
     buyer.disconnect().await;
 
     let mut seller = Client::connect(&server, "bs", "seller", Via::Tcp).await;
-    assert!(seller.subscribe(&topics::user("bs")).await);
-    // 4000 characters, a few of them two or three bytes: ~6 KB each on
-    // the wire, so 10 or 11 fit in 64 KiB (30 without the bound).
+    seller.subscribe_inbox().await;
+    // 4000 characters, a few of them two or three bytes: ~5.2 KB each as
+    // a v2 `msg` (v1's message_new was ~5.4 KB), so a dozen fit in 64 KiB
+    // (30 without the bound).
     let long = "Shop gửi bạn thông tin chi tiết về sản phẩm. ".repeat(90);
     let long: String = long.chars().take(4000).collect();
     let mut sent = Vec::new();
@@ -247,18 +236,24 @@ async fn an_offline_session_holds_a_bounded_number_of_bytes() {
     }
 
     let mut buyer = connect(phone()).await;
-    let replayed: Vec<String> = buyer
+    let messages: Vec<v2::Msg> = buyer
         .drain(Duration::from_secs(3))
         .await
         .into_iter()
         .filter_map(|(_, e)| match e {
-            ServerEvent::MessageNew { message } => Some(message.id),
+            v2::Event::Msg(message) => Some(message),
             _ => None,
         })
         .collect();
+    // The queue weighs a message as payload + topic + 128 bytes
+    // (vendor/rmqtt/PATCHED.md §7).
+    let first = messages.first().expect("some messages replayed").clone();
+    let weight = v2::encode(&v2::Event::Msg(first)).len() + "u/bb".len() + 128;
+    let fit = 65536 / weight;
+    let replayed: Vec<String> = messages.into_iter().map(|m| m.id).collect();
     assert!(
-        (9..=11).contains(&replayed.len()),
-        "{} messages replayed for a 64 KiB session",
+        (fit - 2..=fit).contains(&replayed.len()),
+        "{} messages replayed for a 64 KiB session ({weight} B each: {fit} fit)",
         replayed.len()
     );
     assert_eq!(

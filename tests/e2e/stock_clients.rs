@@ -1,11 +1,12 @@
 //! Debian's mosquitto clients, a stock MQTT implementation from another
-//! project, work unchanged with a MessagePack payload made here.
+//! project, work unchanged with a protocol v2 MessagePack payload made
+//! here: one subscription to `u/<me>`, commands published to `t/<thread>`.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chat_e2e::{Server, send_message};
-use chat_protocol::{ServerEvent, topics};
+use chat_protocol::v2;
 
 use crate::CHATD;
 
@@ -22,7 +23,7 @@ async fn mosquitto_pub_and_sub_chat_through_the_server() {
     let thread = server.thread_between("b1", "s1").await;
 
     // The seller listens with mosquitto_sub over MQTT 5 (the buyer below
-    // publishes over 3.1.1): one message_new, printed as hex.
+    // publishes over 3.1.1): one `msg`, printed as hex.
     let seller = mosquitto(
         &server,
         "mosquitto_sub",
@@ -33,7 +34,7 @@ async fn mosquitto_pub_and_sub_chat_through_the_server() {
     )
     .args([
         "-t",
-        &topics::thread(&thread),
+        &v2::user("s1"),
         "-q",
         "1",
         "-C",
@@ -59,7 +60,7 @@ async fn mosquitto_pub_and_sub_chat_through_the_server() {
         "b1",
         &server.token("b1", "buyer"),
     )
-    .args(["-t", &topics::thread_inbound(&thread), "-q", "1", "-f"])
+    .args(["-t", &v2::thread(&thread), "-q", "1", "-f"])
     .arg(&payload)
     .status()
     .expect("mosquitto_pub");
@@ -75,13 +76,15 @@ async fn mosquitto_pub_and_sub_chat_through_the_server() {
         "mosquitto_sub: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let event = chat_protocol::decode_server(&hex_decode(hex.trim())).expect("a protocol envelope");
+    let event = v2::decode_event(&hex_decode(hex.trim())).expect("a protocol v2 event");
     match event {
-        ServerEvent::MessageNew { message } => {
+        v2::Event::Msg(message) => {
             assert_eq!(message.content, "Gửi từ mosquitto_pub");
-            assert_eq!(message.from, "b1");
+            assert_eq!(message.from.as_deref(), Some("b1"));
+            assert_eq!(message.thread_id, thread);
+            assert_eq!(message.client_msg_id, None, "the key is the sender's");
         }
-        other => panic!("expected message_new, got {other:?}"),
+        other => panic!("expected a msg, got {other:?}"),
     }
 
     // mosquitto_sub is refused a wildcard: it reports the failed SUBACK.
@@ -93,7 +96,7 @@ async fn mosquitto_pub_and_sub_chat_through_the_server() {
         "b1",
         &server.token("b1", "buyer"),
     )
-    .args(["-t", "thread/+", "-C", "1", "-W", "3"])
+    .args(["-t", "u/+", "-C", "1", "-W", "3"])
     .output()
     .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -101,7 +104,7 @@ async fn mosquitto_pub_and_sub_chat_through_the_server() {
 
     // A forged token over MQTT 5 gets CONNACK 0x86, which mosquitto reports.
     let out = mosquitto(&server, "mosquitto_sub", "5", "b1", "b1", "forged")
-        .args(["-t", "user/b1", "-C", "1", "-W", "3"])
+        .args(["-t", "u/b1", "-C", "1", "-W", "3"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
@@ -128,7 +131,7 @@ async fn the_inbox_shows_whether_the_other_party_is_online() {
         "on-b",
         &server.token("on-b", "buyer"),
     )
-    .args(["-t", "user/on-b", "-W", "60"])
+    .args(["-t", "u/on-b", "-W", "60"])
     .stdout(Stdio::null())
     .stderr(Stdio::null())
     .spawn()

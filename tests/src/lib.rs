@@ -2,6 +2,9 @@
 //! loopback ports with its own data directory, and drives it with real
 //! clients (rumqttc over TCP and WebSocket, reqwest, Debian's mosquitto
 //! clients). The tests themselves live in `tests/e2e/`.
+//!
+//! The clients speak client protocol v2 (`docs/protocol.md`): one
+//! subscription to `u/<me>`, commands published to `t/<thread>`.
 
 pub mod fake_fcm;
 pub mod nats;
@@ -12,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use chat_protocol::ServerEvent;
+use chat_protocol::MessageType;
+use chat_protocol::v2;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -522,7 +526,8 @@ pub enum Seen {
     Closed(String),
 }
 
-/// A real MQTT 3.1.1 client (rumqttc) with its event loop on a task.
+/// A real MQTT 3.1.1 client (rumqttc) with its event loop on a task,
+/// speaking protocol v2 (its own copy or an `ack` answers its sends).
 pub struct Client {
     task: tokio::task::JoinHandle<()>,
     pub mqtt: AsyncClient,
@@ -650,6 +655,13 @@ impl Client {
         }
     }
 
+    /// Subscribes to the user's own topic, `u/<me>`: the one subscription
+    /// a v2 client makes, for every event of every thread.
+    pub async fn subscribe_inbox(&mut self) {
+        let inbox = v2::user(&self.user);
+        assert!(self.subscribe(&inbox).await, "{inbox} refused");
+    }
+
     /// Publishes QoS 1 and waits for the PUBACK (the server has handled it).
     pub async fn publish(&mut self, topic: &str, payload: Vec<u8>) {
         self.mqtt
@@ -657,6 +669,28 @@ impl Client {
             .await
             .unwrap();
         self.wait_seen(|s| matches!(s, Seen::PubAck)).await;
+    }
+
+    /// Publishes a v2 command to `t/<thread>` and waits for its PUBACK.
+    pub async fn command(&mut self, thread: &str, command: &v2::Command) {
+        self.publish(&v2::thread(thread), v2::encode(command)).await;
+    }
+
+    /// Moves the read marker in `thread` to `up_to` (v2 `read`).
+    pub async fn read(&mut self, thread: &str, up_to: &str) {
+        self.command(
+            thread,
+            &v2::Command::Read {
+                up_to: up_to.to_owned(),
+            },
+        )
+        .await;
+    }
+
+    /// Starts (`true`) or stops typing in `thread` (v2 `typing`).
+    pub async fn typing(&mut self, thread: &str, on: bool) {
+        self.command(thread, &v2::Command::Typing { active: on })
+            .await;
     }
 
     async fn wait_seen(&mut self, pred: impl Fn(&Seen) -> bool) {
@@ -682,12 +716,12 @@ impl Client {
         }
     }
 
-    /// Next server event on any topic within `within`.
-    pub async fn event(&mut self, within: Duration) -> Option<(String, ServerEvent)> {
+    /// Next v2 server event on any topic within `within`.
+    pub async fn event(&mut self, within: Duration) -> Option<(String, v2::Event)> {
         loop {
             match self.next(within).await? {
                 Seen::Publish(topic, payload) => {
-                    let event = chat_protocol::decode_server(&payload)
+                    let event = v2::decode_event(&payload)
                         .unwrap_or_else(|e| panic!("undecodable server event on {topic}: {e}"));
                     return Some((topic, event));
                 }
@@ -701,7 +735,7 @@ impl Client {
     pub async fn expect<T>(
         &mut self,
         what: &str,
-        pred: impl Fn(&str, &ServerEvent) -> Option<T>,
+        pred: impl Fn(&str, &v2::Event) -> Option<T>,
     ) -> T {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -717,20 +751,22 @@ impl Client {
         }
     }
 
-    /// Sends a text into `thread` and waits for its ack: the stored
-    /// message id, or the error the server answered with.
+    /// Sends a text into `thread` and waits for its answer: the stored
+    /// message id (from the sender's own copy, or the `ack` of a retry),
+    /// or the error the server answered with. Events that arrive before
+    /// the answer stay for the next reader.
     pub async fn send_text(
         &mut self,
         thread: &str,
         client_msg_id: &str,
         text: &str,
-    ) -> Result<String, chat_protocol::ErrorBody> {
+    ) -> Result<String, v2::Err> {
         let payload = send_message(client_msg_id, text);
         self.send_and_wait(thread, client_msg_id, payload).await
     }
 
-    /// Sends a text and waits up to `within` for its ack, like a mobile
-    /// client that may lose its server: `None` when no ack came (timeout
+    /// Sends a text and waits up to `within` for its answer, like a mobile
+    /// client that may lose its server: `None` when none came (timeout
     /// or connection closed), never a panic.
     pub async fn try_send_text(
         &mut self,
@@ -738,39 +774,19 @@ impl Client {
         client_msg_id: &str,
         text: &str,
         within: Duration,
-    ) -> Option<Result<String, chat_protocol::ErrorBody>> {
+    ) -> Option<Result<String, v2::Err>> {
         self.mqtt
             .publish(
-                chat_protocol::topics::thread_inbound(thread),
+                v2::thread(thread),
                 QoS::AtLeastOnce,
                 false,
                 send_message(client_msg_id, text),
             )
             .await
             .ok()?;
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.next(left).await? {
-                Seen::Closed(_) => return None,
-                Seen::Publish(_, payload) => {
-                    if let Ok(ServerEvent::MessageSentAck {
-                        client_msg_id: acked,
-                        message_id,
-                        error,
-                        ..
-                    }) = chat_protocol::decode_server(&payload)
-                        && acked == client_msg_id
-                    {
-                        return Some(match (message_id, error) {
-                            (Some(id), _) => Ok(id),
-                            (None, Some(error)) => Err(error),
-                            (None, None) => continue,
-                        });
-                    }
-                }
-                _ => continue,
-            }
+        match self.answer(thread, client_msg_id, within).await {
+            Answer::Got(answer) => Some(answer),
+            Answer::Timeout | Answer::Closed(_) => None,
         }
     }
 
@@ -780,11 +796,11 @@ impl Client {
         thread: &str,
         client_msg_id: &str,
         upload_id: &str,
-    ) -> Result<String, chat_protocol::ErrorBody> {
-        let payload = chat_protocol::encode(&chat_protocol::ClientEvent::SendMessage {
+    ) -> Result<String, v2::Err> {
+        let payload = v2::encode(&v2::Command::Msg {
             client_msg_id: client_msg_id.to_owned(),
-            kind: chat_protocol::MessageType::Image,
             content: upload_id.to_owned(),
+            kind: MessageType::Image,
         });
         self.send_and_wait(thread, client_msg_id, payload).await
     }
@@ -794,27 +810,49 @@ impl Client {
         thread: &str,
         client_msg_id: &str,
         payload: Vec<u8>,
-    ) -> Result<String, chat_protocol::ErrorBody> {
-        self.publish(&chat_protocol::topics::thread_inbound(thread), payload)
-            .await;
-        self.expect("ack", |_, e| match e {
-            ServerEvent::MessageSentAck {
-                client_msg_id: acked,
-                message_id,
-                error,
-                ..
-            } if acked == client_msg_id => Some(match (message_id, error) {
-                (Some(id), _) => Ok(id.clone()),
-                (None, Some(error)) => Err(error.clone()),
-                (None, None) => panic!("an ack with neither a message id nor an error"),
-            }),
-            _ => None,
-        })
-        .await
+    ) -> Result<String, v2::Err> {
+        self.publish(&v2::thread(thread), payload).await;
+        match self
+            .answer(thread, client_msg_id, Duration::from_secs(10))
+            .await
+        {
+            Answer::Got(answer) => answer,
+            Answer::Timeout => panic!(
+                "{}: no answer to {client_msg_id} in {thread} within 10 s",
+                self.user
+            ),
+            Answer::Closed(why) => panic!("{}: connection closed: {why}", self.user),
+        }
+    }
+
+    /// Waits for the answer to the send `client_msg_id` into `thread`.
+    /// Publishes before it are put back, in order, for the next reader.
+    async fn answer(&mut self, thread: &str, client_msg_id: &str, within: Duration) -> Answer {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut before = std::collections::VecDeque::new();
+        let answer = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                None => break Answer::Timeout,
+                Some(Seen::Closed(why)) => break Answer::Closed(why),
+                Some(Seen::Publish(topic, payload)) => {
+                    let event = v2::decode_event(&payload)
+                        .unwrap_or_else(|e| panic!("undecodable server event on {topic}: {e}"));
+                    if let Some(answer) = answer_to(&event, thread, client_msg_id) {
+                        break Answer::Got(answer);
+                    }
+                    before.push_back(Seen::Publish(topic, payload));
+                }
+                Some(_) => continue,
+            }
+        };
+        before.extend(self.stash.drain(..));
+        self.stash = before;
+        answer
     }
 
     /// Collects every event arriving within `within`.
-    pub async fn drain(&mut self, within: Duration) -> Vec<(String, ServerEvent)> {
+    pub async fn drain(&mut self, within: Duration) -> Vec<(String, v2::Event)> {
         let mut all = vec![];
         while let Some(e) = self.event(within).await {
             all.push(e);
@@ -836,11 +874,57 @@ impl Client {
     }
 }
 
-/// MessagePack for a `send_message`.
+/// How waiting for a send's answer ended.
+enum Answer {
+    Got(Result<String, v2::Err>),
+    Timeout,
+    Closed(String),
+}
+
+/// Whether `event` answers the send `client_msg_id` into `thread`: the
+/// sender's own copy (it carries the key: stored), or an `ack` (a retry
+/// of a stored message, or a refusal).
+pub fn answer_to(
+    event: &v2::Event,
+    thread: &str,
+    client_msg_id: &str,
+) -> Option<Result<String, v2::Err>> {
+    match event {
+        v2::Event::Msg(m)
+            if m.thread_id == thread && m.client_msg_id.as_deref() == Some(client_msg_id) =>
+        {
+            Some(Ok(m.id.clone()))
+        }
+        v2::Event::Ack {
+            thread_id,
+            client_msg_id: acked,
+            id,
+            err,
+            ..
+        } if thread_id == thread && acked == client_msg_id => Some(match (id, err) {
+            (_, Some(err)) => Err(err.clone()),
+            (Some(id), None) => Ok(id.clone()),
+            (None, None) => panic!("an ack with neither an id nor an error: {event:?}"),
+        }),
+        _ => None,
+    }
+}
+
+/// MessagePack for a v2 `msg` command (a text), published to `t/<thread>`.
 pub fn send_message(client_msg_id: &str, text: &str) -> Vec<u8> {
+    v2::encode(&v2::Command::Msg {
+        client_msg_id: client_msg_id.into(),
+        content: text.into(),
+        kind: MessageType::Text,
+    })
+}
+
+/// MessagePack for a protocol v1 `send_message` (to `thread/<id>/in`):
+/// only for checking what a v1 client is told by a v2-only server.
+pub fn v1_send_message(client_msg_id: &str, text: &str) -> Vec<u8> {
     chat_protocol::encode(&chat_protocol::ClientEvent::SendMessage {
         client_msg_id: client_msg_id.into(),
-        kind: chat_protocol::MessageType::Text,
+        kind: MessageType::Text,
         content: text.into(),
     })
 }

@@ -209,8 +209,9 @@ impl Metrics {
     /// Counts a server publish on `topic` by the kind of its topic.
     pub fn message_out(&self, topic: &str) {
         let kind = match topic.split('/').next() {
-            Some("thread") => "thread",
-            Some("user") => "user",
+            // v2's `t/<id>` and `u/<id>`, v1's long names.
+            Some("t" | "thread") => "thread",
+            Some("u" | "user") => "user",
             Some("svc") => "service",
             _ => "other",
         };
