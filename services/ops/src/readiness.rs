@@ -136,9 +136,16 @@ impl Readiness {
                 }
             }
         }
-        // A draining flag set while the checks ran wins.
+        // A draining flag set while the checks ran wins, and reads as a
+        // drain that began before them: the same short report whenever it
+        // started (a load balancer or test sees one answer, not a race).
         if self.is_draining() {
+            checks.clear();
             checks.insert(DRAIN.to_owned(), "draining".to_owned());
+            return Report {
+                ready: false,
+                checks,
+            };
         }
         let ready = checks.values().all(|v| v == OK);
         Report { ready, checks }
@@ -192,6 +199,22 @@ mod tests {
         assert!(!report.ready);
         assert_eq!(report.checks[DRAIN], "draining");
         assert!(!ran.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_drain_begun_while_checks_run_reads_as_one_begun_before() {
+        let readiness = Readiness::new();
+        let during = readiness.clone();
+        readiness.register("store", Duration::from_secs(1), move || {
+            during.start_draining();
+            async { Ok(()) }
+        });
+        let report = readiness.report().await;
+        assert!(!report.ready);
+        assert_eq!(
+            report.checks,
+            BTreeMap::from([(DRAIN.to_owned(), "draining".to_owned())])
+        );
     }
 
     #[tokio::test]
