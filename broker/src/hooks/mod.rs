@@ -3,7 +3,7 @@
 //! session's life in `connect.rs`, SUBSCRIBE in `subscribe.rs`, PUBLISH in
 //! `publish.rs`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,6 +73,9 @@ pub struct ChatHooks {
     service_clients: Arc<Mutex<HashSet<String>>>,
     /// Draining (refuse CONNECTs) and the publishes being processed.
     drain: Arc<DrainState>,
+    /// Per session: where its next pipelined send follows its last one
+    /// (`chat_core::pipeline`). An entry lives as long as its session.
+    pipelines: Arc<Mutex<HashMap<String, chat_core::pipeline::Link>>>,
 }
 
 impl ChatHooks {
@@ -94,6 +97,7 @@ impl ChatHooks {
             inbound,
             loadtest_clients: Arc::default(),
             service_clients: Arc::default(),
+            pipelines: Arc::default(),
         }
     }
 
@@ -107,8 +111,11 @@ impl ChatHooks {
 
     /// Closes `session`: MQTT 5 clients get `DISCONNECT` with `code` first.
     fn disconnect(&self, session: &Session, code: DisconnectReasonCode) {
+        self.disconnect_id(session.id.clone(), code);
+    }
+
+    fn disconnect_id(&self, id: rmqtt::types::Id, code: DisconnectReasonCode) {
         let scx = self.scx.clone();
-        let id = session.id.clone();
         tokio::spawn(async move {
             let entry = scx.extends.shared().await.entry(id.clone());
             if let Some(tx) = entry.tx() {

@@ -41,6 +41,14 @@ impl ChatHooks {
         } else {
             Reply::V2
         };
+        if v2_reply == Reply::Puback
+            && publish.qos == rmqtt::codec::types::QoS::AtLeastOnce
+            && let Topic::Commands(thread_id) = topic
+        {
+            return self
+                .pipelined(session, user_id, client_id, thread_id, publish, _sending)
+                .await;
+        }
         let handled = match topic {
             Topic::ThreadInbound(thread_id) => {
                 self.inbound(&user_id, &client_id, thread_id, &publish.payload, Reply::V1)
@@ -71,32 +79,96 @@ impl ChatHooks {
         if handled.after == AfterInbound::Disconnect {
             self.disconnect(session, DisconnectReasonCode::MessageRateTooHigh);
         }
-        match handled.puback {
-            None => PublishAclResult::handled(Vec::new()),
-            Some(PubackAnswer::Stored { id, created_at }) => PublishAclResult::handled(vec![
-                (puback::ID.into(), id.into()),
-                (puback::TS.into(), created_at.to_string().into()),
-            ]),
-            Some(PubackAnswer::Refused {
-                code,
-                message,
-                retry_after_ms,
-            }) => {
-                let mut properties = vec![(puback::CODE.into(), code.as_str().into())];
-                if let Some(retry) = retry_after_ms {
-                    properties.push((puback::RETRY.into(), retry.to_string().into()));
-                }
-                PublishAclResult(rmqtt::types::PublishResult {
-                    reason_code: refusal_reason(code),
-                    properties,
-                    reason_string: (!message.is_empty()).then(|| message.into()),
-                    disconnect: false,
-                    handled: false,
-                })
-            }
-        }
+        acl_result(handled)
     }
 
+    /// A command answered by its PUBACK, on its own task
+    /// (`chat_core::pipeline`): returns once its message's write is queued,
+    /// and the session reads the next publish while this one commits; the
+    /// broker sends the PUBACKs in order (`vendor/rmqtt/PATCHED.md` §10).
+    async fn pipelined(
+        &self,
+        session: &Session,
+        user_id: String,
+        client_id: String,
+        thread_id: &str,
+        publish: &rmqtt::types::Publish,
+        sending: crate::drain::SendGuard,
+    ) -> PublishAclResult {
+        let hooks = self.clone();
+        let session_id = session.id.clone();
+        let thread_id = thread_id.to_owned();
+        let payload = publish.payload.clone();
+        let send = async move {
+            let handled = hooks
+                .inbound(&user_id, &client_id, &thread_id, &payload, Reply::Puback)
+                .await;
+            if handled.after == AfterInbound::Disconnect {
+                hooks.disconnect_id(session_id, DisconnectReasonCode::MessageRateTooHigh);
+            }
+            // The guard goes with the answer: a drain waits until the
+            // session has it.
+            (acl_result(handled).0, sending)
+        };
+        let spawned = {
+            let mut pipelines = self.pipelines.lock();
+            let key = session_key(session);
+            let (link, spawned) = chat_core::pipeline::spawn(pipelines.remove(&key), send);
+            pipelines.insert(key, link);
+            spawned
+        };
+        let outcome = spawned.queued().await;
+        PublishAclResult(rmqtt::types::PublishResult {
+            handled: true,
+            deferred: Some(rmqtt::types::DeferredAck::new(async move {
+                match outcome.await {
+                    Ok((result, _sending)) => result,
+                    // The send's task panicked (and logged it).
+                    Err(_) => rmqtt::types::PublishResult {
+                        reason_code: refusal_reason(ErrorCode::Internal),
+                        properties: vec![(
+                            puback::CODE.into(),
+                            ErrorCode::Internal.as_str().into(),
+                        )],
+                        ..Default::default()
+                    },
+                }
+            })),
+            ..Default::default()
+        })
+    }
+}
+
+/// The PUBACK of a handled publish.
+fn acl_result(handled: Handled) -> PublishAclResult {
+    match handled.puback {
+        None => PublishAclResult::handled(Vec::new()),
+        Some(PubackAnswer::Stored { id, created_at }) => PublishAclResult::handled(vec![
+            (puback::ID.into(), id.into()),
+            (puback::TS.into(), created_at.to_string().into()),
+        ]),
+        Some(PubackAnswer::Refused {
+            code,
+            message,
+            retry_after_ms,
+        }) => {
+            let mut properties = vec![(puback::CODE.into(), code.as_str().into())];
+            if let Some(retry) = retry_after_ms {
+                properties.push((puback::RETRY.into(), retry.to_string().into()));
+            }
+            PublishAclResult(rmqtt::types::PublishResult {
+                reason_code: refusal_reason(code),
+                properties,
+                reason_string: (!message.is_empty()).then(|| message.into()),
+                disconnect: false,
+                handled: false,
+                deferred: None,
+            })
+        }
+    }
+}
+
+impl ChatHooks {
     /// A person's publish to one of their threads: membership, then the
     /// chat service here or the hand-over to the workers.
     async fn inbound(

@@ -19,6 +19,7 @@ pub mod model;
 pub mod moderation;
 pub mod notify;
 pub mod outbound;
+pub mod pipeline;
 pub mod presence;
 pub mod ratelimit;
 pub mod service;

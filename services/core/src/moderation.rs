@@ -108,6 +108,8 @@ impl Moderation {
         }
         let mut recent = Vec::new();
         if self.config.recent_messages > 0 && moderator.needs_recent(text) {
+            // The sender's previous message must be stored to be read.
+            crate::pipeline::in_turn().await;
             let since = crate::now_millis() - (self.config.recent_window_secs * 1000) as i64;
             let newest = self
                 .store

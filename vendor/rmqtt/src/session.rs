@@ -118,6 +118,19 @@ pub struct SessionState {
     pub server_topic_aliases: Option<Arc<ServerTopicAliases>>,
     pub client_topic_aliases: Option<Arc<ClientTopicAliases>>,
     in_inflight: InInflight,
+    // PATCHED(chatd): PUBACKs whose answers come later, in the order the
+    // PUBLISHes came (PATCHED.md §10). Bounded by `in_inflight`: each keeps
+    // its packet id there until its PUBACK is sent. In a Mutex only to be
+    // `Sync` (the futures are `Send`); reached through `get_mut`, never locked.
+    pending_acks: std::sync::Mutex<PendingAcks>,
+}
+
+// PATCHED(chatd): see `SessionState::pending_acks`.
+type PendingAcks = futures::stream::FuturesOrdered<futures::future::BoxFuture<'static, (NonZeroU16, bool, PublishResult)>>;
+
+// A free function so that it borrows only the field, beside the others.
+fn pending(acks: &mut std::sync::Mutex<PendingAcks>) -> &mut PendingAcks {
+    acks.get_mut().unwrap_or_else(|e| e.into_inner())
 }
 
 impl fmt::Debug for SessionState {
@@ -172,6 +185,7 @@ impl SessionState {
             server_topic_aliases,
             client_topic_aliases,
             in_inflight: InInflight::new(scx, max_inflight.get()),
+            pending_acks: std::sync::Mutex::new(PendingAcks::new()),
         }
     }
 
@@ -361,7 +375,14 @@ impl SessionState {
                         .unwrap_or_else(|| Duration::from_secs(120)),
             );
 
+            // PATCHED(chatd): whatever is ready goes first, in this order;
+            // the buffered PUBLISHes and PUBACKs are written when nothing
+            // else is (PATCHED.md §10, §11).
+            let unflushed = sink.has_unflushed();
+            let has_pending_acks = !pending(&mut state.pending_acks).is_empty();
             tokio::select! {
+                biased;
+
                  _ = &mut keep_alive_delay => {
                     return Err(Reason::ConnectKeepaliveTimeout)
                 },
@@ -372,6 +393,11 @@ impl SessionState {
                         state.reforward(iflt_msg).await?;
                     }
                 },
+
+                // PATCHED(chatd): a deferred PUBACK whose answer is in.
+                Some((packet_id, inflight_res, pubres)) = pending(&mut state.pending_acks).next(), if has_pending_acks => {
+                    state.send_deferred_ack(sink, packet_id, inflight_res, pubres).await?;
+                }
 
                 deliver_packet = deliver_queue_rx.next(), if state.out_inflight().read().await.has_credit() => {
                     log::debug!("{:?} deliver_packet: {:?}", state.id, deliver_packet);
@@ -411,8 +437,39 @@ impl SessionState {
                         }
                     }
                 }
+
+                // PATCHED(chatd): nothing else is ready.
+                _ = std::future::ready(()), if unflushed => {
+                    sink.flush().await?;
+                }
             }
         }
+    }
+
+    // PATCHED(chatd): sends a deferred PUBACK (PATCHED.md §10); a refusal
+    // that asks for it ends the session, as `publish` would have.
+    async fn send_deferred_ack<Io>(
+        &mut self,
+        sink: &mut Sink<Io>,
+        packet_id: NonZeroU16,
+        inflight_res: bool,
+        pubres: PublishResult,
+    ) -> Result<()>
+    where
+        Io: AsyncRead + AsyncWrite + Unpin,
+    {
+        if !pubres.is_success() {
+            #[cfg(feature = "metrics")]
+            self.scx.metrics.client_publish_error_inc();
+        }
+        if inflight_res {
+            self.in_inflight.remove(&packet_id);
+        }
+        if pubres.disconnect && !pubres.is_success() {
+            return Err(MqttError::PublishAckReason(pubres.reason_code, pubres.reason_string.unwrap_or_default())
+                .into());
+        }
+        sink.send_publish_ack(packet_id, pubres).await
     }
 
     #[inline]
@@ -988,11 +1045,18 @@ impl SessionState {
                     Ok(res) => res,
                 };
 
-                let pubres = self.publish(publish).await.inspect_err(|_| {
+                let mut pubres = self.publish(publish).await.inspect_err(|_| {
                     if inflight_res {
                         self.in_inflight.remove(&packet_id);
                     }
                 })?;
+
+                // PATCHED(chatd): answered later; the session goes on
+                // reading (PATCHED.md §10).
+                if let Some(answer) = pubres.deferred.take().and_then(|d| d.take()) {
+                    pending(&mut self.pending_acks).push_back(Box::pin(async move { (packet_id, inflight_res, answer.await) }));
+                    return Ok(());
+                }
 
                 let ack_res = sink.send_publish_ack(packet_id, pubres).await;
                 if inflight_res {

@@ -1456,10 +1456,11 @@ where
         server_topic_aliases: Option<&Arc<ServerTopicAliases>>,
     ) -> Result<()> {
         match self {
-            Sink::V3(s) => {
-                s.send_publish(p.take()).await?;
+            Sink::V3(_) => {
+                // PATCHED(chatd): buffered, see `Sink::feed`.
+                self.feed(codec::MqttPacket::V3(codec::v3::Packet::Publish(p.take()))).await?;
             }
-            Sink::V5(s) => {
+            Sink::V5(_) => {
                 let (topic, alias) = {
                     if let Some(server_topic_aliases) = server_topic_aliases {
                         server_topic_aliases.get(p.topic.clone()).await
@@ -1474,7 +1475,7 @@ where
                     properties.message_expiry_interval = message_expiry_interval;
                     properties.topic_alias = alias;
                 }
-                s.send_publish(p.take()).await?;
+                self.feed(codec::MqttPacket::V5(codec::v5::Packet::Publish(p.take()))).await?;
             }
         }
         Ok(())
@@ -1486,21 +1487,52 @@ where
         packet_id: NonZeroU16,
         pubres: PublishResult,
     ) -> Result<()> {
+        // PATCHED(chatd): buffered, see `Sink::feed`.
+        let packet = match self {
+            Sink::V3(_) => codec::MqttPacket::V3(codec::v3::Packet::PublishAck { packet_id }),
+            Sink::V5(_) => codec::MqttPacket::V5(codec::v5::Packet::PublishAck(PublishAckV5 {
+                packet_id,
+                reason_code: pubres.reason_code,
+                properties: pubres.properties,
+                reason_string: pubres.reason_string,
+            })),
+        };
+        self.feed(packet).await
+    }
+
+    // PATCHED(chatd): PUBLISH and PUBACK packets are encoded into the write
+    // buffer without a write of their own; the session loop flushes when it
+    // has nothing else ready (and the codec writes out a full buffer), so a
+    // burst of deliveries or acks costs one `writev`, not one each
+    // (PATCHED.md §11). Other packets still flush, after what is buffered.
+    async fn feed(&mut self, packet: codec::MqttPacket) -> Result<()> {
+        let (io, send_timeout) = match self {
+            Sink::V3(s) => (&mut s.io, s.cfg.send_timeout),
+            Sink::V5(s) => (&mut s.io, s.cfg.send_timeout),
+        };
+        let fed = futures::SinkExt::feed(io, packet);
+        let fed = if send_timeout.is_zero() {
+            fed.await
+        } else {
+            tokio::time::timeout(send_timeout, fed).await.map_err(|_| MqttError::WriteTimeout)?
+        };
+        fed.map_err(|e| MqttError::SendPacket(codec::error::SendPacketError::Encode(e)).into())
+    }
+
+    // PATCHED(chatd): see `Sink::feed`.
+    pub(crate) fn has_unflushed(&self) -> bool {
         match self {
-            Sink::V3(s) => {
-                s.send_publish_ack(packet_id).await?;
-            }
-            Sink::V5(s) => {
-                let ack = PublishAckV5 {
-                    packet_id,
-                    reason_code: pubres.reason_code,
-                    properties: pubres.properties,
-                    reason_string: pubres.reason_string,
-                };
-                s.send_publish_ack(ack).await?;
-            }
+            Sink::V3(s) => !s.io.write_buffer().is_empty(),
+            Sink::V5(s) => !s.io.write_buffer().is_empty(),
         }
-        Ok(())
+    }
+
+    // PATCHED(chatd): see `Sink::feed`.
+    pub(crate) async fn flush(&mut self) -> Result<()> {
+        match self {
+            Sink::V3(s) => s.flush().await,
+            Sink::V5(s) => s.flush().await,
+        }
     }
 
     #[inline]
@@ -1576,6 +1608,32 @@ pub struct PublishResult {
     // the hook's properties.
     #[serde(default)]
     pub handled: bool,
+    // PATCHED(chatd): the PUBACK's answer comes later, from this future;
+    // the session reads the client's next packets meanwhile and sends the
+    // PUBACKs in order (PATCHED.md §10).
+    #[serde(skip)]
+    pub deferred: Option<DeferredAck>,
+}
+
+// PATCHED(chatd): see `PublishResult::deferred`. Shared so that
+// `PublishResult` stays `Clone`; the session takes the future once.
+#[derive(Clone)]
+pub struct DeferredAck(Arc<std::sync::Mutex<Option<futures::future::BoxFuture<'static, PublishResult>>>>);
+
+impl DeferredAck {
+    pub fn new(answer: impl std::future::Future<Output = PublishResult> + Send + 'static) -> Self {
+        DeferredAck(Arc::new(std::sync::Mutex::new(Some(Box::pin(answer)))))
+    }
+
+    pub(crate) fn take(&self) -> Option<futures::future::BoxFuture<'static, PublishResult>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl std::fmt::Debug for DeferredAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeferredAck")
+    }
 }
 
 impl PublishResult {
@@ -1607,6 +1665,7 @@ impl Default for PublishResult {
             reason_string: None,
             disconnect: false,
             handled: false,
+            deferred: None,
         }
     }
 }
@@ -2471,7 +2530,7 @@ impl std::convert::From<Reason> for PublishResult {
                 reason_string: Some("Message queue full".into()),
                 disconnect: false,
 
-            handled: false,},
+            handled: false, deferred: None,},
 
             InflightWindowFull => Self {
                 reason_code: QuotaExceeded,
@@ -2479,7 +2538,7 @@ impl std::convert::From<Reason> for PublishResult {
                 reason_string: Some("Inflight window full".into()),
                 disconnect: false,
 
-            handled: false,},
+            handled: false, deferred: None,},
 
             SubscribeRefused | DelayedPublishRefused => Self {
                 reason_code: ImplementationSpecificError,
@@ -2487,7 +2546,7 @@ impl std::convert::From<Reason> for PublishResult {
                 reason_string: Some("Publish refused".into()),
                 disconnect: false,
 
-            handled: false,},
+            handled: false, deferred: None,},
 
             MessageExpiration => Self {
                 reason_code: UnspecifiedError,
@@ -2495,7 +2554,7 @@ impl std::convert::From<Reason> for PublishResult {
                 reason_string: Some("Message expired".into()),
                 disconnect: true,
 
-            handled: false,},
+            handled: false, deferred: None,},
 
             ProtocolError(msg) => Self {
                 reason_code: UnspecifiedError,
@@ -2503,7 +2562,7 @@ impl std::convert::From<Reason> for PublishResult {
                 reason_string: Some(format!("Protocol error: {msg}").into()),
                 disconnect: true,
 
-            handled: false,},
+            handled: false, deferred: None,},
 
             Error(msg) => Self {
                 reason_code: ImplementationSpecificError,
@@ -2511,7 +2570,7 @@ impl std::convert::From<Reason> for PublishResult {
                 reason_string: Some(msg),
                 disconnect: true,
 
-            handled: false,},
+            handled: false, deferred: None,},
 
             MqttError(_) => Self {
                 reason_code: UnspecifiedError,
@@ -2519,7 +2578,7 @@ impl std::convert::From<Reason> for PublishResult {
                 reason_string: Some("MQTT internal error".into()),
                 disconnect: true,
 
-            handled: false,},
+            handled: false, deferred: None,},
 
             ConnectDisconnect(_)
             | ConnectReadWriteTimeout
@@ -2538,7 +2597,7 @@ impl std::convert::From<Reason> for PublishResult {
                 reason_string: Some("Connection or session related error".into()),
                 disconnect: true,
 
-            handled: false,},
+            handled: false, deferred: None,},
         }
     }
 }

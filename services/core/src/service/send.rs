@@ -253,10 +253,16 @@ impl ChatService {
             owes_push: matches!(self.push, PushRoute::WithTheMessage) && new.counts_as_unread(),
             ..new
         };
+        if !self.store.appends_in_order_of_first_poll() {
+            crate::pipeline::in_turn().await;
+        }
         let appended = {
             let _timer = chat_ops::metrics().store_timer("append");
-            self.store.append_message(&new).await?
+            crate::pipeline::queued(self.store.append_message(&new)).await
         };
+        // The ack, push and delivery follow the connection's previous send.
+        crate::pipeline::in_turn().await;
+        let appended = appended?;
         let message = &appended.message;
         let to_user_id = appended.thread.other_participant(user_id).to_owned();
         if let PushRoute::Queue(jobs) = &self.push

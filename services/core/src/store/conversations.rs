@@ -29,6 +29,15 @@ pub trait Conversations: Send + Sync {
     /// exists already is not stored again.
     async fn append_message(&self, message: &NewMessage) -> StoreResult<Appended>;
 
+    /// Whether [`Conversations::append_message`] takes its place in the
+    /// store's write order when its future is first polled, so that a
+    /// connection's next message may be appended before this one commits
+    /// and still come after it (`crate::pipeline`). A store without such
+    /// an order appends a connection's messages one at a time.
+    fn appends_in_order_of_first_poll(&self) -> bool {
+        false
+    }
+
     /// Bulk-loads history that happened elsewhere (migrating from another
     /// chat system; seeding benchmarks): stores `messages`, all of thread
     /// `thread_id`, as they are, and moves the thread's preview to the

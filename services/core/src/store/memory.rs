@@ -424,6 +424,11 @@ impl Conversations for MemoryStore {
             .map(|row| row.thread.clone()))
     }
 
+    /// Every append completes when first polled.
+    fn appends_in_order_of_first_poll(&self) -> bool {
+        true
+    }
+
     async fn append_message(&self, message: &NewMessage) -> StoreResult<Appended> {
         if message.owes_push {
             // No outbox here: refuse rather than drop the obligation.

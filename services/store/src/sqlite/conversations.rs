@@ -69,6 +69,12 @@ impl Conversations for SqliteStore {
             .await
     }
 
+    /// The first poll sends the write to the writer thread's queue, which
+    /// it commits in order.
+    fn appends_in_order_of_first_poll(&self) -> bool {
+        true
+    }
+
     async fn append_message(&self, message: &NewMessage) -> StoreResult<Appended> {
         let m = message.clone();
         let appended = self.write(move |c| append_in(c, &m)).await?;
