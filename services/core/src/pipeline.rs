@@ -82,6 +82,9 @@ where
         previous: after,
         _finished: finished,
     };
+    // Boxed: a send's future is several KiB, and tokio moves a spawned
+    // future (memcpy) more than once on its way into the task.
+    let send = Box::pin(send);
     tokio::spawn(TURN.scope(RefCell::new(turn), async move {
         let _ = outcome_tx.send(send.await);
     }));

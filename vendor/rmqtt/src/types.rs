@@ -1535,6 +1535,24 @@ where
         }
     }
 
+    // PATCHED(chatd): rmqtt-net gives every connection 8 KiB read and
+    // 8 KiB write buffers, most of an idle connection's memory. After the
+    // handshake the read buffer is 2 KiB (a few chat packets per read)
+    // and the write buffer empty; both grow to what the packets need (the
+    // codec reserves a whole frame) and keep that size. Bytes already read
+    // stay (PATCHED.md §12).
+    pub(crate) fn shrink_buffers(&mut self) {
+        let io = framed!(self);
+        let read = io.read_buffer_mut();
+        let mut small = bytes::BytesMut::with_capacity(READ_BUFFER.max(read.len()));
+        small.extend_from_slice(read);
+        *read = small;
+        let write = io.write_buffer_mut();
+        if write.is_empty() {
+            *write = bytes::BytesMut::new();
+        }
+    }
+
     #[inline]
     pub(crate) async fn send_publish_received(
         &mut self,
@@ -1592,6 +1610,20 @@ where
         Ok(())
     }
 }
+
+// PATCHED(chatd): see `Sink::shrink_buffers`.
+const READ_BUFFER: usize = 2 * 1024;
+
+// PATCHED(chatd): the codec's `Framed` of either protocol version.
+macro_rules! framed {
+    ($sink:expr) => {
+        match $sink {
+            Sink::V3(s) => &mut s.io,
+            Sink::V5(s) => &mut s.io,
+        }
+    };
+}
+use framed;
 
 /// Result of processing a PUBLISH packet.
 ///

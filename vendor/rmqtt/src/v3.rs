@@ -88,7 +88,10 @@ where
         (state, keep_alive)
     };
 
-    state.run(Sink::V3(sink), keep_alive).await;
+    // PATCHED(chatd): PATCHED.md §12.
+    let mut sink = Sink::V3(sink);
+    sink.shrink_buffers();
+    state.run(sink, keep_alive).await;
 
     Ok(())
 }

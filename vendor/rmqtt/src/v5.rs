@@ -104,7 +104,10 @@ where
         (state, keep_alive)
     };
 
-    state.run(Sink::V5(sink), keep_alive).await;
+    // PATCHED(chatd): PATCHED.md §12.
+    let mut sink = Sink::V5(sink);
+    sink.shrink_buffers();
+    state.run(sink, keep_alive).await;
 
     Ok(())
 }
