@@ -453,3 +453,72 @@ async fn a_v1_client_gets_unsupported_version_when_v1_is_off() {
             .is_empty()
     );
 }
+
+/// A connection's publishes are pipelined (`chat_core::pipeline`, rmqtt
+/// PATCHED.md §10): with a whole Receive Maximum in flight, the PUBACKs
+/// still come back in publish order with ascending ids, the other side
+/// gets the messages in that order, the history holds each once, and a
+/// retry in the middle of the stream is answered with the first id.
+#[tokio::test]
+async fn a_full_window_of_sends_is_acked_and_delivered_in_order() {
+    const WINDOW: usize = 32; // mqtt.max_inflight, the Receive Maximum
+    let server = Server::start_with(
+        CHATD,
+        &[
+            ("CHAT_RATE_LIMITS__CONNECTION_MESSAGES_BURST", "1000"),
+            ("CHAT_RATE_LIMITS__MESSAGES_BURST", "1000"),
+        ],
+    )
+    .await;
+    let thread = server.thread_between("pipebuyer", "pipeseller").await;
+    let mut buyer = V5::connect(&server, "pipebuyer", "buyer", "phone", server.tcp_port).await;
+    let mut seller = V5::connect(&server, "pipeseller", "seller", "web", server.tcp_port).await;
+    let publish = |n: usize| {
+        let command = Command::Msg {
+            client_msg_id: format!("p-{}", n.min(WINDOW - 2)),
+            content: format!("tin nhắn số {n}"),
+            kind: MessageType::Text,
+        };
+        v2::encode(&command)
+    };
+    // The last one repeats the key of the one before: a retry.
+    for n in 0..WINDOW {
+        buyer
+            .mqtt
+            .publish(v2::thread(&thread), QoS::AtLeastOnce, false, publish(n))
+            .await
+            .unwrap();
+    }
+    let mut acked = Vec::new();
+    while acked.len() < WINDOW {
+        match buyer.next().await {
+            Some(Seen::PubAck(reason, props, _)) => {
+                assert_eq!(reason, PubAckReason::Success, "{props:?}");
+                acked.push(property(&props, v2::puback::ID).unwrap().to_owned());
+            }
+            other => panic!("expected PUBACK {} of {WINDOW}, got {other:?}", acked.len()),
+        }
+    }
+    let (first, retry) = (&acked[..WINDOW - 1], &acked[WINDOW - 1]);
+    assert!(
+        first.windows(2).all(|w| w[0] < w[1]),
+        "PUBACKs out of publish order: {first:?}"
+    );
+    assert_eq!(retry, &first[WINDOW - 2], "the retry names the first copy");
+    let mut delivered = Vec::new();
+    while delivered.len() < WINDOW - 1 {
+        let (_, event) = seller.event().await;
+        if let Event::Msg(msg) = event {
+            assert_eq!(msg.content, format!("tin nhắn số {}", delivered.len()));
+            delivered.push(msg.id);
+        }
+    }
+    assert_eq!(delivered, first, "delivered in publish order");
+    assert!(
+        seller.quiet_for(Duration::from_millis(500)).await.is_none(),
+        "the retry is not delivered again"
+    );
+    let mut stored = server.text_message_ids("pipebuyer", "buyer", &thread).await;
+    stored.sort();
+    assert_eq!(stored, first, "each stored once");
+}
