@@ -13,7 +13,7 @@ impl ChatHooks {
         publish: &rmqtt::types::Publish,
     ) -> PublishAclResult {
         // Counted until the PUBACK can go: a drain waits for it.
-        let _sending = self.drain.begin_send();
+        let sending = self.drain.begin_send();
         let client_id = session.id.client_id.to_string();
         let topic_name = publish.topic.to_string();
         let topic = topics::parse(&topic_name);
@@ -46,7 +46,7 @@ impl ChatHooks {
             && let Topic::Commands(thread_id) = topic
         {
             return self
-                .pipelined(session, user_id, client_id, thread_id, publish, _sending)
+                .pipelined(session, user_id, client_id, thread_id, publish, sending)
                 .await;
         }
         let handled = match topic {
@@ -137,38 +137,7 @@ impl ChatHooks {
             ..Default::default()
         })
     }
-}
 
-/// The PUBACK of a handled publish.
-fn acl_result(handled: Handled) -> PublishAclResult {
-    match handled.puback {
-        None => PublishAclResult::handled(Vec::new()),
-        Some(PubackAnswer::Stored { id, created_at }) => PublishAclResult::handled(vec![
-            (puback::ID.into(), id.into()),
-            (puback::TS.into(), created_at.to_string().into()),
-        ]),
-        Some(PubackAnswer::Refused {
-            code,
-            message,
-            retry_after_ms,
-        }) => {
-            let mut properties = vec![(puback::CODE.into(), code.as_str().into())];
-            if let Some(retry) = retry_after_ms {
-                properties.push((puback::RETRY.into(), retry.to_string().into()));
-            }
-            PublishAclResult(rmqtt::types::PublishResult {
-                reason_code: refusal_reason(code),
-                properties,
-                reason_string: (!message.is_empty()).then(|| message.into()),
-                disconnect: false,
-                handled: false,
-                deferred: None,
-            })
-        }
-    }
-}
-
-impl ChatHooks {
     /// A person's publish to one of their threads: membership, then the
     /// chat service here or the hand-over to the workers.
     async fn inbound(
@@ -281,5 +250,34 @@ fn refusal_reason(code: ErrorCode) -> rmqtt::codec::v5::PublishAckReason {
         0x87 => R::NotAuthorized,
         0x97 => R::QuotaExceeded,
         _ => R::UnspecifiedError,
+    }
+}
+
+/// The PUBACK of a handled publish.
+fn acl_result(handled: Handled) -> PublishAclResult {
+    match handled.puback {
+        None => PublishAclResult::handled(Vec::new()),
+        Some(PubackAnswer::Stored { id, created_at }) => PublishAclResult::handled(vec![
+            (puback::ID.into(), id.into()),
+            (puback::TS.into(), created_at.to_string().into()),
+        ]),
+        Some(PubackAnswer::Refused {
+            code,
+            message,
+            retry_after_ms,
+        }) => {
+            let mut properties = vec![(puback::CODE.into(), code.as_str().into())];
+            if let Some(retry) = retry_after_ms {
+                properties.push((puback::RETRY.into(), retry.to_string().into()));
+            }
+            PublishAclResult(rmqtt::types::PublishResult {
+                reason_code: refusal_reason(code),
+                properties,
+                reason_string: (!message.is_empty()).then(|| message.into()),
+                disconnect: false,
+                handled: false,
+                deferred: None,
+            })
+        }
     }
 }

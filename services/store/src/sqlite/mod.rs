@@ -455,7 +455,6 @@ impl SqliteStore {
         // moderation, uploads, admin) outnumber rusqlite's default 16: an
         // evicted one is parsed again on its next use.
         conn.set_prepared_statement_cache_capacity(128);
-
         // An 8 MiB page cache: with 1,000 active threads (`steady`) the
         // idempotency index's random inserts missed SQLite's default 2 MiB
         // and read their pages back from the WAL; 8 MiB cut the server's CPU
