@@ -87,10 +87,7 @@ impl Nats {
             if let Some(status) = nats.child.try_wait()? {
                 bail!("nats-server exited at start ({status}): {}", nats.log());
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
+            if listens_on(nats.child.id(), &[port]) {
                 return Ok(nats);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -99,7 +96,7 @@ impl Nats {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
+        read_log(&self.dir.path().join("nats.log"))
     }
 }
 
@@ -315,118 +312,97 @@ impl Target {
     async fn start_in_with(
         kind: Kind,
         chatd: &Path,
-        dir: tempfile::TempDir,
+        mut dir: tempfile::TempDir,
         env: &[(String, String)],
         secret: Option<String>,
     ) -> anyhow::Result<Target> {
-        let (tcp_port, ws_port, http_port) = (free_port()?, free_port()?, free_port()?);
-        let secret = secret.unwrap_or_else(|| format!("bench-{}", uuid::Uuid::new_v4()));
-        let log = std::fs::File::create(dir.path().join("server.log"))?;
-        let child = match kind {
-            Kind::Chatd | Kind::ChatdRaw => Command::new(chatd)
-                .arg("serve")
-                .current_dir(dir.path())
-                .env("CHAT_DATA_DIR", dir.path().join("data"))
-                .env("CHAT_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
-                .env("CHAT_MQTT__TCP_ADDR", format!("127.0.0.1:{tcp_port}"))
-                .env("CHAT_MQTT__WS_ADDR", format!("127.0.0.1:{ws_port}"))
-                .env("CHAT_AUTH__HS256_SECRET", &secret)
-                .env("CHAT_LOG", "warn")
-                .env(
-                    "CHAT_MQTT__ALLOW_LOADTEST",
-                    (kind == Kind::ChatdRaw).to_string(),
-                )
-                // The benchmark measures throughput: anti-spam limits out
-                // of the way (moderation stays on).
-                .env("CHAT_RATE_LIMITS__MESSAGES_PER_MINUTE", "100000000")
-                .env("CHAT_RATE_LIMITS__MESSAGES_BURST", "10000000")
-                .env(
-                    "CHAT_RATE_LIMITS__CONNECTION_MESSAGES_PER_MINUTE",
-                    "100000000",
-                )
-                .env("CHAT_RATE_LIMITS__CONNECTION_MESSAGES_BURST", "10000000")
-                .env("CHAT_RATE_LIMITS__DUPLICATE_THREADS", "100000000")
-                .env("CHAT_RATE_LIMITS__NEW_THREADS_PER_HOUR", "100000000")
-                .env("CHAT_RATE_LIMITS__REST_PER_MINUTE", "100000000")
-                .env("CHAT_RATE_LIMITS__REST_BURST", "10000000")
-                // Thousands of clients connect from 127.0.0.1.
-                .env("CHAT_RATE_LIMITS__CONNECTS_PER_MINUTE_PER_IP", "0")
-                // The bench speaks v2 only.
-                .env("CHAT_MQTT__PROTOCOL_V1", "false")
-                .envs(env.iter().map(|(k, v)| (k, v)))
-                .stdout(Stdio::from(log.try_clone()?))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .with_context(|| format!("starting {}", chatd.display()))?,
-            Kind::Mosquitto => {
-                let conf = dir.path().join("mosquitto.conf");
-                std::fs::write(
-                    &conf,
-                    format!(
-                        "per_listener_settings false\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n\
-                         max_queued_messages 1000\nmax_inflight_messages 32\n\
-                         listener {tcp_port} 127.0.0.1\n\
-                         listener {ws_port} 127.0.0.1\nprotocol websockets\n"
-                    ),
-                )?;
-                Command::new(mosquitto_binary())
-                    .arg("-c")
-                    .arg(&conf)
-                    .stdout(Stdio::from(log.try_clone()?))
-                    .stderr(Stdio::from(log))
-                    .spawn()
-                    .context("starting mosquitto (Debian package `mosquitto`)")?
+        let mut secret = secret.unwrap_or_else(|| format!("bench-{}", uuid::Uuid::new_v4()));
+        // A port from `free_port` is free when it is chosen, not when the
+        // server binds it: another process (a client's outgoing socket, a
+        // server of a test running beside this one) can take it in
+        // between. Such a start is retried on fresh ports.
+        let mut attempt = 1;
+        loop {
+            let ports = (free_port()?, free_port()?, free_port()?);
+            let child = spawn(kind, chatd, dir.path(), ports, &secret, env)?;
+            let mut target = Target {
+                kind,
+                child,
+                _dir: dir,
+                tcp_port: ports.0,
+                ws_port: ports.1,
+                http_port: ports.2,
+                secret,
+                label: kind.name().to_owned(),
+                peers: Vec::new(),
+                nats: None,
+                keyspace: None,
+                cql_pid: None,
+            };
+            match target.wait_ready().await {
+                Ok(()) => return Ok(target),
+                Err(Start::Exited(why)) if attempt < 3 => {
+                    eprintln!(
+                        "note: {} exited at start (attempt {attempt}), retrying on other ports: {why}",
+                        kind.name()
+                    );
+                    attempt += 1;
+                    (dir, secret) = target.into_parts();
+                }
+                Err(Start::Exited(why) | Start::Failed(why)) => bail!(why),
             }
-        };
-        let mut target = Target {
-            kind,
-            child,
-            _dir: dir,
-            tcp_port,
-            ws_port,
-            http_port,
-            secret,
-            label: kind.name().to_owned(),
-            peers: Vec::new(),
-            nats: None,
-            keyspace: None,
-            cql_pid: None,
-        };
-        target.wait_ready().await?;
-        Ok(target)
+        }
     }
 
-    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+    /// Takes back the directory and secret of a server that did not start.
+    fn into_parts(mut self) -> (tempfile::TempDir, String) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let placeholder = tempfile::tempdir().expect("a temporary directory");
+        let dir = std::mem::replace(&mut self._dir, placeholder);
+        (dir, std::mem::take(&mut self.secret))
+    }
+
+    /// Ready when the server itself listens on all its ports: a connect
+    /// alone could reach another process that holds one of them.
+    async fn wait_ready(&mut self) -> Result<(), Start> {
+        let mut ports = vec![self.tcp_port, self.ws_port];
+        if self.kind != Kind::Mosquitto {
+            ports.push(self.http_port);
+        }
         // Up to a minute: on the Scylla store the first node creates and
         // migrates the keyspace before it listens.
         for _ in 0..1200 {
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "{} exited at start ({status}): {}",
-                    self.kind.name(),
-                    self.log()
-                );
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    return Err(Start::Exited(format!(
+                        "{} exited at start ({status}): {}",
+                        self.kind.name(),
+                        self.log()
+                    )));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(Start::Failed(format!(
+                        "waiting for {}: {e}",
+                        self.kind.name()
+                    )));
+                }
             }
-            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.tcp_port))
-                .await
-                .is_ok()
-                && tokio::net::TcpStream::connect(("127.0.0.1", self.ws_port))
-                    .await
-                    .is_ok();
-            let http = self.kind == Kind::Mosquitto
-                || tokio::net::TcpStream::connect(("127.0.0.1", self.http_port))
-                    .await
-                    .is_ok();
-            if tcp && http {
+            if listens_on(self.child.id(), &ports) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        bail!("{} did not start: {}", self.kind.name(), self.log())
+        Err(Start::Failed(format!(
+            "{} did not start: {}",
+            self.kind.name(),
+            self.log()
+        )))
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("server.log")).unwrap_or_default()
+        read_log(&self._dir.path().join("server.log"))
     }
 
     /// Fails with the server's log when it is no longer running: a run in
@@ -494,6 +470,132 @@ impl Drop for Target {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Why a server did not start: it exited (perhaps on a port taken
+/// meanwhile: worth another try), or something else.
+enum Start {
+    Exited(String),
+    Failed(String),
+}
+
+/// Starts one server process on the given (tcp, ws, http) ports, its
+/// output going to `server.log` in `dir`.
+fn spawn(
+    kind: Kind,
+    chatd: &Path,
+    dir: &Path,
+    (tcp_port, ws_port, http_port): (u16, u16, u16),
+    secret: &str,
+    env: &[(String, String)],
+) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(dir.join("server.log"))?;
+    Ok(match kind {
+        Kind::Chatd | Kind::ChatdRaw => Command::new(chatd)
+            .arg("serve")
+            .current_dir(dir)
+            .env("CHAT_DATA_DIR", dir.join("data"))
+            .env("CHAT_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+            .env("CHAT_MQTT__TCP_ADDR", format!("127.0.0.1:{tcp_port}"))
+            .env("CHAT_MQTT__WS_ADDR", format!("127.0.0.1:{ws_port}"))
+            .env("CHAT_AUTH__HS256_SECRET", secret)
+            .env("CHAT_LOG", "warn")
+            .env(
+                "CHAT_MQTT__ALLOW_LOADTEST",
+                (kind == Kind::ChatdRaw).to_string(),
+            )
+            // The benchmark measures throughput: anti-spam limits out
+            // of the way (moderation stays on).
+            .env("CHAT_RATE_LIMITS__MESSAGES_PER_MINUTE", "100000000")
+            .env("CHAT_RATE_LIMITS__MESSAGES_BURST", "10000000")
+            .env(
+                "CHAT_RATE_LIMITS__CONNECTION_MESSAGES_PER_MINUTE",
+                "100000000",
+            )
+            .env("CHAT_RATE_LIMITS__CONNECTION_MESSAGES_BURST", "10000000")
+            .env("CHAT_RATE_LIMITS__DUPLICATE_THREADS", "100000000")
+            .env("CHAT_RATE_LIMITS__NEW_THREADS_PER_HOUR", "100000000")
+            .env("CHAT_RATE_LIMITS__REST_PER_MINUTE", "100000000")
+            .env("CHAT_RATE_LIMITS__REST_BURST", "10000000")
+            // Thousands of clients connect from 127.0.0.1.
+            .env("CHAT_RATE_LIMITS__CONNECTS_PER_MINUTE_PER_IP", "0")
+            // The bench speaks v2 only.
+            .env("CHAT_MQTT__PROTOCOL_V1", "false")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting {}", chatd.display()))?,
+        Kind::Mosquitto => {
+            let conf = dir.join("mosquitto.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "per_listener_settings false\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n\
+                     max_queued_messages 1000\nmax_inflight_messages 32\n\
+                     listener {tcp_port} 127.0.0.1\n\
+                     listener {ws_port} 127.0.0.1\nprotocol websockets\n"
+                ),
+            )?;
+            Command::new(mosquitto_binary())
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::from(log.try_clone()?))
+                .stderr(Stdio::from(log))
+                .spawn()
+                .context("starting mosquitto (Debian package `mosquitto`)")?
+        }
+    })
+}
+
+/// A server's log for an error message; says so when it cannot be read
+/// or is empty, rather than printing nothing.
+fn read_log(path: &Path) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(log) if log.trim().is_empty() => format!("({} is empty)", path.display()),
+        Ok(log) => log,
+        Err(e) => format!("({} unreadable: {e})", path.display()),
+    }
+}
+
+/// Whether process `pid` itself has a listening TCP socket on each of
+/// `ports`: its socket inodes (`/proc/<pid>/fd`) matched against the
+/// listening sockets of its network namespace (`/proc/<pid>/net/tcp*`).
+fn listens_on(pid: u32, ports: &[u16]) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let inodes: std::collections::HashSet<String> = fds
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let mut listening = std::collections::HashSet::new();
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is HEX_IP:HEX_PORT, st 0A is LISTEN, inode is field 9.
+            let (Some(local), Some(&"0A"), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            if inodes.contains(*inode)
+                && let Some(port) = local
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+            {
+                listening.insert(port);
+            }
+        }
+    }
+    ports.iter().all(|p| listening.contains(p))
 }
 
 fn mosquitto_binary() -> PathBuf {
@@ -581,5 +683,29 @@ mod tests {
         let e = endpoint(1);
         assert_eq!(e.node_for(7, true).tcp, 1000);
         assert_eq!(e.node_for(7, false).ws, 2000);
+    }
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_counts_only_for_the_process_that_holds_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let me = std::process::id();
+        assert!(listens_on(me, &[port]));
+        // A connected (not listening) socket is not a listener.
+        let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let client_port = client.local_addr().unwrap().port();
+        assert!(!listens_on(me, &[port, client_port]));
+        // Another process does not hold this one's listener.
+        let mut other = Command::new("sleep").arg("5").spawn().unwrap();
+        assert!(!listens_on(other.id(), &[port]));
+        let _ = other.kill();
+        let _ = other.wait();
+        drop(listener);
+        assert!(!listens_on(me, &[port]));
     }
 }
