@@ -56,4 +56,19 @@ impl Outbound for BrokerOutbound {
         let from = Id::from(self.scx.node.id(), ByteString::from(connection));
         self.forward(from, topic, payload, qos).await
     }
+
+    /// This node's subscriptions to exactly `topic` (the router's
+    /// relations): a chat topic has no other filter that matches it,
+    /// since people's filters never hold wildcards (`topics::parse`) and
+    /// services subscribe only under `$share/` and `bench/`
+    /// (`hooks/subscribe.rs`). A persistent session that is offline keeps
+    /// its subscription, so it counts.
+    async fn reaches_anyone(&self, topic: &str, connection: Option<&str>) -> bool {
+        let router = self.scx.extends.router().await;
+        router.relations().get(topic).is_some_and(|subscribers| {
+            subscribers
+                .keys()
+                .any(|client_id| Some(client_id.as_ref()) != connection)
+        })
+    }
 }

@@ -299,7 +299,10 @@ pub fn send_reference(payload: &[u8]) -> Option<String> {
 
 /// Encodes a v2 event or command (no version key: the topic says it).
 pub fn encode<E: Serialize>(body: &E) -> Vec<u8> {
-    rmp_serde::to_vec_named(body).expect("protocol types always serialise")
+    // Most events fit: growing from empty cost a send three reallocations.
+    let mut out = Vec::with_capacity(256);
+    rmp_serde::encode::write_named(&mut out, body).expect("protocol types always serialise");
+    out
 }
 
 /// Decodes a server event (clients and tests).

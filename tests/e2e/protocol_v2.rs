@@ -259,6 +259,64 @@ async fn an_mqtt5_text_costs_four_packets_and_fits_the_byte_budget() {
     assert!(recipient_bytes <= 350, "recipient {recipient_bytes} B");
 }
 
+/// The own copy is skipped only when no other session of the sender's
+/// subscribes (`Outbound::reaches_anyone`): a second device gets it, and
+/// gets it again once it is the only other one left after a third leaves.
+#[tokio::test]
+async fn the_senders_other_devices_get_its_own_copy_and_the_sender_does_not() {
+    let server = Server::start(CHATD).await;
+    let thread = server.thread_between("odbuyer", "odseller").await;
+    let port = server.tcp_port;
+    let mut phone = V5::connect(&server, "odbuyer", "buyer", "phone", port).await;
+    let mut seller = V5::connect(&server, "odseller", "seller", "web", port).await;
+
+    // Alone: nobody else of the buyer's gets anything.
+    assert!(matches!(
+        phone.send(&thread, "od-1", "một").await,
+        Seen::PubAck(PubAckReason::Success, ..)
+    ));
+    let (_, Event::Msg(first)) = seller.event().await else {
+        panic!("no message")
+    };
+    assert_eq!(first.content, "một");
+
+    let mut tablet = V5::connect(&server, "odbuyer", "buyer", "tablet", port).await;
+    let mut laptop = V5::connect(&server, "odbuyer", "buyer", "laptop", port).await;
+    assert!(matches!(
+        phone.send(&thread, "od-2", "hai").await,
+        Seen::PubAck(PubAckReason::Success, ..)
+    ));
+    for device in [&mut tablet, &mut laptop] {
+        let (topic, Event::Msg(copy)) = device.event().await else {
+            panic!("no own copy")
+        };
+        assert_eq!(topic, v2::user("odbuyer"));
+        assert_eq!(
+            (copy.content.as_str(), copy.client_msg_id.as_deref()),
+            ("hai", Some("od-2"))
+        );
+    }
+    let (_, Event::Msg(second)) = seller.event().await else {
+        panic!("no message")
+    };
+    assert_eq!(second.content, "hai");
+
+    laptop.mqtt.disconnect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(matches!(
+        phone.send(&thread, "od-3", "ba").await,
+        Seen::PubAck(PubAckReason::Success, ..)
+    ));
+    let (_, Event::Msg(copy)) = tablet.event().await else {
+        panic!("no own copy")
+    };
+    assert_eq!(copy.content, "ba");
+    assert!(
+        phone.quiet_for(Duration::from_millis(500)).await.is_none(),
+        "No Local"
+    );
+}
+
 #[tokio::test]
 async fn a_refused_mqtt5_send_is_answered_in_its_puback() {
     let server = Server::start(CHATD).await;

@@ -25,6 +25,16 @@ pub trait Outbound: Send + Sync + 'static {
         let _ = connection;
         self.publish(topic, payload, qos).await
     }
+
+    /// Whether a publish on `topic` (as `connection`, if given) could
+    /// reach any subscriber, so a caller may skip encoding an event
+    /// nobody gets: a sender's own copy when no other device of theirs is
+    /// connected, a message to someone with no session. True unless the
+    /// implementation knows every subscriber it would deliver to.
+    async fn reaches_anyone(&self, topic: &str, connection: Option<&str>) -> bool {
+        let _ = (topic, connection);
+        true
+    }
 }
 
 /// Which topics this node's MQTT clients subscribe to. The broker reports

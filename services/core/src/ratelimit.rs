@@ -139,9 +139,33 @@ fn quota(per_period: u32, burst: u32, period: Duration) -> Quota {
         .allow_burst(burst)
 }
 
+/// A text a user sent recently: the threads it went to since `since`
+/// (hashes: only equality matters, and a collision can only miss a flood).
 struct Flood {
+    text: u64,
     since: Instant,
-    threads: Vec<String>,
+    threads: Vec<u64>,
+}
+
+/// Distinct texts remembered per user. A flood repeats one text, so it
+/// stays among the newest; the bound keeps a user's memory fixed however
+/// many different messages they send within the window.
+const RECENT_TEXTS: usize = 16;
+
+/// A text's identity for flood detection: trimmed, case folded, hashed
+/// without building the folded copy.
+fn text_key(text: &str) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for c in text.trim().chars().flat_map(char::to_lowercase) {
+        hasher.write_u32(u32::from(c));
+    }
+    hasher.finish()
+}
+
+fn hash_of(value: &str) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
 }
 
 pub struct RateLimiter {
@@ -160,7 +184,8 @@ pub struct RateLimiter {
     /// Refused connection attempts logged and audited per IP.
     refused_connects: DefaultKeyedRateLimiter<IpAddr>,
     rest: DefaultKeyedRateLimiter<String>,
-    floods: Mutex<HashMap<(String, u64), Flood>>,
+    /// Per user, their recent distinct texts, least recently sent first.
+    floods: Mutex<HashMap<String, VecDeque<Flood>>>,
     strikes: Mutex<HashMap<String, VecDeque<Instant>>>,
     muted: Mutex<HashMap<String, Instant>>,
     /// Users muted since the last `take_new_mutes` (for the audit log).
@@ -259,9 +284,10 @@ impl RateLimiter {
         self.quiet_refusals.lock().clear();
         let now = Instant::now();
         let window = Duration::from_secs(self.config.duplicate_window_secs);
-        self.floods
-            .lock()
-            .retain(|_, f| now.duration_since(f.since) < window);
+        self.floods.lock().retain(|_, recent| {
+            recent.retain(|f| now.duration_since(f.since) <= window);
+            !recent.is_empty()
+        });
         self.muted.lock().retain(|_, until| *until > now);
         let strike_window = Duration::from_secs(self.config.strike_window_secs);
         self.strikes.lock().retain(|_, s| {
@@ -323,27 +349,38 @@ impl RateLimiter {
             return Err(self.strike(user_id, wait));
         }
         // The same text into many threads: spam, whatever the pace.
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        text.trim().to_lowercase().hash(&mut hasher);
-        let key = (user_id.to_owned(), hasher.finish());
+        let (text, thread) = (text_key(text), hash_of(thread_id));
         let now = Instant::now();
         let window = Duration::from_secs(self.config.duplicate_window_secs);
         let mut floods = self.floods.lock();
-        let flood = floods.entry(key).or_insert_with(|| Flood {
-            since: now,
-            threads: Vec::new(),
-        });
-        if now.duration_since(flood.since) > window {
-            flood.since = now;
-            flood.threads.clear();
+        if !floods.contains_key(user_id) {
+            floods.insert(user_id.to_owned(), VecDeque::new());
         }
-        if !flood.threads.iter().any(|t| t == thread_id) {
+        let recent = floods.get_mut(user_id).expect("inserted above");
+        recent.retain(|f| now.duration_since(f.since) <= window);
+        // Newest use last: a repeated text is the last to be forgotten.
+        let flood = match recent.iter().position(|f| f.text == text) {
+            Some(i) => recent.remove(i).expect("found above"),
+            None => {
+                if recent.len() >= RECENT_TEXTS {
+                    recent.pop_front();
+                }
+                Flood {
+                    text,
+                    since: now,
+                    threads: Vec::new(),
+                }
+            }
+        };
+        recent.push_back(flood);
+        let flood = recent.back_mut().expect("pushed above");
+        if !flood.threads.contains(&thread) {
             if flood.threads.len() >= self.config.duplicate_threads {
                 let wait = window.saturating_sub(now.duration_since(flood.since));
                 drop(floods);
                 return Err(self.strike(user_id, wait));
             }
-            flood.threads.push(thread_id.to_owned());
+            flood.threads.push(thread);
         }
         Ok(())
     }
@@ -541,6 +578,32 @@ mod tests {
             Err(Limited::RateLimited(_))
         ));
         assert!(l.check_message("u", "t4", "a different text").is_ok());
+    }
+
+    #[test]
+    fn a_flood_between_other_texts_is_caught_and_a_user_holds_a_bounded_memory() {
+        let l = limiter(RateLimitConfig {
+            duplicate_threads: 3,
+            messages_burst: 100_000,
+            messages_per_minute: 100_000,
+            ..RateLimitConfig::default()
+        });
+        // Ordinary chat: thousands of different texts, each in one thread.
+        for i in 0..5_000 {
+            assert!(l.check_message("u", "t1", &format!("giá {i}k nhé")).is_ok());
+        }
+        assert_eq!(l.floods.lock()["u"].len(), RECENT_TEXTS);
+        // The spam text, with a few others in between each copy.
+        for (n, t) in ["t2", "t3", "t4"].into_iter().enumerate() {
+            assert!(l.check_message("u", t, "  SALE 50% inbox ngay ").is_ok());
+            for i in 0..RECENT_TEXTS - 2 {
+                assert!(l.check_message("u", "t1", &format!("{n} khác {i}")).is_ok());
+            }
+        }
+        assert!(matches!(
+            l.check_message("u", "t5", "sale 50% INBOX ngay"),
+            Err(Limited::RateLimited(_))
+        ));
     }
 
     #[test]

@@ -70,15 +70,17 @@ impl ChatService {
                 .publish(chat_protocol::v2::user(other), read(None), Qos::AtLeastOnce)
                 .await;
         }
-        let own = read(Some(marked.thread.unread_for(user_id)));
         let topic = chat_protocol::v2::user(user_id);
-        match connection {
-            Some(connection) => {
-                self.outbound
-                    .publish_as(topic, own, Qos::AtLeastOnce, connection)
-                    .await
+        if self.outbound.reaches_anyone(&topic, connection).await {
+            let own = read(Some(marked.thread.unread_for(user_id)));
+            match connection {
+                Some(connection) => {
+                    self.outbound
+                        .publish_as(topic, own, Qos::AtLeastOnce, connection)
+                        .await
+                }
+                None => self.outbound.publish(topic, own, Qos::AtLeastOnce).await,
             }
-            None => self.outbound.publish(topic, own, Qos::AtLeastOnce).await,
         }
         if self.v1 {
             if marked.moved {

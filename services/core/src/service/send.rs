@@ -393,10 +393,14 @@ impl ChatService {
             &appended.message
         };
         for user in [&thread.buyer_id, &thread.seller_id] {
-            let payload = chat_protocol::v2::encode(&wire::v2_msg(message, thread, user));
             let topic = chat_protocol::v2::user(user);
+            let spared = spared.filter(|_| *user == message.from);
+            if !self.outbound.reaches_anyone(&topic, spared).await {
+                continue;
+            }
+            let payload = chat_protocol::v2::encode(&wire::v2_msg(message, thread, user));
             match spared {
-                Some(connection) if *user == message.from => {
+                Some(connection) => {
                     self.outbound
                         .publish_as(topic, payload, Qos::AtLeastOnce, connection)
                         .await

@@ -388,12 +388,20 @@ const MESSAGE_COLUMNS: &str =
 fn thread_from_row(row: &Row<'_>) -> rusqlite::Result<Thread> {
     let preview: Option<String> = row.get(5)?;
     Ok(Thread {
+        last_message: preview.and_then(|p| serde_json::from_str::<MessagePreview>(&p).ok()),
+        ..thread_without_preview(row)?
+    })
+}
+
+/// [`thread_from_row`] without parsing the stored preview (column 5).
+fn thread_without_preview(row: &Row<'_>) -> rusqlite::Result<Thread> {
+    Ok(Thread {
         id: row.get(0)?,
         buyer_id: row.get(1)?,
         seller_id: row.get(2)?,
         product_id: row.get(3)?,
         order_id: row.get(4)?,
-        last_message: preview.and_then(|p| serde_json::from_str::<MessagePreview>(&p).ok()),
+        last_message: None,
         last_message_at: row.get(6)?,
         unread_buyer: row.get(7)?,
         unread_seller: row.get(8)?,
@@ -704,6 +712,28 @@ fn insert_message(stmt: &mut rusqlite::Statement<'_>, m: &Message) -> rusqlite::
 }
 
 fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
+    // The thread first: its row decides what the update writes, so the
+    // update is a plain one by key (an `UPDATE … FROM … RETURNING` built
+    // two ephemeral tables per send: a third of the writer's work).
+    let before = tx
+        .prepare_cached(&format!(
+            "SELECT {THREAD_COLUMNS}, last_message_id, activity_at FROM threads WHERE id = ?1"
+        ))
+        .and_then(|mut stmt| {
+            stmt.query_row([&m.thread_id], |row| {
+                Ok((
+                    thread_without_preview(row)?,
+                    row.get::<_, Option<String>>(5)?,
+                    row.get::<_, Option<String>>(11)?,
+                    row.get::<_, i64>(12)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(backend)?;
+    let Some((mut thread, old_preview, last_id, activity_at)) = before else {
+        return Err(StoreError::NotFound("thread"));
+    };
     let message = m.clone().into_message();
     let inserted = tx
         .prepare_cached(&format!(
@@ -720,42 +750,57 @@ fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
     if inserted == 0 {
         return duplicate_of(tx, m);
     }
-    let preview = serde_json::to_string(&preview_of(&message)).map_err(backend)?;
-    let counts = i64::from(m.counts_as_unread());
-    let thread = tx
-        .prepare_cached(&format!(
-            "UPDATE threads SET \
-             last_message = iif(newest, ?2, last_message), \
-             last_message_at = iif(newest, ?3, last_message_at), \
-             activity_at = iif(newest, ?3, activity_at), \
-             last_message_id = iif(newest, ?8, last_message_id), \
-             unread_buyer = CASE WHEN buyer_id = ?5 THEN 0 \
-                 ELSE MIN(unread_buyer + (?4 * (seller_id = ?5)), ?7) END, \
-             unread_seller = CASE WHEN seller_id = ?5 THEN 0 \
-                 ELSE MIN(unread_seller + (?4 * (buyer_id = ?5)), ?7) END, \
-             product_id = COALESCE(?6, product_id), updated_at = ?3 \
-             FROM (SELECT (last_message_id IS NULL OR ?8 > last_message_id) AS newest \
-                   FROM threads WHERE id = ?1) \
-             WHERE id = ?1 RETURNING {THREAD_COLUMNS}"
-        ))
-        .and_then(|mut stmt| {
-            stmt.query_row(
-                params![
-                    m.thread_id,
-                    preview,
-                    m.created_at,
-                    counts,
-                    m.from,
-                    m.sets_product,
-                    UNREAD_CAP,
-                    m.id
-                ],
-                thread_from_row,
-            )
-            .optional()
-        })
-        .map_err(backend)?
-        .ok_or(StoreError::NotFound("thread"))?;
+    // Concurrent sends can commit out of id order: the preview stays on
+    // the newest message.
+    let newest = last_id.as_deref().is_none_or(|last| m.id.as_str() > last);
+    let (preview, last_id, activity_at) = if newest {
+        let preview = preview_of(&message);
+        thread.last_message_at = Some(m.created_at);
+        let text = serde_json::to_string(&preview).map_err(backend)?;
+        thread.last_message = Some(preview);
+        (Some(text), Some(m.id.as_str()), m.created_at)
+    } else {
+        thread.last_message = old_preview
+            .as_deref()
+            .and_then(|p| serde_json::from_str::<MessagePreview>(p).ok());
+        (old_preview, last_id.as_deref(), activity_at)
+    };
+    let counts = u32::from(m.counts_as_unread());
+    let unread = |own: bool, other_sent: bool, count: u32| {
+        if own {
+            0
+        } else if other_sent {
+            (count + counts).min(UNREAD_CAP)
+        } else {
+            count
+        }
+    };
+    let (from_buyer, from_seller) = (thread.buyer_id == m.from, thread.seller_id == m.from);
+    thread.unread_buyer = unread(from_buyer, from_seller, thread.unread_buyer);
+    thread.unread_seller = unread(from_seller, from_buyer, thread.unread_seller);
+    if let Some(product) = &m.sets_product {
+        thread.product_id = Some(product.clone());
+    }
+    thread.updated_at = m.created_at;
+    tx.prepare_cached(
+        "UPDATE threads SET last_message = ?2, last_message_at = ?3, activity_at = ?4, \
+         last_message_id = ?5, unread_buyer = ?6, unread_seller = ?7, product_id = ?8, \
+         updated_at = ?9 WHERE id = ?1",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            m.thread_id,
+            preview,
+            thread.last_message_at,
+            activity_at,
+            last_id,
+            thread.unread_buyer,
+            thread.unread_seller,
+            thread.product_id,
+            thread.updated_at
+        ])
+    })
+    .map_err(backend)?;
     if thread.is_participant(&m.from) {
         // Answering a thread means having read it.
         tx.prepare_cached(
