@@ -214,9 +214,9 @@ fn shows_nothing(content: &str) -> bool {
 pub enum PushRoute {
     /// Notifications are off.
     Nowhere,
-    /// By the store's append, in the same transaction (`NewMessage::owes_push`):
-    /// the SQLite outbox, whose notification service checks presence when
-    /// it sends.
+    /// By the store's append, in the same transaction (`NewMessage::owes_push`),
+    /// for a recipient with no live session here: the SQLite outbox, whose
+    /// notification service checks presence again when it sends.
     WithTheMessage,
     /// In this queue (JetStream, or in memory), after the append and
     /// before the ack, for a recipient offline here: the `chatd push`

@@ -249,10 +249,13 @@ impl ChatService {
             sets_product: None,
             owes_push: false,
         };
-        let new = NewMessage {
-            owes_push: matches!(self.push, PushRoute::WithTheMessage) && new.counts_as_unread(),
-            ..new
-        };
+        // Owed only to a recipient with no live session, as the dispatcher
+        // would decide a moment later (an online one got the message over
+        // MQTT): an outbox row and its removal are most of a send's writes.
+        let owes_push = matches!(self.push, PushRoute::WithTheMessage)
+            && new.counts_as_unread()
+            && !self.recipient_online(thread_id, user_id).await;
+        let new = NewMessage { owes_push, ..new };
         if !self.store.appends_in_order_of_first_poll() {
             crate::pipeline::in_turn().await;
         }
@@ -378,6 +381,22 @@ impl ChatService {
                 .await;
         }
         Ok(appended)
+    }
+
+    /// Whether the other participant of `thread_id` holds a live session
+    /// (unknown counts as away: a push too many beats one missing).
+    async fn recipient_online(&self, thread_id: &str, sender: &str) -> bool {
+        match self.membership.participants(thread_id).await {
+            Ok(Some(p)) => {
+                let other = if p.buyer_id == sender {
+                    &p.seller_id
+                } else {
+                    &p.buyer_id
+                };
+                self.presence.status(other).online
+            }
+            _ => false,
+        }
     }
 
     /// v2: the message to both participants' topics (the sender's copy

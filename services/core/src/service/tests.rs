@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use super::*;
 use crate::bus::InProcessBus;
 use crate::model::User;
+use crate::presence::{LocalPresence, Presence};
 use crate::store::memory::MemoryStore;
 use crate::store::prelude::*;
 
@@ -90,6 +91,10 @@ fn claims(sub: &str, role: Role) -> Claims {
 
 impl World {
     async fn new() -> World {
+        World::with_push(PushRoute::Nowhere, Arc::new(LocalPresence::new())).await
+    }
+
+    async fn with_push(push: PushRoute, presence: Arc<LocalPresence>) -> World {
         let store = Arc::new(MemoryStore::new());
         let chat_store: Arc<dyn ChatStore> = store.clone();
         let outbound = Arc::new(Recording {
@@ -102,7 +107,7 @@ impl World {
             outbound: outbound.clone(),
             bus: Arc::new(InProcessBus::new(64)),
             limits: Limits::default(),
-            presence: Arc::new(crate::presence::LocalPresence::new()),
+            presence,
             moderation: Arc::new(Moderation::without_keywords(
                 crate::moderation::ModerationConfig::default(),
                 chat_store,
@@ -111,7 +116,7 @@ impl World {
                 crate::ratelimit::RateLimitConfig::default(),
             )),
             attachments: None,
-            push: PushRoute::Nowhere,
+            push,
             sandbox_prefix: None,
             protocol_v1: true,
         });
@@ -226,6 +231,36 @@ impl World {
         let thread = self.store.thread(&self.thread.id).await.unwrap().unwrap();
         (thread.unread_buyer, thread.unread_seller)
     }
+}
+
+/// With the outbox route a message owes a push only to a recipient with
+/// no live session; the memory store refuses any append that owes one
+/// (it has no outbox), which is what shows the obligation here.
+#[tokio::test]
+async fn a_push_is_owed_with_the_message_only_to_a_recipient_away() {
+    let presence = Arc::new(LocalPresence::new());
+    let world = World::with_push(PushRoute::WithTheMessage, presence.clone()).await;
+    let buyer = claims(BUYER, Role::Buyer);
+    let send = |key: &'static str| {
+        world.service.send_message(
+            &buyer.sub,
+            &world.thread.id,
+            key,
+            MessageType::Text,
+            "Shop ơi, còn hàng không?".into(),
+        )
+    };
+    presence.session_started(SELLER, "shop-1:web@1");
+    assert!(
+        send("c-online").await.is_ok(),
+        "an online seller is owed nothing"
+    );
+    presence.session_ended(SELLER, "shop-1:web@1");
+    let away = send("c-away").await;
+    assert!(
+        matches!(&away, Err(ServiceError::Store(StoreError::Refused { .. }))),
+        "an offline seller is owed a push: {away:?}"
+    );
 }
 
 #[tokio::test]
