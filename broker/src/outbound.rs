@@ -65,10 +65,12 @@ impl Outbound for BrokerOutbound {
     /// its subscription, so it counts.
     async fn reaches_anyone(&self, topic: &str, connection: Option<&str>) -> bool {
         let router = self.scx.extends.router().await;
+        // The publishing connection itself gets it unless it subscribed
+        // with No Local (an MQTT 3.1.1 client is answered by its copy).
         router.relations().get(topic).is_some_and(|subscribers| {
-            subscribers
-                .keys()
-                .any(|client_id| Some(client_id.as_ref()) != connection)
+            subscribers.iter().any(|(client_id, (_, opts))| {
+                Some(client_id.as_ref()) != connection || opts.no_local() != Some(true)
+            })
         })
     }
 }
