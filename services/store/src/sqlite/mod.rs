@@ -15,6 +15,7 @@ mod devices;
 mod directory;
 mod safety;
 mod uploads;
+mod wal_vfs;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -444,7 +445,14 @@ impl SqliteStore {
         std::fs::create_dir_all(data_dir).map_err(backend)?;
         let path = data_dir.join("chat.db");
         owner_only(&path)?;
-        let mut conn = Connection::open(&path).map_err(backend)?;
+        // The writer's WAL writes gathered into one per sync (`wal_vfs`).
+        wal_vfs::register().map_err(|rc| backend(format!("sqlite VFS not registered ({rc})")))?;
+        let mut conn = Connection::open_with_flags_and_vfs(
+            &path,
+            rusqlite::OpenFlags::default(),
+            wal_vfs::NAME,
+        )
+        .map_err(backend)?;
         // Every page a commit touches is written whole to the WAL; small
         // pages write less for the scattered index updates of chat
         // traffic. Takes effect only on a new database.
