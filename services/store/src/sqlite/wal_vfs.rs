@@ -236,34 +236,29 @@ unsafe extern "C" fn x_write(
     }
 }
 
-unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
+/// Writes out what is held, then hands the call to the default VFS.
+unsafe fn after_flush(
+    file: *mut ffi::sqlite3_file,
+    then: impl FnOnce(&ffi::sqlite3_io_methods, *mut ffi::sqlite3_file) -> c_int,
+) -> c_int {
     unsafe {
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
+        match flush(file) {
+            ffi::SQLITE_OK => then(methods(file), inner(file)),
+            failed => failed,
         }
-        (methods(file).xTruncate.expect("xTruncate"))(inner(file), size)
     }
+}
+
+unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
+    unsafe { after_flush(file, |m, f| (m.xTruncate.expect("xTruncate"))(f, size)) }
 }
 
 unsafe extern "C" fn x_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    unsafe {
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        (methods(file).xSync.expect("xSync"))(inner(file), flags)
-    }
+    unsafe { after_flush(file, |m, f| (m.xSync.expect("xSync"))(f, flags)) }
 }
 
 unsafe extern "C" fn x_file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    unsafe {
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        (methods(file).xFileSize.expect("xFileSize"))(inner(file), size)
-    }
+    unsafe { after_flush(file, |m, f| (m.xFileSize.expect("xFileSize"))(f, size)) }
 }
 
 unsafe extern "C" fn x_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
@@ -287,13 +282,11 @@ unsafe extern "C" fn x_file_control(
     op: c_int,
     arg: *mut c_void,
 ) -> c_int {
+    // Whatever the control does to the file, it sees all of it.
     unsafe {
-        // Whatever the control does to the file, it sees all of it.
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        (methods(file).xFileControl.expect("xFileControl"))(inner(file), op, arg)
+        after_flush(file, |m, f| {
+            (m.xFileControl.expect("xFileControl"))(f, op, arg)
+        })
     }
 }
 
