@@ -24,6 +24,15 @@ impl Participants {
     pub fn contains(&self, user_id: &str) -> bool {
         self.buyer_id == user_id || self.seller_id == user_id
     }
+
+    /// The participant who is not `user_id` (as `Thread::other_participant`).
+    pub fn other_than(&self, user_id: &str) -> &str {
+        if self.buyer_id == user_id {
+            &self.seller_id
+        } else {
+            &self.buyer_id
+        }
+    }
 }
 
 enum Entry {

@@ -387,14 +387,7 @@ impl ChatService {
     /// (unknown counts as away: a push too many beats one missing).
     async fn recipient_online(&self, thread_id: &str, sender: &str) -> bool {
         match self.membership.participants(thread_id).await {
-            Ok(Some(p)) => {
-                let other = if p.buyer_id == sender {
-                    &p.seller_id
-                } else {
-                    &p.buyer_id
-                };
-                self.presence.status(other).online
-            }
+            Ok(Some(p)) => self.presence.status(p.other_than(sender)).online,
             _ => false,
         }
     }
