@@ -154,16 +154,30 @@ const RECENT_TEXTS: usize = 16;
 
 /// A text's identity for flood detection: trimmed, case folded, hashed
 /// without building the folded copy.
+/// The texts' and threads' keys are compared within this process only,
+/// so a fast hash will do (SipHash over every character of every message
+/// was most of the flood check); a collision merely counts two texts as one.
+fn hasher() -> impl Hasher {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x6368_6174_6420_666c).build_hasher()
+}
+
 fn text_key(text: &str) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for c in text.trim().chars().flat_map(char::to_lowercase) {
-        hasher.write_u32(u32::from(c));
+    let mut hasher = hasher();
+    for c in text.trim().chars() {
+        if c.is_ascii() {
+            hasher.write_u32(u32::from(c.to_ascii_lowercase()));
+        } else {
+            for lower in c.to_lowercase() {
+                hasher.write_u32(u32::from(lower));
+            }
+        }
     }
     hasher.finish()
 }
 
 fn hash_of(value: &str) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut hasher = hasher();
     value.hash(&mut hasher);
     hasher.finish()
 }

@@ -77,7 +77,9 @@ impl Conversations for SqliteStore {
 
     async fn append_message(&self, message: &NewMessage) -> StoreResult<Appended> {
         let m = message.clone();
-        let appended = self.write(move |c| append_in(c, &m)).await?;
+        // Unguarded: `append_in` refuses (unknown thread, a duplicate's
+        // lookup) before it changes anything.
+        let appended = self.write_unguarded(move |c| append_in(c, &m)).await?;
         if message.owes_push && !appended.duplicate {
             self.outbox_wake.notify_one();
         }
