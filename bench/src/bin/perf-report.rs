@@ -244,7 +244,14 @@ fn render(figures: &Value) -> anyhow::Result<String> {
     for preset in PRESETS {
         let run = &runs[preset];
         let (c, m) = (figures_of(run, "chatd")?, figures_of(run, "mosquitto")?);
-        let ratio = |a: f64, b: f64| format!("{:.2}", a / b.max(f64::MIN_POSITIVE));
+        let ratio = |a: f64, b: f64| {
+            let r = a / b.max(f64::MIN_POSITIVE);
+            match r {
+                r if r < 10.0 => format!("{r:.2}"),
+                r if r < 100.0 => format!("{r:.1}"),
+                r => int(r),
+            }
+        };
         let delivered_all = c.delivered / c.sent.max(1.0) >= 0.99;
         match preset {
             "burst" => {
@@ -441,7 +448,7 @@ mod tests {
         slow["runs"]["steady"]["runs"][0]["delivery"]["p99_ms"] = 7471.0.into();
         let table = render(&slow).unwrap();
         assert!(
-            table.contains("| steady | delivery p99 ms | 7,471 | 10.0 | 747.10 | ≤ 100 ms | no |"),
+            table.contains("| steady | delivery p99 ms | 7,471 | 10.0 | 747 | ≤ 100 ms | no |"),
             "{table}"
         );
     }
@@ -464,6 +471,20 @@ mod tests {
         assert_eq!(out, format!("before\n{BEGIN}\nnew\n{END}\nafter\n"));
         assert_eq!(splice(&out, "new\n").unwrap(), out, "idempotent");
         assert!(splice("no markers", "x").is_err());
+    }
+
+    /// The committed document shows exactly what the committed JSON says.
+    #[test]
+    fn the_performance_document_shows_the_committed_figures() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let figures = load(&root.join("docs/bench/figures.json")).unwrap();
+        let doc = read(&root.join("docs/performance.md")).unwrap();
+        let expected = splice(&doc, &render(&figures).unwrap()).unwrap();
+        assert!(
+            expected == doc,
+            "docs/performance.md differs from docs/bench/figures.json: \
+             run scripts/perf-figures.sh --render"
+        );
     }
 
     #[test]
