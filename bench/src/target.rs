@@ -499,7 +499,7 @@ fn spawn(
             .env("CHAT_MQTT__TCP_ADDR", format!("127.0.0.1:{tcp_port}"))
             .env("CHAT_MQTT__WS_ADDR", format!("127.0.0.1:{ws_port}"))
             .env("CHAT_AUTH__HS256_SECRET", secret)
-            .env("CHAT_LOG", "warn")
+            // chatd's default log filter: what an operator runs.
             .env(
                 "CHAT_MQTT__ALLOW_LOADTEST",
                 (kind == Kind::ChatdRaw).to_string(),

@@ -53,7 +53,7 @@ impl ChatService {
             let _timer = chat_ops::metrics().store_timer("mark_read");
             self.store.mark_read(thread_id, user_id, up_to).await?
         };
-        tracing::info!(user_id, thread_id, up_to = %marked.up_to, moved = marked.moved, "read marker");
+        tracing::debug!(user_id, thread_id, up_to = %marked.up_to, moved = marked.moved, "read marker");
         let read_at = crate::now_millis();
         let read = |unread: Option<u32>| {
             chat_protocol::v2::encode(&chat_protocol::v2::Event::Read {
