@@ -152,8 +152,6 @@ struct Flood {
 /// many different messages they send within the window.
 const RECENT_TEXTS: usize = 16;
 
-/// A text's identity for flood detection: trimmed, case folded, hashed
-/// without building the folded copy.
 /// The texts' and threads' keys are compared within this process only,
 /// so a fast hash will do (SipHash over every character of every message
 /// was most of the flood check); a collision merely counts two texts as one.
@@ -162,6 +160,8 @@ fn hasher() -> impl Hasher {
     foldhash::fast::FixedState::with_seed(0x6368_6174_6420_666c).build_hasher()
 }
 
+/// A text's identity for flood detection: trimmed, case folded, hashed
+/// without building the folded copy.
 fn text_key(text: &str) -> u64 {
     let mut hasher = hasher();
     for c in text.trim().chars() {

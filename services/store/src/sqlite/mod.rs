@@ -330,8 +330,8 @@ enum Isolation {
     /// Without one, for a write whose only refusals come before its first
     /// change (SQLite undoes a failing statement by itself). Should it fail
     /// after a change anyway, the whole batch is rolled back and every
-    /// write in it refused (a retry may pass). A savepoint and its release
-    /// were about a tenth of a send's instructions.
+    /// write in it refused (a retry may pass). A savepoint, its release and
+    /// the sub-journal copies were about 5 % of a send's instructions.
     None,
 }
 
@@ -1399,15 +1399,22 @@ mod tests {
                 .unwrap()
                 .unwrap()
         }
-        // The first write holds the writer, so the next ones share a batch.
-        let hold = move |c: &Connection| {
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            insert(0)(c)
+        // A write that holds the writer once it runs, so the two queued
+        // after it has started share the next batch.
+        let hold = move |v: i64| {
+            let (started, running) = tokio::sync::watch::channel(false);
+            let job = move |c: &Connection| {
+                let _ = started.send(true);
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                insert(v)(c)
+            };
+            (job, running)
         };
+        let (job, running) = hold(0);
         let (held, fails_late, bystander) = tokio::join!(
-            store.write(hold),
+            store.write(job),
             async {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                running.clone().wait_for(|&up| up).await.unwrap();
                 store
                     .write_unguarded(move |c| {
                         insert(1)(c)?;
@@ -1416,7 +1423,7 @@ mod tests {
                     .await
             },
             async {
-                tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                running.clone().wait_for(|&up| up).await.unwrap();
                 store.write(insert(2)).await
             },
         );
@@ -1429,10 +1436,11 @@ mod tests {
         assert_eq!(count(&store).await, 1, "only the first batch committed");
 
         // Failing before any change: the rest of the batch commits.
+        let (job, running) = hold(0);
         let (held, fails_early, bystander) = tokio::join!(
-            store.write(hold),
+            store.write(job),
             async {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                running.clone().wait_for(|&up| up).await.unwrap();
                 store
                     .write_unguarded(|_c: &Connection| {
                         Err::<usize, _>(StoreError::NotFound("thread"))
@@ -1440,7 +1448,7 @@ mod tests {
                     .await
             },
             async {
-                tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                running.clone().wait_for(|&up| up).await.unwrap();
                 store.write(insert(3)).await
             },
         );
@@ -1451,17 +1459,15 @@ mod tests {
         assert_eq!(count(&store).await, 2);
         // And a failing statement undoes itself: an unguarded write whose
         // insert breaks the key changed nothing, so it fails alone.
+        let (job, running) = hold(4);
         let (held, dup, bystander) = tokio::join!(
-            store.write(move |c: &Connection| {
-                std::thread::sleep(std::time::Duration::from_millis(300));
-                insert(4)(c)
-            }),
+            store.write(job),
             async {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                running.clone().wait_for(|&up| up).await.unwrap();
                 store.write_unguarded(insert(3)).await
             },
             async {
-                tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                running.clone().wait_for(|&up| up).await.unwrap();
                 store.write(insert(5)).await
             },
         );
