@@ -31,6 +31,11 @@ enum Scenario {
     Burst,
     /// The steady preset over WebSocket.
     Ws,
+    /// About twice what one chatd carries here: 1,000 pairs × 16 msg/s
+    /// for 20 s. Sends refused for load are published again after the
+    /// delay the server asks for; reports the accepted sends' ack latency
+    /// and how fast the refusals came.
+    Overload,
     /// A tiny run for the test suite.
     Smoke,
     /// REST page latency on a thread of 1 M stored messages (--messages).
@@ -147,6 +152,10 @@ fn plan_for(args: &Args) -> Plan {
         // History and Store have their own flows; the plan is unused.
         Scenario::Steady | Scenario::History | Scenario::Store | Scenario::Push => {}
         Scenario::Ws => plan.via = Via::Ws,
+        Scenario::Overload => {
+            plan.rate = 16.0;
+            plan.messages = 320;
+        }
         Scenario::Burst => {
             plan.pairs = 100;
             plan.messages = 2000;
@@ -252,6 +261,12 @@ fn human(r: &RunResult) -> String {
             .collect();
         line.push_str(&format!(" | {}", nodes.join(", ")));
     }
+    if r.shed > 0 {
+        line.push_str(&format!(
+            " | shed {} (refused in p50 {:.2} p99 {:.2} ms, then sent again)",
+            r.shed, r.refusal.p50_ms, r.refusal.p99_ms
+        ));
+    }
     if let Some(cpu) = r.nats_cpu_seconds {
         line.push_str(&format!(" | nats cpu {cpu:.2}s"));
     }
@@ -277,6 +292,8 @@ const FIGURES: &[Figure] = &[
     ("delivered msg/s", |r| r.delivered_per_s),
     ("lost", |r| r.sequence.lost as f64),
     ("duplicated", |r| r.sequence.duplicated as f64),
+    ("shed (sent again)", |r| r.shed as f64),
+    ("refusal p99 ms", |r| r.refusal.p99_ms),
     ("server cpu s", |r| r.server_cpu_seconds),
     ("bench cpu s", |r| r.bench_cpu_seconds),
     ("server peak RSS KiB", |r| r.server_peak_rss_kib as f64),

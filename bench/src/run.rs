@@ -76,6 +76,11 @@ pub struct RunResult {
     pub send_seconds: f64,
     pub delivered_per_s: f64,
     pub errors: u64,
+    /// Sends the server refused for load (`unavailable`, with a retry
+    /// delay); each was published again after that delay.
+    pub shed: u64,
+    /// Send → refusal, for those.
+    pub refusal: Percentiles,
     pub server_cpu_seconds: f64,
     pub server_peak_rss_kib: u64,
     pub server_rss_per_connection_kib: f64,
@@ -108,6 +113,10 @@ struct Shared {
     delivered: AtomicU64,
     last_delivery_us: AtomicU64,
     errors: AtomicU64,
+    /// Sends refused for load (and published again later).
+    shed: AtomicU64,
+    /// Send → refusal PUBACK, for the sheds.
+    refusal: Mutex<Histogram<u64>>,
     progress: ProgressBar,
     plan: Plan,
     kind: Kind,
@@ -130,6 +139,65 @@ fn payload(stream: u32, seq: u32, sent_us: u64, size: usize) -> Vec<u8> {
         kind: MessageType::Text,
         content,
     })
+}
+
+/// What a client published, oldest first, until its event loop reports
+/// the packet id: a send refused for load (`unavailable`) is published
+/// again, after the delay its PUBACK asks for, with the same bytes (the
+/// same `client_msg_id`, so the server stores it once).
+type Outbox = Arc<std::sync::Mutex<std::collections::VecDeque<Vec<u8>>>>;
+
+/// A connected client and what it has published.
+#[derive(Clone)]
+struct Tracked {
+    client: AsyncClient,
+    outbox: Outbox,
+    hold: Arc<Hold>,
+}
+
+/// A client told to wait, as an app's outbox would be: no new send until
+/// the delay has passed and the refused sends have gone out again, in the
+/// order they were refused.
+struct Hold {
+    /// Bench time (µs) before which nothing new is sent.
+    until_us: AtomicU64,
+    /// Refused sends not yet published again.
+    pending: std::sync::atomic::AtomicUsize,
+    again: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+}
+
+impl Tracked {
+    /// Publishes at QoS 1, noting the bytes; `false` if the client is gone.
+    /// The note and the request are made under one lock, so notes stay in
+    /// the order the event loop sends the packets in.
+    fn publish(&self, topic: &str, bytes: Vec<u8>) -> bool {
+        let mut outbox = self.outbox.lock().expect("outbox lock");
+        outbox.push_back(bytes.clone());
+        let sent = self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, false, bytes)
+            .is_ok();
+        if !sent {
+            outbox.pop_back();
+        }
+        sent
+    }
+}
+
+/// The delay a PUBACK refusing for load asks for: its `code` is
+/// `unavailable` and its `retry` a number of milliseconds.
+fn retry_after(ack: &rumqttc::v5::mqttbytes::v5::PubAck) -> Option<Duration> {
+    let props = ack.properties.as_ref()?;
+    let prop = |name: &str| {
+        props
+            .user_properties
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    (prop("code")? == "unavailable")
+        .then(|| prop("retry")?.parse().ok().map(Duration::from_millis))
+        .flatten()
 }
 
 fn parse_marker(text: &str) -> Option<(u32, u32, u64)> {
@@ -231,7 +299,7 @@ async fn connect(
     who: &Participant,
     shared: &Arc<Shared>,
     window: Option<Arc<Semaphore>>,
-) -> anyhow::Result<AsyncClient> {
+) -> anyhow::Result<Tracked> {
     let user = who.user();
     let node = target.node_for(who.pair, who.buyer);
     let mut opts = match shared.plan.via {
@@ -297,14 +365,42 @@ async fn connect(
         buyer: who.buyer,
         thread: who.thread.clone(),
     };
+    let (again, mut refused) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let tracked = Tracked {
+        client,
+        outbox: Default::default(),
+        hold: Arc::new(Hold {
+            until_us: AtomicU64::new(0),
+            pending: Default::default(),
+            again,
+        }),
+    };
+    {
+        let (tracked, shared, topic) = (
+            tracked.clone(),
+            shared.clone(),
+            who.publish_topic(shared.kind),
+        );
+        tokio::spawn(async move {
+            while let Some(bytes) = refused.recv().await {
+                let until = tracked.hold.until_us.load(Ordering::Relaxed);
+                let wait = until.saturating_sub(shared.now_us());
+                tokio::time::sleep(Duration::from_micros(wait)).await;
+                if !tracked.publish(topic.as_str(), bytes) {
+                    shared.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                tracked.hold.pending.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
+    }
     tokio::spawn(receive_loop(
         eventloop,
-        client.clone(),
+        tracked.clone(),
         me,
         shared.clone(),
         window,
     ));
-    Ok(client)
+    Ok(tracked)
 }
 
 /// An ack came back: its latency (when the send time is known) goes into
@@ -325,7 +421,7 @@ async fn acked(shared: &Shared, sent_us: Option<u64>, window: Option<&Semaphore>
 /// Drives one client's connection and accounts for what arrives.
 async fn receive_loop(
     mut eventloop: rumqttc::v5::EventLoop,
-    client: AsyncClient,
+    client: Tracked,
     me: Participant,
     shared: Arc<Shared>,
     window: Option<Arc<Semaphore>>,
@@ -334,7 +430,9 @@ async fn receive_loop(
     let topic = me.publish_topic(shared.kind);
     let mut replies = 0u32;
     let mut received = 0u32;
-    let mut pubacks: std::collections::HashMap<u16, u64> = std::collections::HashMap::new();
+    // Packet id → when it was sent, and its bytes.
+    let mut pubacks: std::collections::HashMap<u16, (u64, Vec<u8>)> =
+        std::collections::HashMap::new();
     loop {
         let event = match eventloop.poll().await {
             Ok(e) => e,
@@ -342,10 +440,36 @@ async fn receive_loop(
         };
         match event {
             Event::Outgoing(Outgoing::Publish(pkid)) => {
-                pubacks.insert(pkid, shared.now_us());
+                let bytes = client
+                    .outbox
+                    .lock()
+                    .expect("outbox lock")
+                    .pop_front()
+                    .unwrap_or_default();
+                pubacks.insert(pkid, (shared.now_us(), bytes));
             }
             Event::Incoming(Packet::PubAck(ack)) => {
                 let sent = pubacks.remove(&ack.pkid);
+                if let (Some(retry), Some((at, bytes))) = (retry_after(&ack), &sent) {
+                    // Shed for load: answered, not stored. The window slot
+                    // stays taken until the send is acked; it goes out
+                    // again after the delay, with a little jitter, as the
+                    // protocol asks of clients.
+                    let now = shared.now_us();
+                    shared.shed.fetch_add(1, Ordering::Relaxed);
+                    let _ = shared
+                        .refusal
+                        .lock()
+                        .await
+                        .record(now.saturating_sub(*at).max(1));
+                    let jitter = f64::from(me.pair % 32) / 64.0;
+                    let until = now + (retry.as_micros() as f64 * (1.0 + jitter)) as u64;
+                    client.hold.until_us.fetch_max(until, Ordering::Relaxed);
+                    client.hold.pending.fetch_add(1, Ordering::Relaxed);
+                    let _ = client.hold.again.send(bytes.clone());
+                    continue;
+                }
+                let sent = sent.map(|(at, _)| at);
                 // A refusal (chatd: rate limit, moderation, overload) is
                 // answered too, but is not a delivery to wait for.
                 let refused = !matches!(
@@ -401,10 +525,7 @@ async fn receive_loop(
                 let every = shared.plan.reply_every;
                 if !me.buyer && every > 0 && received.is_multiple_of(every) {
                     let bytes = payload(my_stream, replies, shared.now_us(), shared.plan.size);
-                    if client
-                        .try_publish(topic.as_str(), QoS::AtLeastOnce, false, bytes)
-                        .is_ok()
-                    {
+                    if client.publish(topic.as_str(), bytes) {
                         replies += 1;
                         shared.tracker.lock().await.sent(my_stream, replies);
                     } else {
@@ -418,12 +539,7 @@ async fn receive_loop(
 }
 
 /// Sends one buyer's schedule.
-async fn send_loop(
-    client: AsyncClient,
-    me: Participant,
-    shared: Arc<Shared>,
-    window: Arc<Semaphore>,
-) {
+async fn send_loop(client: Tracked, me: Participant, shared: Arc<Shared>, window: Arc<Semaphore>) {
     let plan = &shared.plan;
     let topic = me.publish_topic(shared.kind);
     let stream = me.stream();
@@ -442,16 +558,25 @@ async fn send_loop(
         if let Some(t) = ticker.as_mut() {
             t.tick().await;
         }
+        // On a schedule, latency counts from when the message was due, so
+        // waits for the window or a hold count too; unthrottled, a message
+        // is due when the window lets it go.
+        let mut due_us = shared.now_us();
         match window.acquire().await {
             Ok(permit) => permit.forget(),
             Err(_) => return,
         }
-        let bytes = payload(stream, seq, shared.now_us(), plan.size);
-        if client
-            .publish(topic.as_str(), QoS::AtLeastOnce, false, bytes)
-            .await
-            .is_err()
+        if ticker.is_none() {
+            due_us = shared.now_us();
+        }
+        // Told to wait: hold new sends until the refused ones are out.
+        while client.hold.pending.load(Ordering::Relaxed) > 0
+            || client.hold.until_us.load(Ordering::Relaxed) > shared.now_us()
         {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let bytes = payload(stream, seq, due_us, plan.size);
+        if !client.publish(topic.as_str(), bytes) {
             shared.errors.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -462,8 +587,8 @@ async fn send_loop(
 /// One process's share of a run: its pairs, their clients and counters.
 pub struct Share {
     shared: Arc<Shared>,
-    buyers: Vec<(Participant, AsyncClient, Arc<Semaphore>)>,
-    clients: Vec<AsyncClient>,
+    buyers: Vec<(Participant, Tracked, Arc<Semaphore>)>,
+    clients: Vec<Tracked>,
     pub connect_seconds: f64,
     expected: u64,
 }
@@ -480,6 +605,10 @@ pub struct Partial {
     pub delivery: Vec<(u64, u64)>,
     pub delivered: u64,
     pub errors: u64,
+    #[serde(default)]
+    pub shed: u64,
+    #[serde(default)]
+    pub refusal: Vec<(u64, u64)>,
     pub span_seconds: f64,
     pub cpu_seconds: f64,
 }
@@ -527,6 +656,8 @@ pub async fn connect_share(
         delivered: AtomicU64::new(0),
         last_delivery_us: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        shed: AtomicU64::new(0),
+        refusal: Mutex::new(latency_histogram()),
         progress,
         plan: plan.clone(),
         kind,
@@ -600,7 +731,7 @@ pub async fn send_share(mut share: Share) -> Partial {
     }
     let cpu_seconds = ProcStats::read(std::process::id()).cpu_seconds - cpu_before;
     for client in share.clients.iter() {
-        let _ = client.try_disconnect();
+        let _ = client.client.try_disconnect();
     }
     shared.progress.finish_and_clear();
     let last = shared.last_delivery_us.load(Ordering::Relaxed);
@@ -612,6 +743,8 @@ pub async fn send_share(mut share: Share) -> Partial {
         delivery: recorded(&*shared.delivery.lock().await),
         delivered: shared.delivered.load(Ordering::Relaxed),
         errors: shared.errors.load(Ordering::Relaxed),
+        shed: shared.shed.load(Ordering::Relaxed),
+        refusal: recorded(&*shared.refusal.lock().await),
         span_seconds: last.saturating_sub(send_start_us) as f64 / 1e6,
         cpu_seconds,
     }
@@ -669,6 +802,8 @@ pub fn combine(label: &str, parts: &[Partial], server: &ServerSamples) -> RunRes
         send_seconds: span,
         delivered_per_s: parts.iter().map(|p| p.delivered).sum::<u64>() as f64 / span.max(1e-9),
         errors: parts.iter().map(|p| p.errors).sum(),
+        shed: parts.iter().map(|p| p.shed).sum(),
+        refusal: percentiles(&histogram_of(parts, |p| &p.refusal)),
         server_cpu_seconds: nodes.iter().map(|n| n.cpu_seconds).sum(),
         server_peak_rss_kib: nodes.iter().map(|n| n.peak_rss_kib).sum(),
         server_rss_per_connection_kib: rss_growth as f64 / f64::from(clients.max(1)),

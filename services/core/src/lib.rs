@@ -6,6 +6,7 @@
 //! [`outbound::Outbound`]; [`service::ChatService`] is where a command from
 //! a client becomes stored state and outgoing events.
 
+pub mod admission;
 pub mod attachments;
 pub mod auth;
 pub mod bus;

@@ -34,6 +34,7 @@ use chat_protocol::{
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::admission::{Admission, Shed};
 use crate::attachments::{AttachmentError, Attachments, Upload, UploadTarget};
 use crate::auth::{Claims, Role};
 use crate::bus::{DomainEvent, EventBus, MessageSent};
@@ -64,6 +65,27 @@ pub struct Limits {
     /// MQTT connections one user may hold at once on a node (phones,
     /// tablets, browser tabs: distinct client ids); 0 = no cap.
     pub max_connections_per_user: usize,
+    /// Load shedding (`crate::admission`): once every append for
+    /// `shed_interval_ms` waited longer than this, new sends are refused
+    /// `unavailable` with a retry delay until one is quick again; 0 = never
+    /// (the default: on a node whose CPU is the limit a refusal costs
+    /// nearly what a send does, see docs/performance.md; it pays when the
+    /// store is the slow part).
+    pub shed_after_ms: u64,
+    pub shed_interval_ms: u64,
+    /// Sends waiting for the store beyond which new ones are refused
+    /// `unavailable` (bounds the memory a stalled store costs); 0 = no cap.
+    pub max_sends_queued: usize,
+}
+
+impl Limits {
+    pub fn admission(&self) -> crate::admission::AdmissionConfig {
+        crate::admission::AdmissionConfig {
+            target: Duration::from_millis(self.shed_after_ms),
+            interval: Duration::from_millis(self.shed_interval_ms.max(1)),
+            max_queued: self.max_sends_queued,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -73,6 +95,9 @@ impl Default for Limits {
             max_payload_bytes: 32 * 1024,
             typing_throttle_ms: 2000,
             max_connections_per_user: 20,
+            shed_after_ms: 0,
+            shed_interval_ms: 1000,
+            max_sends_queued: 20_000,
         }
     }
 }
@@ -95,6 +120,9 @@ pub enum ServiceError {
     Internal(String),
     #[error("limited: {0:?}")]
     Limited(Limited),
+    /// Shed for load before any work: the store has a standing queue.
+    #[error("overloaded")]
+    Overloaded(Shed),
 }
 
 /// What besides the store a use-case waits on.
@@ -127,7 +155,9 @@ impl ServiceError {
                 | StoreError::Refused { .. }
                 | StoreError::Config(_),
             ) => ErrorCode::Internal,
-            ServiceError::Unavailable { .. } => ErrorCode::Unavailable,
+            ServiceError::Unavailable { .. } | ServiceError::Overloaded(_) => {
+                ErrorCode::Unavailable
+            }
             ServiceError::Internal(_) => ErrorCode::Internal,
             ServiceError::Limited(Limited::RateLimited(_)) => ErrorCode::RateLimited,
             ServiceError::Limited(Limited::Muted(_)) => ErrorCode::Muted,
@@ -138,6 +168,7 @@ impl ServiceError {
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
             ServiceError::Limited(l) => Some(l.retry_after().as_millis() as u64),
+            ServiceError::Overloaded(shed) => Some(shed.retry_after.as_millis() as u64),
             _ => None,
         }
     }
@@ -249,6 +280,8 @@ pub struct ChatService {
     sandbox_prefix: Option<String>,
     /// Whether v1 events are published beside v2's (`mqtt.protocol_v1`).
     v1: bool,
+    /// Sends shed when the store has a standing queue.
+    admission: Admission,
 }
 
 /// How long a cached block state is trusted (a change made through this
@@ -307,7 +340,7 @@ impl ChatService {
             membership: deps.membership,
             outbound: deps.outbound,
             bus: deps.bus,
-            limits: deps.limits,
+            limits: deps.limits.clone(),
             presence: deps.presence,
             moderation: deps.moderation,
             limiter: deps.limiter,
@@ -315,6 +348,7 @@ impl ChatService {
             push: deps.push,
             sandbox_prefix: deps.sandbox_prefix,
             v1: deps.protocol_v1,
+            admission: Admission::new(deps.limits.admission()),
             typing_seen: Mutex::new(HashMap::new()),
             last_sender: Mutex::new(HashMap::new()),
             blocks: Mutex::new(HashMap::new()),

@@ -83,6 +83,11 @@ impl ChatService {
         if !self.membership.is_member(thread_id, user_id).await? {
             return Err(ServiceError::Forbidden);
         }
+        // Before the limits and moderation: a shed send costs nothing more
+        // and uses none of the sender's budget.
+        if let Err(shed) = self.admission.check(Instant::now(), connection) {
+            return Err(ServiceError::Overloaded(shed));
+        }
         if let Err(limited) = self.limiter.check_message(user_id, thread_id, &content) {
             tracing::info!(user_id, thread_id, ?limited, "send limited");
             for muted in self.limiter.take_new_mutes() {
@@ -261,7 +266,11 @@ impl ChatService {
         }
         let appended = {
             let _timer = chat_ops::metrics().store_timer("append");
-            crate::pipeline::queued(self.store.append_message(&new)).await
+            let queued = self.admission.enter();
+            let started = Instant::now();
+            let appended = crate::pipeline::queued(self.store.append_message(&new)).await;
+            queued.done(Instant::now(), started.elapsed());
+            appended
         };
         // The ack, push and delivery follow the connection's previous send.
         crate::pipeline::in_turn().await;

@@ -95,6 +95,14 @@ impl World {
     }
 
     async fn with_push(push: PushRoute, presence: Arc<LocalPresence>) -> World {
+        World::build(push, presence, Limits::default()).await
+    }
+
+    async fn with_limits(limits: Limits) -> World {
+        World::build(PushRoute::Nowhere, Arc::new(LocalPresence::new()), limits).await
+    }
+
+    async fn build(push: PushRoute, presence: Arc<LocalPresence>, limits: Limits) -> World {
         let store = Arc::new(MemoryStore::new());
         let chat_store: Arc<dyn ChatStore> = store.clone();
         let outbound = Arc::new(Recording {
@@ -106,7 +114,7 @@ impl World {
             membership: Arc::new(MembershipCache::new(chat_store.clone())),
             outbound: outbound.clone(),
             bus: Arc::new(InProcessBus::new(64)),
-            limits: Limits::default(),
+            limits,
             presence,
             moderation: Arc::new(Moderation::without_keywords(
                 crate::moderation::ModerationConfig::default(),
@@ -419,4 +427,79 @@ async fn a_block_refuses_sends_in_both_directions() {
             .all(|m| m.kind == MessageType::System),
         "only the block notice was delivered"
     );
+}
+
+/// A send on `connection`, answered by its PUBACK.
+async fn send_on(w: &World, connection: &str, key: &str) -> Result<Appended, ServiceError> {
+    w.service
+        .send_message_via(
+            BUYER,
+            &w.thread.id,
+            key,
+            MessageType::Text,
+            "Còn hàng không shop?".into(),
+            Reply::Puback,
+            Some(connection),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn sends_are_shed_while_the_store_has_a_standing_queue_and_admitted_once_it_is_gone() {
+    let w = World::with_limits(Limits {
+        shed_after_ms: 50,
+        shed_interval_ms: 100,
+        ..Limits::default()
+    })
+    .await;
+    w.store.slow_appends(Duration::from_millis(250));
+    // Two appends an interval apart, both slower than the target: every
+    // append of the last interval waited too long.
+    for key in ["k1", "k2"] {
+        send_on(&w, "c1", key).await.expect("stored");
+    }
+    let shed = send_on(&w, "c1", "k3").await.expect_err("shed");
+    assert_eq!(shed.code(), ErrorCode::Unavailable);
+    let retry = shed.retry_after_ms().expect("a retry delay");
+    assert!((500..1000).contains(&retry), "twice the wait: {retry} ms");
+    assert_eq!(w.stored_texts().await.len(), 2, "nothing stored for it");
+
+    // The store is quick again. Once the verdict is old (two intervals),
+    // another connection gets through; c1 was told to wait and is still
+    // refused until its delay has passed, so its sends keep their order.
+    w.store.slow_appends(Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    send_on(&w, "c2", "k4").await.expect("admitted");
+    let held = send_on(&w, "c1", "k3")
+        .await
+        .expect_err("still told to wait");
+    assert_eq!(held.code(), ErrorCode::Unavailable);
+    tokio::time::sleep(Duration::from_millis(retry)).await;
+    send_on(&w, "c1", "k3").await.expect("its delay has passed");
+    assert_eq!(w.stored_texts().await.len(), 4);
+}
+
+#[tokio::test]
+async fn sends_beyond_the_queue_cap_are_shed() {
+    let w = std::sync::Arc::new(
+        World::with_limits(Limits {
+            max_sends_queued: 1,
+            ..Limits::default()
+        })
+        .await,
+    );
+    w.store.slow_appends(Duration::from_millis(300));
+    let first = {
+        let w = w.clone();
+        tokio::spawn(async move { send_on(&w, "c1", "k1").await.map(|_| ()) })
+    };
+    // The first send is waiting for the store: the cap is reached.
+    while w.service.admission.queued() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let shed = send_on(&w, "c2", "k2").await.expect_err("over the cap");
+    assert_eq!(shed.code(), ErrorCode::Unavailable);
+    first.await.unwrap().expect("the first one is stored");
+    w.store.slow_appends(Duration::ZERO);
+    send_on(&w, "c3", "k3").await.expect("room again");
 }

@@ -25,11 +25,19 @@ const IMPORT_CHUNK: usize = 5_000;
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    /// How long each append takes at least: a slow store, for tests of
+    /// what waits on one.
+    append_delay: Mutex<std::time::Duration>,
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         MemoryStore::default()
+    }
+
+    /// Makes every append take at least `delay` from now on.
+    pub fn slow_appends(&self, delay: std::time::Duration) {
+        *self.append_delay.lock() = delay;
     }
 }
 
@@ -430,6 +438,10 @@ impl Conversations for MemoryStore {
     }
 
     async fn append_message(&self, message: &NewMessage) -> StoreResult<Appended> {
+        let delay = *self.append_delay.lock();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         if message.owes_push {
             // No outbox here: refuse rather than drop the obligation.
             return Err(StoreError::refused(
