@@ -173,8 +173,8 @@ impl ChatHooks {
 
     pub(super) fn disconnected(&self, session: &Session, reason: &rmqtt::types::Reason) {
         tracing::info!(client_id = %session.id.client_id, %reason, "client disconnected");
+        self.pipelines.lock().remove(&pipeline_key(session));
         let key = session_key(session);
-        self.pipelines.lock().remove(&key);
         self.service
             .presence()
             .session_ended(user_of_client_id(&session.id.client_id), &key);

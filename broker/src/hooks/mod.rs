@@ -59,6 +59,14 @@ fn session_key(session: &Session) -> String {
     format!("{}@{}", session.id.client_id, session.id.create_time)
 }
 
+/// [`session_key`] without formatting a string: every publish looks up
+/// its session's pipeline.
+type PipelineKey = (rmqtt::types::ClientId, rmqtt::types::TimestampMillis);
+
+fn pipeline_key(session: &Session) -> PipelineKey {
+    (session.id.client_id.clone(), session.id.create_time)
+}
+
 #[derive(Clone)]
 pub struct ChatHooks {
     scx: ServerContext,
@@ -75,7 +83,7 @@ pub struct ChatHooks {
     drain: Arc<DrainState>,
     /// Per session: where its next pipelined send follows its last one
     /// (`chat_core::pipeline`). An entry lives as long as its session.
-    pipelines: Arc<Mutex<HashMap<String, chat_core::pipeline::Link>>>,
+    pipelines: Arc<Mutex<HashMap<PipelineKey, chat_core::pipeline::Link>>>,
 }
 
 impl ChatHooks {

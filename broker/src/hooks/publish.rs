@@ -112,7 +112,7 @@ impl ChatHooks {
         };
         let spawned = {
             let mut pipelines = self.pipelines.lock();
-            let key = session_key(session);
+            let key = pipeline_key(session);
             let (link, spawned) = chat_core::pipeline::spawn(pipelines.remove(&key), send);
             pipelines.insert(key, link);
             spawned

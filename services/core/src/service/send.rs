@@ -269,7 +269,8 @@ impl ChatService {
             let queued = self.admission.enter();
             let started = Instant::now();
             let appended = crate::pipeline::queued(self.store.append_message(&new)).await;
-            queued.done(Instant::now(), started.elapsed());
+            let now = Instant::now();
+            queued.done(now, now - started);
             appended
         };
         // The ack, push and delivery follow the connection's previous send.

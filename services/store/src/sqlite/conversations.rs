@@ -79,7 +79,7 @@ impl Conversations for SqliteStore {
         let m = message.clone();
         // Unguarded: `append_in` refuses (unknown thread, a duplicate's
         // lookup) before it changes anything.
-        let appended = self.write_unguarded(move |c| append_in(c, &m)).await?;
+        let appended = self.write_unguarded(move |c| append_in(c, m)).await?;
         if message.owes_push && !appended.duplicate {
             self.outbox_wake.notify_one();
         }

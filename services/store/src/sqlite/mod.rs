@@ -808,7 +808,7 @@ fn insert_message(stmt: &mut rusqlite::Statement<'_>, m: &Message) -> rusqlite::
     ])
 }
 
-fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
+fn append_in(tx: &Connection, mut m: NewMessage) -> StoreResult<Appended> {
     // The thread first: its row decides what the update writes, so the
     // update is a plain one by key (an `UPDATE … FROM … RETURNING` built
     // two ephemeral tables per send: a third of the writer's work).
@@ -833,7 +833,10 @@ fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
     let Some((mut thread, old_preview, last_id, activity_at)) = before else {
         return Err(StoreError::NotFound("thread"));
     };
-    let message = m.clone().into_message();
+    let counts = u32::from(m.counts_as_unread());
+    let (owes_push, sets_product) = (m.owes_push, m.sets_product.take());
+    let message = m.into_message();
+    let m = &message;
     let inserted = tx
         .prepare_cached(concat!(
             "INSERT INTO messages (",
@@ -849,7 +852,7 @@ fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
             _ => backend(e),
         })?;
     if inserted == 0 {
-        return duplicate_of(tx, m);
+        return duplicate_of(tx, &message);
     }
     // Concurrent sends can commit out of id order: the preview stays on
     // the newest message.
@@ -866,7 +869,6 @@ fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
             .and_then(|p| serde_json::from_str::<MessagePreview>(p).ok());
         (old_preview, last_id.as_deref(), activity_at)
     };
-    let counts = u32::from(m.counts_as_unread());
     let unread = |own: bool, other_sent: bool, count: u32| {
         if own {
             0
@@ -879,8 +881,8 @@ fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
     let (from_buyer, from_seller) = (thread.buyer_id == m.from, thread.seller_id == m.from);
     thread.unread_buyer = unread(from_buyer, from_seller, thread.unread_buyer);
     thread.unread_seller = unread(from_seller, from_buyer, thread.unread_seller);
-    if let Some(product) = &m.sets_product {
-        thread.product_id = Some(product.clone());
+    if let Some(product) = sets_product {
+        thread.product_id = Some(product);
     }
     thread.updated_at = m.created_at;
     tx.prepare_cached(
@@ -911,7 +913,7 @@ fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
         )
         .and_then(|mut stmt| stmt.execute(params![m.thread_id, m.from, m.id, m.created_at]))
         .map_err(backend)?;
-        if m.owes_push {
+        if owes_push {
             let job = NotifyJob::Push(MessageSent {
                 thread_id: m.thread_id.clone(),
                 message_id: m.id.clone(),
@@ -929,7 +931,7 @@ fn append_in(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
 }
 
 /// A retry: the message stored earlier under the same key.
-fn duplicate_of(tx: &Connection, m: &NewMessage) -> StoreResult<Appended> {
+fn duplicate_of(tx: &Connection, m: &Message) -> StoreResult<Appended> {
     let message = tx
         .prepare_cached(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages \
