@@ -97,7 +97,7 @@ impl Default for Limits {
             max_connections_per_user: 20,
             shed_after_ms: 0,
             shed_interval_ms: 1000,
-            max_sends_queued: 20_000,
+            max_sends_queued: 100_000,
         }
     }
 }
