@@ -145,7 +145,7 @@ fn payload(stream: u32, seq: u32, sent_us: u64, size: usize) -> Vec<u8> {
 /// the packet id: a send refused for load (`unavailable`) is published
 /// again, after the delay its PUBACK asks for, with the same bytes (the
 /// same `client_msg_id`, so the server stores it once).
-type Outbox = Arc<std::sync::Mutex<std::collections::VecDeque<Vec<u8>>>>;
+type Outbox = Arc<std::sync::Mutex<std::collections::VecDeque<(u64, Vec<u8>)>>>;
 
 /// A connected client and what it has published.
 #[derive(Clone)]
@@ -156,14 +156,25 @@ struct Tracked {
 }
 
 /// A client told to wait, as an app's outbox would be: no new send until
-/// the delay has passed and the refused sends have gone out again, in the
-/// order they were refused.
+/// the delay has passed and the refused sends have gone out again, oldest
+/// first (a send refused twice goes again before a later one refused once).
+#[derive(Default)]
 struct Hold {
     /// Bench time (µs) before which nothing new is sent.
     until_us: AtomicU64,
     /// Refused sends not yet published again.
     pending: std::sync::atomic::AtomicUsize,
-    again: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    /// The order of the client's next new publish.
+    next: AtomicU64,
+    /// Refused sends by the order they were first published in.
+    refused: std::sync::Mutex<std::collections::BTreeMap<u64, Vec<u8>>>,
+    wake: tokio::sync::Notify,
+}
+
+impl Hold {
+    fn take_refused(&self) -> std::collections::BTreeMap<u64, Vec<u8>> {
+        std::mem::take(&mut *self.refused.lock().expect("hold lock"))
+    }
 }
 
 impl Tracked {
@@ -171,8 +182,14 @@ impl Tracked {
     /// The note and the request are made under one lock, so notes stay in
     /// the order the event loop sends the packets in.
     fn publish(&self, topic: &str, bytes: Vec<u8>) -> bool {
+        let order = self.hold.next.fetch_add(1, Ordering::Relaxed);
+        self.publish_as(topic, order, bytes)
+    }
+
+    /// [`Tracked::publish`] of a send first published as `order`.
+    fn publish_as(&self, topic: &str, order: u64, bytes: Vec<u8>) -> bool {
         let mut outbox = self.outbox.lock().expect("outbox lock");
-        outbox.push_back(bytes.clone());
+        outbox.push_back((order, bytes.clone()));
         let sent = self
             .client
             .try_publish(topic, QoS::AtLeastOnce, false, bytes)
@@ -365,15 +382,10 @@ async fn connect(
         buyer: who.buyer,
         thread: who.thread.clone(),
     };
-    let (again, mut refused) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let tracked = Tracked {
         client,
         outbox: Default::default(),
-        hold: Arc::new(Hold {
-            until_us: AtomicU64::new(0),
-            pending: Default::default(),
-            again,
-        }),
+        hold: Arc::default(),
     };
     {
         let (tracked, shared, topic) = (
@@ -382,14 +394,32 @@ async fn connect(
             who.publish_topic(shared.kind),
         );
         tokio::spawn(async move {
-            while let Some(bytes) = refused.recv().await {
-                let until = tracked.hold.until_us.load(Ordering::Relaxed);
-                let wait = until.saturating_sub(shared.now_us());
-                tokio::time::sleep(Duration::from_micros(wait)).await;
-                if !tracked.publish(topic.as_str(), bytes) {
-                    shared.errors.fetch_add(1, Ordering::Relaxed);
+            let hold = &tracked.hold;
+            loop {
+                let mut batch = hold.take_refused();
+                if batch.is_empty() {
+                    hold.wake.notified().await;
+                    continue;
                 }
-                tracked.hold.pending.fetch_sub(1, Ordering::Relaxed);
+                // Sleep until the latest delay asked for; what was refused
+                // meanwhile joins the batch in its place.
+                loop {
+                    let wait = hold
+                        .until_us
+                        .load(Ordering::Relaxed)
+                        .saturating_sub(shared.now_us());
+                    if wait == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_micros(wait)).await;
+                }
+                batch.append(&mut hold.take_refused());
+                for (order, bytes) in batch {
+                    if !tracked.publish_as(topic.as_str(), order, bytes) {
+                        shared.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    hold.pending.fetch_sub(1, Ordering::Relaxed);
+                }
             }
         });
     }
@@ -430,8 +460,8 @@ async fn receive_loop(
     let topic = me.publish_topic(shared.kind);
     let mut replies = 0u32;
     let mut received = 0u32;
-    // Packet id → when it was sent, and its bytes.
-    let mut pubacks: std::collections::HashMap<u16, (u64, Vec<u8>)> =
+    // Packet id → when it was sent, its order and its bytes.
+    let mut pubacks: std::collections::HashMap<u16, (u64, u64, Vec<u8>)> =
         std::collections::HashMap::new();
     loop {
         let event = match eventloop.poll().await {
@@ -440,17 +470,17 @@ async fn receive_loop(
         };
         match event {
             Event::Outgoing(Outgoing::Publish(pkid)) => {
-                let bytes = client
+                let (order, bytes) = client
                     .outbox
                     .lock()
                     .expect("outbox lock")
                     .pop_front()
                     .unwrap_or_default();
-                pubacks.insert(pkid, (shared.now_us(), bytes));
+                pubacks.insert(pkid, (shared.now_us(), order, bytes));
             }
             Event::Incoming(Packet::PubAck(ack)) => {
                 let sent = pubacks.remove(&ack.pkid);
-                if let (Some(retry), Some((at, bytes))) = (retry_after(&ack), &sent) {
+                if let (Some(retry), Some((at, order, bytes))) = (retry_after(&ack), &sent) {
                     // Shed for load: answered, not stored. The window slot
                     // stays taken until the send is acked; it goes out
                     // again after the delay, with a little jitter, as the
@@ -466,10 +496,16 @@ async fn receive_loop(
                     let until = now + (retry.as_micros() as f64 * (1.0 + jitter)) as u64;
                     client.hold.until_us.fetch_max(until, Ordering::Relaxed);
                     client.hold.pending.fetch_add(1, Ordering::Relaxed);
-                    let _ = client.hold.again.send(bytes.clone());
+                    client
+                        .hold
+                        .refused
+                        .lock()
+                        .expect("hold lock")
+                        .insert(*order, bytes.clone());
+                    client.hold.wake.notify_one();
                     continue;
                 }
-                let sent = sent.map(|(at, _)| at);
+                let sent = sent.map(|(at, _, _)| at);
                 // A refusal (chatd: rate limit, moderation, overload) is
                 // answered too, but is not a delivery to wait for.
                 let refused = !matches!(
