@@ -15,7 +15,9 @@ mod poison;
 // read buffers kept alive by the payloads they hold. In `burst` its RSS grew
 // by ~2.5 KiB per message without bound (835 MiB after 300k messages, with a
 // live heap under 50 MiB) and malloc/free took ~15 % of the CPU; mimalloc
-// keeps RSS flat and costs less (docs/performance.md).
+// keeps RSS flat and costs less (docs/performance.md). The `system-alloc`
+// feature keeps glibc's, for heap profilers that hook malloc (heaptrack).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

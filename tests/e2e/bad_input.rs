@@ -234,3 +234,53 @@ async fn a_packet_above_the_broker_limit_closes_only_that_connection() {
     let mut seller = Client::connect(&server, "s1", "seller", Via::Tcp).await;
     seller.subscribe_inbox().await;
 }
+
+/// A WebSocket frame announcing more than one MQTT packet may hold is
+/// refused from its header: the server closes the connection instead of
+/// buffering megabytes (tungstenite's default would wait for up to 16 MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_frame_above_the_packet_limit_is_refused_from_its_header() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = Server::start(CHATD).await;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.ws_port))
+        .await
+        .unwrap();
+    let upgrade = format!(
+        "GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: mqtt\r\n\r\n",
+        server.ws_port
+    );
+    tcp.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let mut byte = [0u8; 1];
+    while !response.ends_with(b"\r\n\r\n") {
+        assert_eq!(tcp.read(&mut byte).await.unwrap(), 1, "upgrade answered");
+        response.push(byte[0]);
+    }
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 101"), "{response}");
+
+    // FIN + binary, masked, 64-bit length of 8 MiB, then the mask: no payload.
+    let mut header = vec![0x82, 0xFF];
+    header.extend_from_slice(&(8u64 << 20).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    tcp.write_all(&header).await.unwrap();
+
+    let mut rest = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match tcp.read(&mut rest).await {
+                // A close frame may come first; the socket then ends.
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the connection must be closed on the frame's header, not kept waiting for 8 MiB"
+    );
+}

@@ -213,7 +213,12 @@ impl SessionState {
         let mut flags = StateFlags::empty();
 
         self.scx.connections.inc();
-        match self.run_loop(&mut sink, keep_alive, &mut flags, &deliver_queue_tx, &mut deliver_queue_rx).await
+        let res = self.run_loop(&mut sink, keep_alive, &mut flags, &deliver_queue_tx, &mut deliver_queue_rx).await;
+        // PATCHED(chatd): what follows the loop runs once, boxed, so that its
+        // futures take no room in every connection's task while it is
+        // online (PATCHED.md §15). `deliver_queue_rx` stays alive out here.
+        Box::pin(async move {
+        match res
         {
             Ok(()) => {
                 log::debug!("{} exit ...", self.id);
@@ -330,6 +335,7 @@ impl SessionState {
                 self.clean(&deliver_queue_tx, Reason::SessionExpiration).await;
             }
         }
+        }).await
     }
 
     #[inline]
@@ -419,7 +425,8 @@ impl SessionState {
                     if let Some(msg) = msg {
                         #[cfg(feature = "debug")]
                         state.scx.stats.debug_session_channels.dec();
-                        state.process_message(sink, msg, deliver_queue_tx, flags).await?;
+                        // PATCHED(chatd): boxed, as `process_mqtt_message` below.
+                        Box::pin(state.process_message(sink, msg, deliver_queue_tx, flags)).await?;
                     }else{
                         return Err("No message received from the Rx".into());
                     }
@@ -430,7 +437,10 @@ impl SessionState {
                     keep_alive_delay.as_mut().reset(Instant::now() + keep_alive_interval);
                     match pkt? {
                         Some(pkt) => {
-                            state.process_mqtt_message(sink, pkt, flags).await?;
+                            // PATCHED(chatd): boxed: inline, its 1.8 KiB of
+                            // futures were part of every connection's task,
+                            // idle or not (PATCHED.md §15).
+                            Box::pin(state.process_mqtt_message(sink, pkt, flags)).await?;
                         },
                         None => {
                             return Err(Reason::ConnectRemoteClose);

@@ -75,7 +75,9 @@ where
             scx.handshakings.dec();
         }
 
-        let (state, keep_alive) = match handshake(&scx, &mut sink, lid).await {
+        // PATCHED(chatd): boxed: it runs once, and inline its futures took
+        // room in the task for the connection's whole life (PATCHED.md §15).
+        let (state, keep_alive) = match Box::pin(handshake(&scx, &mut sink, lid)).await {
             Ok(c) => c,
             Err((ack_code, e)) => {
                 refused_ack_v3(&scx, &mut sink, None, ack_code, e.to_string()).await?;
