@@ -78,8 +78,11 @@ impl Conversations for SqliteStore {
     async fn append_message(&self, message: &NewMessage) -> StoreResult<Appended> {
         let m = message.clone();
         // Unguarded: `append_in` refuses (unknown thread, a duplicate's
-        // lookup) before it changes anything.
-        let appended = self.write_unguarded(move |c| append_in(c, m)).await?;
+        // lookup) before it changes anything; its thread's row and the
+        // sender's read marker are written once per batch.
+        let appended = self
+            .write_coalesced(move |c, pending| append_in(c, pending, m))
+            .await?;
         if message.owes_push && !appended.duplicate {
             self.outbox_wake.notify_one();
         }

@@ -317,7 +317,10 @@ struct Ran {
 /// A queued write and the channel its caller waits on.
 trait WriteJob: Send {
     /// Runs inside the batch transaction; the answer waits for the commit.
-    fn run(self: Box<Self>, conn: &Connection) -> Ran;
+    fn run(self: Box<Self>, conn: &Connection, pending: &mut Pending) -> Ran;
+    /// Works with the batch's [`Pending`] rows instead of the tables they
+    /// stand for; any other write runs after they are written.
+    fn coalesces(&self) -> bool;
     /// Answers without running, when the batch cannot start.
     fn refuse(self: Box<Self>, error: StoreError);
 }
@@ -338,20 +341,26 @@ enum Isolation {
 struct Write<T, F> {
     f: F,
     isolation: Isolation,
+    coalesces: bool,
     answer: tokio::sync::oneshot::Sender<StoreResult<T>>,
 }
 
 impl<T, F> WriteJob for Write<T, F>
 where
     T: Send + 'static,
-    F: FnOnce(&Connection) -> StoreResult<T> + Send,
+    F: FnOnce(&Connection, &mut Pending) -> StoreResult<T> + Send,
 {
-    fn run(self: Box<Self>, conn: &Connection) -> Ran {
+    fn coalesces(&self) -> bool {
+        self.coalesces
+    }
+
+    fn run(self: Box<Self>, conn: &Connection, pending: &mut Pending) -> Ran {
+        let f = self.f;
         let (result, left_changes) = match self.isolation {
-            Isolation::Savepoint => (in_savepoint(conn, self.f), false),
+            Isolation::Savepoint => (in_savepoint(conn, |c| f(c, pending)), false),
             Isolation::None => {
                 let before = conn.total_changes();
-                let result = (self.f)(conn);
+                let result = f(conn, pending);
                 let left_changes = result.is_err() && conn.total_changes() != before;
                 (result, left_changes)
             }
@@ -439,6 +448,10 @@ macro_rules! message_columns {
 }
 const THREAD_COLUMNS: &str = thread_columns!();
 const MESSAGE_COLUMNS: &str = message_columns!();
+
+// After the column macros, which it uses.
+mod pending;
+use pending::Pending;
 
 fn thread_from_row(row: &Row<'_>) -> rusqlite::Result<Thread> {
     let preview: Option<String> = row.get(5)?;
@@ -633,28 +646,47 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        self.write_isolated(Isolation::Savepoint, f).await
+        self.write_isolated(Isolation::Savepoint, false, move |c, _| f(c))
+            .await
     }
 
     /// [`SqliteStore::write`] without a savepoint of its own, for a write
     /// that refuses only before its first change (see [`Isolation::None`]).
+    #[cfg(test)]
     pub(crate) async fn write_unguarded<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        self.write_isolated(Isolation::None, f).await
+        self.write_isolated(Isolation::None, false, move |c, _| f(c))
+            .await
     }
 
-    async fn write_isolated<T, F>(&self, isolation: Isolation, f: F) -> StoreResult<T>
+    /// A write without a savepoint (see [`Isolation::None`]) that changes
+    /// threads and read markers only through the batch's [`Pending`] rows.
+    pub(crate) async fn write_coalesced<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&Connection, &mut Pending) -> StoreResult<T> + Send + 'static,
+    {
+        self.write_isolated(Isolation::None, true, f).await
+    }
+
+    async fn write_isolated<T, F>(
+        &self,
+        isolation: Isolation,
+        coalesces: bool,
+        f: F,
+    ) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut Pending) -> StoreResult<T> + Send + 'static,
     {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(Write {
             f,
             isolation,
+            coalesces,
             answer,
         });
         let stopped = || backend("sqlite writer stopped");
@@ -741,12 +773,26 @@ fn write_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
         }
         let mut poisoned = None;
         let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+        // Per batch: nothing pending outlives its transaction.
+        let mut pending = Pending::default();
         for job in batch {
-            let ran = job.run(&conn);
+            // Another kind of write sees the tables as the appends before
+            // it left them.
+            if !job.coalesces()
+                && let Err(e) = pending.flush(&conn)
+            {
+                poisoned.get_or_insert(e);
+            }
+            let ran = job.run(&conn, &mut pending);
             completions.push(ran.complete);
             if poisoned.is_none() {
                 poisoned = ran.poisoned;
             }
+        }
+        if poisoned.is_none()
+            && let Err(e) = pending.flush(&conn)
+        {
+            poisoned = Some(e);
         }
         let committed = match poisoned {
             None => run_cached(&conn, "COMMIT").map_err(backend),
@@ -767,8 +813,6 @@ fn write_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
     }
 }
 
-/// Hot path of every send: two cached statements in the common case
-/// (insert, then update-returning the thread), more only for a retry.
 /// Inserts `job` into the notification outbox (read by `crate::outbox`)
 /// unless one with the same key is queued.
 pub(crate) fn enqueue_job_in(tx: &Connection, job: &NotifyJob, due_at: i64) -> StoreResult<()> {
@@ -808,31 +852,15 @@ fn insert_message(stmt: &mut rusqlite::Statement<'_>, m: &Message) -> rusqlite::
     ])
 }
 
-fn append_in(tx: &Connection, mut m: NewMessage) -> StoreResult<Appended> {
-    // The thread first: its row decides what the update writes, so the
-    // update is a plain one by key (an `UPDATE … FROM … RETURNING` built
-    // two ephemeral tables per send: a third of the writer's work).
-    let before = tx
-        .prepare_cached(concat!(
-            "SELECT ",
-            thread_columns!(),
-            ", last_message_id, activity_at FROM threads WHERE id = ?1"
-        ))
-        .and_then(|mut stmt| {
-            stmt.query_row([&m.thread_id], |row| {
-                Ok((
-                    thread_without_preview(row)?,
-                    row.get::<_, Option<String>>(5)?,
-                    row.get::<_, Option<String>>(11)?,
-                    row.get::<_, i64>(12)?,
-                ))
-            })
-            .optional()
-        })
-        .map_err(backend)?;
-    let Some((mut thread, old_preview, last_id, activity_at)) = before else {
+/// Hot path of every send: one insert, and the thread's row read on its
+/// first append in the batch; the row and the read marker are written by
+/// `pending` at the end of the batch. A retry reads the stored message.
+fn append_in(tx: &Connection, pending: &mut Pending, mut m: NewMessage) -> StoreResult<Appended> {
+    // The thread first: its row decides what the update writes. Within a
+    // batch it is read once and kept in `pending`, written at the end.
+    if pending.thread(tx, &m.thread_id)?.is_none() {
         return Err(StoreError::NotFound("thread"));
-    };
+    }
     let counts = u32::from(m.counts_as_unread());
     let (owes_push, sets_product) = (m.owes_push, m.sets_product.take());
     let message = m.into_message();
@@ -852,23 +880,45 @@ fn append_in(tx: &Connection, mut m: NewMessage) -> StoreResult<Appended> {
             _ => backend(e),
         })?;
     if inserted == 0 {
-        return duplicate_of(tx, &message);
+        return duplicate_of(tx, pending, &message);
     }
+    let state = pending
+        .thread(tx, &m.thread_id)?
+        .ok_or(StoreError::NotFound("thread"))?;
     // Concurrent sends can commit out of id order: the preview stays on
     // the newest message.
-    let newest = last_id.as_deref().is_none_or(|last| m.id.as_str() > last);
-    let (preview, last_id, activity_at) = if newest {
-        let preview = preview_of(&message);
+    let newest = state
+        .last_id
+        .as_deref()
+        .is_none_or(|last| m.id.as_str() > last);
+    let preview = newest.then(|| preview_of(&message));
+    let preview_text = preview
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(backend)?;
+    let participant = state.thread.is_participant(&m.from);
+    let job = (participant && owes_push).then(|| {
+        NotifyJob::Push(MessageSent {
+            thread_id: m.thread_id.clone(),
+            message_id: m.id.clone(),
+            from_user_id: m.from.clone(),
+            to_user_id: state.thread.other_participant(&m.from).to_owned(),
+        })
+    });
+    if let Some(job) = &job {
+        enqueue_job_in(tx, job, m.created_at)?;
+    }
+    // Nothing below fails: the batch's copy changes only for a stored
+    // message.
+    let thread = &mut state.thread;
+    if let Some(preview) = preview {
         thread.last_message_at = Some(m.created_at);
-        let text = serde_json::to_string(&preview).map_err(backend)?;
         thread.last_message = Some(preview);
-        (Some(text), Some(m.id.as_str()), m.created_at)
-    } else {
-        thread.last_message = old_preview
-            .as_deref()
-            .and_then(|p| serde_json::from_str::<MessagePreview>(p).ok());
-        (old_preview, last_id.as_deref(), activity_at)
-    };
+        state.preview = preview_text;
+        state.last_id = Some(m.id.clone());
+        state.activity_at = m.created_at;
+    }
     let unread = |own: bool, other_sent: bool, count: u32| {
         if own {
             0
@@ -885,43 +935,11 @@ fn append_in(tx: &Connection, mut m: NewMessage) -> StoreResult<Appended> {
         thread.product_id = Some(product);
     }
     thread.updated_at = m.created_at;
-    tx.prepare_cached(
-        "UPDATE threads SET last_message = ?2, last_message_at = ?3, activity_at = ?4, \
-         last_message_id = ?5, unread_buyer = ?6, unread_seller = ?7, product_id = ?8, \
-         updated_at = ?9 WHERE id = ?1",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            m.thread_id,
-            preview,
-            thread.last_message_at,
-            activity_at,
-            last_id,
-            thread.unread_buyer,
-            thread.unread_seller,
-            thread.product_id,
-            thread.updated_at
-        ])
-    })
-    .map_err(backend)?;
-    if thread.is_participant(&m.from) {
+    state.dirty = true;
+    let thread = thread.clone();
+    if participant {
         // Answering a thread means having read it.
-        tx.prepare_cached(
-            "INSERT INTO read_markers (thread_id, user_id, up_to, read_at) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (thread_id, user_id) DO UPDATE SET up_to = excluded.up_to, \
-             read_at = excluded.read_at WHERE excluded.up_to > read_markers.up_to",
-        )
-        .and_then(|mut stmt| stmt.execute(params![m.thread_id, m.from, m.id, m.created_at]))
-        .map_err(backend)?;
-        if owes_push {
-            let job = NotifyJob::Push(MessageSent {
-                thread_id: m.thread_id.clone(),
-                message_id: m.id.clone(),
-                from_user_id: m.from.clone(),
-                to_user_id: thread.other_participant(&m.from).to_owned(),
-            });
-            enqueue_job_in(tx, &job, m.created_at)?;
-        }
+        pending.mark_read(&m.thread_id, &m.from, &m.id, m.created_at);
     }
     Ok(Appended {
         message,
@@ -930,8 +948,9 @@ fn append_in(tx: &Connection, mut m: NewMessage) -> StoreResult<Appended> {
     })
 }
 
-/// A retry: the message stored earlier under the same key.
-fn duplicate_of(tx: &Connection, m: &Message) -> StoreResult<Appended> {
+/// A retry: the message stored earlier under the same key, and its thread
+/// as this batch sees it.
+fn duplicate_of(tx: &Connection, pending: &Pending, m: &Message) -> StoreResult<Appended> {
     let message = tx
         .prepare_cached(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages \
@@ -944,9 +963,12 @@ fn duplicate_of(tx: &Connection, m: &Message) -> StoreResult<Appended> {
             )
         })
         .map_err(backend)?;
-    let thread = load_thread(tx, &m.thread_id)
-        .map_err(backend)?
-        .ok_or(StoreError::NotFound("thread"))?;
+    let thread = match pending.cached(&m.thread_id) {
+        Some(thread) => thread.clone(),
+        None => load_thread(tx, &m.thread_id)
+            .map_err(backend)?
+            .ok_or(StoreError::NotFound("thread"))?,
+    };
     Ok(Appended {
         message,
         thread,
@@ -1249,16 +1271,8 @@ mod tests {
         assert!(retry.duplicate);
         assert_eq!(retry.message.id, first.id);
         // Each sender's marker (answering is reading) survived, and moves.
-        let mut markers: Vec<(String, String)> = store
-            .read_markers(&thread.id)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| (m.user_id, m.up_to))
-            .collect();
-        markers.sort();
         assert_eq!(
-            markers,
+            markers_of(&store, &thread.id).await,
             [
                 ("b".into(), first.id.clone()),
                 ("s".into(), second.id.clone())
@@ -1477,6 +1491,192 @@ mod tests {
         assert!(dup.is_err());
         assert_eq!(bystander.unwrap(), 1);
         assert_eq!(count(&store).await, 4);
+    }
+
+    /// A thread's read markers as (user, up to), sorted.
+    async fn markers_of(store: &SqliteStore, thread_id: &str) -> Vec<(String, String)> {
+        let mut markers: Vec<(String, String)> = store
+            .read_markers(thread_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.user_id, m.up_to))
+            .collect();
+        markers.sort();
+        markers
+    }
+
+    /// Holds the writer for 300 ms once it runs, so that the writes queued
+    /// meanwhile share its next batch.
+    fn holding_write() -> (
+        impl FnOnce(&Connection) -> StoreResult<()> + Send + 'static,
+        tokio::sync::watch::Receiver<bool>,
+    ) {
+        let (started, running) = tokio::sync::watch::channel(false);
+        let job = move |_: &Connection| {
+            let _ = started.send(true);
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            Ok(())
+        };
+        (job, running)
+    }
+
+    /// Appends of one batch keep their thread in memory and write it once
+    /// (`pending`); what each answers, and what the tables hold after the
+    /// commit, must be what one append at a time gives, across a retry and
+    /// a read marker (another kind of write) in the same batch.
+    #[tokio::test]
+    async fn appends_sharing_a_batch_answer_and_store_what_one_at_a_time_would() {
+        let (_dir, store, thread) = store_with_thread().await;
+        let id = thread.id.as_str();
+        let [m1, m2, m3, m4] = [("b", "m1"), ("b", "m2"), ("s", "m3"), ("b", "m4")]
+            .map(|(from, cmid)| text(id, from, cmid));
+        let retry = NewMessage {
+            id: chat_core::new_id(),
+            ..m1.clone()
+        };
+        let (job, running) = holding_write();
+        let up = || {
+            let mut running = running.clone();
+            async move {
+                running.wait_for(|&up| up).await.unwrap();
+            }
+        };
+        // `biased`: polled in this order, so queued in this order.
+        let (held, a1, a2, a3, dup, read, a4) = tokio::join!(
+            biased;
+            store.write(job),
+            async {
+                up().await;
+                store.append_message(&m1).await
+            },
+            async {
+                up().await;
+                store.append_message(&m2).await
+            },
+            async {
+                up().await;
+                store.append_message(&m3).await
+            },
+            async {
+                up().await;
+                store.append_message(&retry).await
+            },
+            async {
+                up().await;
+                store.mark_read(id, "b", &m3.id).await
+            },
+            async {
+                up().await;
+                store.append_message(&m4).await
+            },
+        );
+        held.unwrap();
+        let unread = |t: &Thread| (t.unread_buyer, t.unread_seller);
+        let (a1, a2, a3, dup, read, a4) = (
+            a1.unwrap(),
+            a2.unwrap(),
+            a3.unwrap(),
+            dup.unwrap(),
+            read.unwrap(),
+            a4.unwrap(),
+        );
+        assert_eq!(unread(&a1.thread), (0, 1));
+        assert_eq!(unread(&a2.thread), (0, 2));
+        assert_eq!(unread(&a3.thread), (1, 0), "the seller answered");
+        assert!(dup.duplicate);
+        assert_eq!(dup.message.id, m1.id, "the retry is the first send");
+        assert_eq!(unread(&dup.thread), (1, 0), "the thread as it stands");
+        assert_eq!(
+            dup.thread
+                .last_message
+                .as_ref()
+                .map(|p| p.message_id.as_str()),
+            Some(m3.id.as_str())
+        );
+        // The read marker ran after the appends before it were written.
+        assert!(read.moved);
+        assert_eq!(unread(&read.thread), (0, 0));
+        assert_eq!(
+            read.thread
+                .last_message
+                .as_ref()
+                .map(|p| p.message_id.as_str()),
+            Some(m3.id.as_str())
+        );
+        assert_eq!(unread(&a4.thread), (0, 1));
+
+        let stored = store.thread(id).await.unwrap().unwrap();
+        assert_eq!(
+            stored, a4.thread,
+            "the row is what the last append answered"
+        );
+        assert_eq!(
+            stored.last_message.as_ref().map(|p| p.message_id.as_str()),
+            Some(m4.id.as_str())
+        );
+        assert_eq!(
+            markers_of(&store, id).await,
+            [
+                ("b".to_owned(), m4.id.clone()),
+                ("s".to_owned(), m3.id.clone())
+            ]
+        );
+        let page = store
+            .messages(id, &MessageRange::default(), 10)
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 4, "the retry stored nothing");
+        let inbox = store.threads_of("s", None, 10).await.unwrap();
+        assert_eq!(inbox.len(), 1);
+        assert_eq!(inbox[0], stored);
+    }
+
+    /// A batch that cannot commit takes its appends' pending rows with it:
+    /// the thread is as before, and the next batch starts from the table.
+    #[tokio::test]
+    async fn a_rolled_back_batch_leaves_its_appends_threads_unwritten() {
+        let (_dir, store, thread) = store_with_thread().await;
+        let id = thread.id.as_str();
+        let before = store.append_message(&text(id, "b", "m0")).await.unwrap();
+        let (job, running) = holding_write();
+        let up = || {
+            let mut running = running.clone();
+            async move {
+                running.wait_for(|&up| up).await.unwrap();
+            }
+        };
+        let (held, lost, fails_late) = tokio::join!(
+            store.write(job),
+            async {
+                up().await;
+                store.append_message(&text(id, "b", "m1")).await
+            },
+            async {
+                up().await;
+                store
+                    .write_unguarded(|c: &Connection| {
+                        c.execute(
+                            "INSERT INTO users (id, display_name, locale) VALUES ('x', 'x', 'vi')",
+                            [],
+                        )
+                        .map_err(backend)?;
+                        Err::<(), _>(StoreError::Inconsistent("after a change".into()))
+                    })
+                    .await
+            },
+        );
+        held.unwrap();
+        assert!(lost.is_err(), "rolled back with its batch");
+        assert!(fails_late.is_err());
+        assert_eq!(store.thread(id).await.unwrap().unwrap(), before.thread);
+        let next = store.append_message(&text(id, "b", "m2")).await.unwrap();
+        assert_eq!(
+            (next.thread.unread_buyer, next.thread.unread_seller),
+            (0, 2),
+            "m0 and m2; m1 was rolled back"
+        );
+        assert_eq!(store.thread(id).await.unwrap().unwrap(), next.thread);
     }
 
     #[tokio::test]
