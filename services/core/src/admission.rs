@@ -11,7 +11,15 @@
 //!
 //! A connection told to wait stays refused until its delay has passed, so
 //! the sends it had in flight behind the refused one are refused too, and
-//! a client that sends its outbox again in order keeps its order.
+//! a client that sends its outbox again in order keeps its order. After the
+//! delay, its refused sends must come back in the order they were refused
+//! before any other is taken: on a loaded node a connection's later sends
+//! may still be in its socket when the delay ends, and a client may send a
+//! new one before it hears that one in flight was refused; taken then, they
+//! would be stored ahead of the sends refused before them. So every send
+//! refused on a held connection joins its line, and only the line's head is
+//! taken, until the line is empty (or nothing has moved for `RESUME_WAIT`,
+//! for a client that gave its sends up).
 //!
 //! Also a hard cap on sends waiting for the store, so a stalled store
 //! costs bounded memory.
@@ -44,13 +52,39 @@ pub struct Shed {
 /// The longest retry delay handed out.
 const MAX_RETRY: Duration = Duration::from_secs(10);
 
+/// How long a held connection's line may stand still before it is let go.
+const RESUME_WAIT: Duration = MAX_RETRY;
+
+/// Refused sends remembered per connection: more than a client has in
+/// flight (its receive maximum), and bounded.
+const MAX_LINE: usize = 256;
+
+/// A connection told to wait.
+#[derive(Debug)]
+struct Held {
+    /// Nothing is taken before this.
+    until: Instant,
+    /// The `client_msg_id`s refused, in the order they were refused.
+    line: std::collections::VecDeque<String>,
+    /// When the line last moved (or `until`): let go `RESUME_WAIT` after.
+    moved: Instant,
+}
+
+impl Held {
+    fn refuse(&mut self, client_msg_id: &str) {
+        if self.line.len() < MAX_LINE && !self.line.iter().any(|k| k == client_msg_id) {
+            self.line.push_back(client_msg_id.to_owned());
+        }
+    }
+}
+
 pub struct Admission {
     config: AdmissionConfig,
     queued: AtomicUsize,
     window: Mutex<Window>,
     /// Connections told to wait, and until when. Bounded: expired entries
     /// are dropped whenever it grows past `HELD_SWEEP`.
-    held: Mutex<HashMap<String, Instant>>,
+    held: Mutex<HashMap<String, Held>>,
 }
 
 /// Held connections beyond which expired entries are swept.
@@ -82,25 +116,64 @@ impl Admission {
 
     /// Whether a new send on `connection` (none: REST) may go on to the
     /// store now.
-    pub fn check(&self, now: Instant, connection: Option<&str>) -> Result<(), Shed> {
+    pub fn check(
+        &self,
+        now: Instant,
+        connection: Option<&str>,
+        client_msg_id: &str,
+    ) -> Result<(), Shed> {
+        // Whether `connection` is held and its line may now be empty.
+        let mut in_line = false;
         if let Some(connection) = connection {
             let mut held = self.held.lock();
-            if let Some(&until) = held.get(connection) {
-                if until > now {
+            if let Some(h) = held.get_mut(connection) {
+                if h.until > now {
+                    h.refuse(client_msg_id);
                     return Err(Shed {
-                        retry_after: (until - now).max(Duration::from_millis(1)),
+                        retry_after: (h.until - now).max(Duration::from_millis(1)),
                     });
                 }
-                held.remove(connection);
+                if now >= h.moved.max(h.until) + RESUME_WAIT {
+                    held.remove(connection);
+                } else if h.line.front().is_some_and(|k| k == client_msg_id) {
+                    h.line.pop_front();
+                    h.moved = now;
+                    in_line = true;
+                } else {
+                    // Out of turn: the line's head goes first.
+                    h.refuse(client_msg_id);
+                    return Err(Shed {
+                        retry_after: self.config.interval.max(Duration::from_secs(1)),
+                    });
+                }
             }
         }
         let verdict = self.verdict(now);
-        if let (Err(shed), Some(connection)) = (&verdict, connection) {
+        if let Some(connection) = connection.filter(|_| in_line || verdict.is_err()) {
             let mut held = self.held.lock();
-            if held.len() >= HELD_SWEEP {
-                held.retain(|_, until| *until > now);
+            match &verdict {
+                Err(shed) => {
+                    if held.len() >= HELD_SWEEP {
+                        held.retain(|_, h| h.moved.max(h.until) + RESUME_WAIT > now);
+                    }
+                    let h = held.entry(connection.to_owned()).or_insert_with(|| Held {
+                        until: now,
+                        line: Default::default(),
+                        moved: now,
+                    });
+                    h.until = now + shed.retry_after;
+                    // A head refused again keeps its place.
+                    if !h.line.iter().any(|k| k == client_msg_id) {
+                        h.line.push_front(client_msg_id.to_owned());
+                        h.line.truncate(MAX_LINE);
+                    }
+                }
+                Ok(()) => {
+                    if held.get(connection).is_some_and(|h| h.line.is_empty()) {
+                        held.remove(connection);
+                    }
+                }
             }
-            held.insert(connection.to_owned(), now + shed.retry_after);
         }
         verdict
     }
@@ -210,15 +283,15 @@ mod tests {
     fn a_standing_queue_sheds_and_a_quick_append_ends_it() {
         let a = admission();
         let t0 = Instant::now();
-        assert_eq!(a.check(t0, None), Ok(()), "nothing known yet");
+        assert_eq!(a.check(t0, None, "k"), Ok(()), "nothing known yet");
         let t = run(&a, t0, 2500 * MS, 450 * MS);
         let shed = a
-            .check(t, None)
+            .check(t, None, "k")
             .expect_err("every append waited 450 ms for a second");
         assert_eq!(shed.retry_after, 900 * MS);
         // One quick append in the current interval: admitted again.
         a.enter().done(t, 5 * MS);
-        assert_eq!(a.check(t, None), Ok(()));
+        assert_eq!(a.check(t, None, "k"), Ok(()));
     }
 
     #[test]
@@ -228,7 +301,7 @@ mod tests {
         // Slow for 600 ms, then quick: each interval's minimum is quick.
         let t = run(&a, t0, 600 * MS, 900 * MS);
         let t = run(&a, t, 1600 * MS, 3 * MS);
-        assert_eq!(a.check(t, None), Ok(()));
+        assert_eq!(a.check(t, None, "k"), Ok(()));
     }
 
     #[test]
@@ -236,10 +309,10 @@ mod tests {
         let a = admission();
         let t0 = Instant::now();
         let t = run(&a, t0, 2500 * MS, 450 * MS);
-        assert!(a.check(t, None).is_err());
+        assert!(a.check(t, None, "k").is_err());
         // Everything shed, nothing completes: two intervals on, admit to
         // find out again.
-        assert_eq!(a.check(t + 2100 * MS, None), Ok(()));
+        assert_eq!(a.check(t + 2100 * MS, None, "k"), Ok(()));
     }
 
     #[test]
@@ -247,21 +320,58 @@ mod tests {
         let a = admission();
         let t0 = Instant::now();
         let t = run(&a, t0, 2500 * MS, 450 * MS);
-        let shed = a.check(t, Some("c1")).expect_err("standing queue");
+        let shed = a.check(t, Some("c1"), "k1").expect_err("standing queue");
         assert_eq!(shed.retry_after, 900 * MS);
         // The queue clears at once, yet c1's sends behind the refused one
         // are refused too (order), while another connection goes through.
         a.enter().done(t, 5 * MS);
-        assert_eq!(a.check(t, Some("c2")), Ok(()));
+        assert_eq!(a.check(t, Some("c2"), "x"), Ok(()));
         let later = a
-            .check(t + 300 * MS, Some("c1"))
+            .check(t + 300 * MS, Some("c1"), "k2")
             .expect_err("still waiting");
         assert_eq!(later.retry_after, 600 * MS);
         assert_eq!(
-            a.check(t + 900 * MS, Some("c1")),
+            a.check(t + 900 * MS, Some("c1"), "k1"),
             Ok(()),
             "its delay has passed"
         );
+        assert_eq!(a.check(t + 900 * MS, Some("c1"), "k2"), Ok(()));
+    }
+
+    #[test]
+    fn after_the_delay_the_refused_sends_go_first_in_the_order_they_were_refused() {
+        let a = admission();
+        let t0 = Instant::now();
+        let t = run(&a, t0, 2500 * MS, 450 * MS);
+        assert!(a.check(t, Some("c1"), "k1").is_err());
+        assert!(a.check(t + MS, Some("c1"), "k2").is_err(), "behind k1");
+        a.enter().done(t, 5 * MS);
+        // k5 was still in the socket when the delay ended: taken now, it
+        // would be stored before k1 and k2.
+        let out_of_turn = a
+            .check(t + 950 * MS, Some("c1"), "k5")
+            .expect_err("k1 has not come back");
+        assert_eq!(out_of_turn.retry_after, 1000 * MS);
+        assert!(a.check(t + 951 * MS, Some("c1"), "k2").is_err(), "k1 first");
+        assert_eq!(a.check(t + 960 * MS, Some("c1"), "k1"), Ok(()));
+        assert_eq!(a.check(t + 961 * MS, Some("c1"), "k2"), Ok(()));
+        // A new send made before the client heard that k5 was refused.
+        assert!(a.check(t + 962 * MS, Some("c1"), "k6").is_err(), "k5 first");
+        assert_eq!(a.check(t + 970 * MS, Some("c1"), "k5"), Ok(()));
+        assert_eq!(a.check(t + 971 * MS, Some("c1"), "k6"), Ok(()));
+        assert_eq!(
+            a.check(t + 972 * MS, Some("c1"), "k7"),
+            Ok(()),
+            "line empty"
+        );
+        // A client that gave its first send up is not held for ever.
+        let t = t + 2 * 1000 * MS;
+        let t = run(&a, t, 2500 * MS, 450 * MS);
+        assert!(a.check(t, Some("c3"), "q1").is_err());
+        a.enter().done(t, 5 * MS);
+        let resumed = t + 900 * MS + RESUME_WAIT;
+        assert!(a.check(resumed - MS, Some("c3"), "q2").is_err());
+        assert_eq!(a.check(resumed, Some("c3"), "q2"), Ok(()));
     }
 
     #[test]
@@ -269,7 +379,7 @@ mod tests {
         let a = admission();
         let t0 = Instant::now();
         let t = run(&a, t0, 2500 * MS, 30_000 * MS);
-        assert_eq!(a.check(t, None).unwrap_err().retry_after, MAX_RETRY);
+        assert_eq!(a.check(t, None, "k").unwrap_err().retry_after, MAX_RETRY);
     }
 
     #[test]
@@ -278,10 +388,10 @@ mod tests {
         let now = Instant::now();
         let held: Vec<_> = (0..3).map(|_| a.enter()).collect();
         assert_eq!(a.queued(), 3);
-        assert!(a.check(now, None).is_err(), "three waiting: the cap");
+        assert!(a.check(now, None, "k").is_err(), "three waiting: the cap");
         drop(held);
         assert_eq!(a.queued(), 0);
-        assert_eq!(a.check(now, None), Ok(()));
+        assert_eq!(a.check(now, None, "k"), Ok(()));
     }
 
     #[test]
@@ -293,6 +403,6 @@ mod tests {
         });
         let t0 = Instant::now();
         let t = run(&a, t0, 2500 * MS, 5000 * MS);
-        assert_eq!(a.check(t, None), Ok(()));
+        assert_eq!(a.check(t, None, "k"), Ok(()));
     }
 }

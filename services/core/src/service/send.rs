@@ -85,7 +85,10 @@ impl ChatService {
         }
         // Before the limits and moderation: a shed send costs nothing more
         // and uses none of the sender's budget.
-        if let Err(shed) = self.admission.check(Instant::now(), connection) {
+        if let Err(shed) = self
+            .admission
+            .check(Instant::now(), connection, client_msg_id)
+        {
             return Err(ServiceError::Overloaded(shed));
         }
         if let Err(limited) = self.limiter.check_message(user_id, thread_id, &content) {

@@ -1536,41 +1536,20 @@ mod tests {
             ..m1.clone()
         };
         let (job, running) = holding_write();
-        let up = || {
-            let mut running = running.clone();
-            async move {
-                running.wait_for(|&up| up).await.unwrap();
-            }
-        };
-        // `biased`: polled in this order, so queued in this order.
-        let (held, a1, a2, a3, dup, read, a4) = tokio::join!(
-            biased;
-            store.write(job),
-            async {
-                up().await;
-                store.append_message(&m1).await
-            },
-            async {
-                up().await;
-                store.append_message(&m2).await
-            },
-            async {
-                up().await;
-                store.append_message(&m3).await
-            },
-            async {
-                up().await;
-                store.append_message(&retry).await
-            },
-            async {
-                up().await;
-                store.mark_read(id, "b", &m3.id).await
-            },
-            async {
-                up().await;
-                store.append_message(&m4).await
-            },
-        );
+        // Queued once the writer is held, all in one poll and in this order
+        // (`biased`; each waiting for the hold itself would race it).
+        let (held, (a1, a2, a3, dup, read, a4)) = tokio::join!(biased; store.write(job), async {
+            running.clone().wait_for(|&up| up).await.unwrap();
+            tokio::join!(
+                biased;
+                store.append_message(&m1),
+                store.append_message(&m2),
+                store.append_message(&m3),
+                store.append_message(&retry),
+                store.mark_read(id, "b", &m3.id),
+                store.append_message(&m4),
+            )
+        });
         held.unwrap();
         let unread = |t: &Thread| (t.unread_buyer, t.unread_seller);
         let (a1, a2, a3, dup, read, a4) = (
