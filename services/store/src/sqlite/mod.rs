@@ -784,6 +784,15 @@ fn write_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
                 poisoned.get_or_insert(e);
             }
             let ran = job.run(&conn, &mut pending);
+            // Written after every job for now: a browser e2e run (Seller
+            // Center's inbox preview and unread filter) failed once with
+            // the rows kept across a batch, not yet explained.
+            if poisoned.is_none()
+                && ran.poisoned.is_none()
+                && let Err(e) = pending.flush(&conn)
+            {
+                poisoned = Some(e);
+            }
             completions.push(ran.complete);
             if poisoned.is_none() {
                 poisoned = ran.poisoned;
