@@ -30,18 +30,29 @@ export function previewOf(m: Message): NonNullable<RestThread["lastMessage"]> {
 
 const activity = (t: RestThread) => t.lastMessageAt ?? t.createdAt;
 
+type Preview = NonNullable<RestThread["lastMessage"]>;
+
+/** Threads not yet listed whose newest live message is kept for the page
+ * that will list them; past this many the oldest is forgotten. */
+export const EARLY_KEPT = 64;
+
 export class ThreadList {
   private rows = new Map<string, RestThread>();
+  /** The newest live message of each thread the list did not know when it
+   * arrived: the inbox page fetched because of it may have been read
+   * before the message was stored, and must not show an older one. */
+  private early = new Map<string, Preview>();
 
   /** Rows of an inbox page. A row replaces the one held, except for a last
    * message newer than the page's (the page was read before it arrived). */
   page(threads: RestThread[]): void {
     for (const fresh of threads) {
-      const held = this.rows.get(fresh.id);
+      const held = this.rows.get(fresh.id)?.lastMessage ?? this.early.get(fresh.id);
+      this.early.delete(fresh.id);
       const row = { ...fresh };
-      if (held?.lastMessage && (fresh.lastMessageAt ?? 0) < held.lastMessage.createdAt) {
-        row.lastMessage = held.lastMessage;
-        row.lastMessageAt = held.lastMessageAt;
+      if (held && (fresh.lastMessageAt ?? 0) < held.createdAt) {
+        row.lastMessage = held;
+        row.lastMessageAt = held.createdAt;
       }
       this.rows.set(row.id, row);
     }
@@ -49,11 +60,24 @@ export class ThreadList {
 
   /** A stored message (live, or one's own): false when the thread is unknown. */
   message(m: Message): boolean {
-    const row = this.rows.get(m.threadId);
-    if (!row) return false;
-    if (!row.lastMessage || row.lastMessage.messageId <= m.id) {
-      row.lastMessage = previewOf(m);
-      row.lastMessageAt = m.createdAt;
+    return this.last(m.threadId, previewOf(m));
+  }
+
+  /** Moves `threadId`'s last message to `preview` if it is newer. */
+  private last(threadId: string, preview: Preview): boolean {
+    const row = this.rows.get(threadId);
+    if (!row) {
+      const kept = this.early.get(threadId);
+      if (!kept || kept.messageId <= preview.messageId) {
+        this.early.delete(threadId);
+        this.early.set(threadId, preview);
+        if (this.early.size > EARLY_KEPT) this.early.delete(this.early.keys().next().value!);
+      }
+      return false;
+    }
+    if (!row.lastMessage || row.lastMessage.messageId <= preview.messageId) {
+      row.lastMessage = preview;
+      row.lastMessageAt = preview.createdAt;
     }
     return true;
   }
@@ -61,15 +85,13 @@ export class ThreadList {
   /** A `thread` event: the row's context and last message. False when unknown. */
   thread(event: ThreadEvent): boolean {
     const row = this.rows.get(event.th);
-    if (!row) return false;
-    row.productId = event.product ?? null;
-    row.orderId = event.order ?? null;
-    const last = event.last;
-    if (last && (!row.lastMessage || row.lastMessage.messageId <= last.id)) {
-      row.lastMessage = { messageId: last.id, from: last.f ?? "", type: (last.t ?? "text") as MessageType, text: last.b ?? "", createdAt: last.ts };
-      row.lastMessageAt = last.ts;
+    if (row) {
+      row.productId = event.product ?? null;
+      row.orderId = event.order ?? null;
     }
-    return true;
+    const last = event.last;
+    if (!last) return row !== undefined;
+    return this.last(event.th, { messageId: last.id, from: last.f ?? "", type: (last.t ?? "text") as MessageType, text: last.b ?? "", createdAt: last.ts });
   }
 
   get(threadId: string): RestThread | undefined {

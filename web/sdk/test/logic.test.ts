@@ -3,7 +3,7 @@ import { Backoff } from "../src/backoff.js";
 import { Outbox } from "../src/outbox.js";
 import { Timeline, resync } from "../src/timeline.js";
 import { UnreadCounts } from "../src/unread.js";
-import { ThreadList, previewOf, previewText } from "../src/threads.js";
+import { EARLY_KEPT, ThreadList, previewOf, previewText } from "../src/threads.js";
 import type { Message } from "../src/protocol.js";
 import type { RestThread } from "../src/rest.js";
 
@@ -187,6 +187,31 @@ describe("the thread list", () => {
     list.message({ ...msg("m30", "shop", 30), threadId: "t1", content: "mới" });
     list.page([{ ...row("t1", 10), otherDisplayName: "Shop Mới" }]);
     expect(list.get("t1")).toMatchObject({ otherDisplayName: "Shop Mới", lastMessageAt: 30, lastMessage: { text: "mới" } });
+  });
+
+  it("shows a live message of a thread it did not list when the page read before it lists the thread", () => {
+    const list = new ThreadList();
+    // The card opened a thread the inbox did not know: a page is fetched.
+    expect(list.thread({ e: "thread", th: "t1", buyer: "b", seller: "me", product: "p1", last: { id: "m10", b: "Áo thun", t: "system", ts: 10 } })).toBe(false);
+    // The buyer's text arrives while that page is on its way.
+    expect(list.message({ ...msg("m20", "b", 20), threadId: "t1", content: "Còn size M không?" })).toBe(false);
+    // An older live message of it changes nothing.
+    expect(list.message({ ...msg("m05", "b", 5), threadId: "t1", content: "cũ" })).toBe(false);
+    // The page was read after the card was stored, before the text.
+    list.page([{ ...row("t1", 10), lastMessage: { messageId: "m10", from: "", type: "system", text: "Áo thun", createdAt: 10 } }]);
+    expect(list.get("t1")).toMatchObject({ lastMessageAt: 20, lastMessage: { messageId: "m20", text: "Còn size M không?" } });
+    // A later page that has it is taken as it is.
+    list.page([{ ...row("t1", 30), otherDisplayName: "An" }]);
+    expect(list.get("t1")).toMatchObject({ otherDisplayName: "An", lastMessageAt: 30 });
+  });
+
+  it("keeps the early messages of a bounded number of unlisted threads", () => {
+    const list = new ThreadList();
+    for (let i = 0; i <= EARLY_KEPT; i++) list.message({ ...msg(`m${i}`, "b", 100 + i), threadId: `t${i}` });
+    list.page([row("t0", 1), row(`t${EARLY_KEPT}`, 1)]);
+    // The oldest was forgotten; the newest was kept.
+    expect(list.get("t0")?.lastMessageAt).toBe(1);
+    expect(list.get(`t${EARLY_KEPT}`)?.lastMessageAt).toBe(100 + EARLY_KEPT);
   });
 
   it("previews as the server does", () => {

@@ -24,10 +24,14 @@ use super::{backend, thread_without_preview};
 
 /// A thread as its batch's appends have left it.
 pub(crate) struct PendingThread {
-    /// With `last_message` parsed: what an append answers with.
+    /// What an append answers with, once [`PendingThread::answer`] has
+    /// parsed `last_message` (most appends set their own preview, so the
+    /// stored one is parsed only for an older message or a retry).
     pub thread: Thread,
     /// The stored preview (JSON), written back as it is.
     pub preview: Option<String>,
+    /// `thread.last_message` is `preview`, parsed.
+    pub parsed: bool,
     pub last_id: Option<String>,
     pub activity_at: i64,
     /// Changed since it was read: written at the flush.
@@ -56,8 +60,8 @@ impl Pending {
     }
 
     /// The thread `id` if an append of this batch has it, as it stands.
-    pub fn cached(&self, id: &str) -> Option<&Thread> {
-        self.threads.get(id).map(|t| &t.thread)
+    pub fn cached(&mut self, id: &str) -> Option<&Thread> {
+        self.threads.get_mut(id).map(PendingThread::answer)
     }
 
     /// `user` has read `thread` up to `up_to` (a message id; ids sort in
@@ -119,6 +123,20 @@ impl Pending {
     }
 }
 
+impl PendingThread {
+    /// The thread with its last message.
+    pub fn answer(&mut self) -> &Thread {
+        if !self.parsed {
+            self.thread.last_message = self
+                .preview
+                .as_deref()
+                .and_then(|p| serde_json::from_str::<MessagePreview>(p).ok());
+            self.parsed = true;
+        }
+        &self.thread
+    }
+}
+
 fn read_thread(tx: &Connection, id: &str) -> StoreResult<Option<PendingThread>> {
     tx.prepare_cached(concat!(
         "SELECT ",
@@ -127,14 +145,10 @@ fn read_thread(tx: &Connection, id: &str) -> StoreResult<Option<PendingThread>> 
     ))
     .and_then(|mut stmt| {
         stmt.query_row([id], |row| {
-            let preview = row.get::<_, Option<String>>(5)?;
-            let mut thread = thread_without_preview(row)?;
-            thread.last_message = preview
-                .as_deref()
-                .and_then(|p| serde_json::from_str::<MessagePreview>(p).ok());
             Ok(PendingThread {
-                thread,
-                preview,
+                thread: thread_without_preview(row)?,
+                preview: row.get(5)?,
+                parsed: false,
                 last_id: row.get(11)?,
                 activity_at: row.get(12)?,
                 dirty: false,
