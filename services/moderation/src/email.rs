@@ -25,6 +25,13 @@ const PROVIDERS: &[&str] = &[
     "viettel",
 ];
 
+/// Whether `labels` end in a suffix of the Public Suffix List with a
+/// registrable name before it (`mail.ru`, `shop.com.vn`, `abc.store`).
+fn public_suffix(labels: &[&str]) -> bool {
+    let domain = labels.join(".");
+    psl::domain(domain.as_bytes()).is_some_and(|d| d.suffix().is_known())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Piece {
     /// A token (index into the token list).
@@ -148,7 +155,8 @@ pub fn find(view: &View, tokens: &[Token]) -> Vec<(usize, usize)> {
             labels.push(tokens[token].text.as_str());
             right = next;
         }
-        let tld_known = labels.len() > 1 && TLDS.contains(labels.last().unwrap());
+        let tld_known =
+            labels.len() > 1 && (TLDS.contains(labels.last().unwrap()) || public_suffix(&labels));
         let provider = PROVIDERS.contains(&labels[0]);
         if !(tld_known || provider) {
             continue;

@@ -123,58 +123,179 @@ pub fn find_links(view: &View, tokens: &[Token]) -> Vec<(usize, usize)> {
     found
 }
 
-/// `channel: handle` or `channel @handle` / `channel handle.with_dots`.
-pub fn find_handles(view: &View, tokens: &[Token]) -> Vec<(usize, usize)> {
-    let mut found = Vec::new();
-    for (i, token) in tokens.iter().enumerate() {
-        if !CHANNELS.contains(&token.text.as_str()) {
-            continue;
+/// Channel names long enough to be recognised one edit away (`zaloo`,
+/// `instagam`, `fbook`): people respell them to pass filters.
+const FUZZY_CHANNELS: &[&str] = &[
+    "zalo",
+    "facebook",
+    "fbook",
+    "insta",
+    "instagram",
+    "telegram",
+    "tiktok",
+    "whatsapp",
+    "messenger",
+];
+
+/// Names that introduce a mail account's local part (`gmail: lan.ng99`).
+const MAIL_NAMES: &[&str] = &[
+    "gmail", "mail", "email", "yahoo", "outlook", "hotmail", "icloud",
+];
+
+/// Words between a channel's name and the handle (`insta mình là …`,
+/// `zalo tên là …`, `fb nick …`).
+const FILLERS: &[&str] = &[
+    "la", "ten", "minh", "nick", "id", "acc", "cua", "toi", "em", "shop", "nha", "ne", "user",
+    "name", "username", "account", "is",
+];
+
+/// Whether `a` and `b` are at most one insertion, deletion or
+/// substitution apart, byte for byte (the names are ASCII; a non-ASCII
+/// char is more than one edit, which only errs towards "no").
+fn one_edit(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if long.len() - short.len() > 1 {
+        return false;
+    }
+    let prefix = short.iter().zip(long).take_while(|(x, y)| x == y).count();
+    if prefix == short.len() {
+        return true;
+    }
+    let skip = usize::from(short.len() == long.len());
+    short[prefix + skip..] == long[prefix + 1..]
+}
+
+/// Whether `word` names another channel, exactly or one edit away.
+fn channel_name(word: &str) -> bool {
+    CHANNELS.contains(&word)
+        || (word.len() >= 4 && FUZZY_CHANNELS.iter().any(|c| one_edit(c, word)))
+}
+
+/// Whether `a` then `b` spell a channel's name (`za lo`, `in ta`).
+fn channel_name_split(a: &str, b: &str) -> bool {
+    let len = a.len() + b.len();
+    if !(4..=10).contains(&len) || a.is_empty() || b.is_empty() {
+        return false;
+    }
+    let mut joined = [0u8; 10];
+    joined[..a.len()].copy_from_slice(a.as_bytes());
+    joined[a.len()..len].copy_from_slice(b.as_bytes());
+    std::str::from_utf8(&joined[..len]).is_ok_and(|w| channel_name(w) || w == "phaybuc")
+}
+
+/// The tokens from `i` that spell another channel's name: one token
+/// (`zalo`, `zaloo`), or two that do together (`za lo`, `phay buc`,
+/// `in ta`). Returns the index of its last token.
+fn channel_at(view: &View, tokens: &[Token], i: usize) -> Option<usize> {
+    let word = tokens[i].text.as_str();
+    if tokens[i].digits.is_some() {
+        return None;
+    }
+    if let Some(next) = tokens.get(i + 1)
+        && next.digits.is_none()
+        && next.start - tokens[i].end <= 1
+        && view.chars[tokens[i].end..next.start]
+            .iter()
+            .all(|c| matches!(c, ' ' | '-' | '.'))
+        && channel_name_split(word, &next.text)
+    {
+        return Some(i + 1);
+    }
+    channel_name(word).then_some(i)
+}
+
+/// The end (last token) of a handle starting at token `i`: words, digits
+/// and letters joined by `.`, `_`, `-` or nothing (`lan_nguyen99`,
+/// `huong.do.75`), and whether it has such a joint (a handle's shape,
+/// not a word's).
+fn handle_from(view: &View, tokens: &[Token], i: usize) -> (usize, bool) {
+    let mut end = i;
+    let mut joined = false;
+    while end + 1 < tokens.len() {
+        let joint = &view.chars[tokens[end].end..tokens[end + 1].start];
+        let glued = joint.is_empty();
+        if glued || matches!(joint, ['.'] | ['_'] | ['-']) {
+            joined = true;
+            end += 1;
+        } else {
+            break;
         }
-        let Some(next) = tokens.get(i + 1) else {
-            continue;
+    }
+    (end, joined)
+}
+
+/// `channel: handle`, `channel @handle`, `channel handle.with_dots`, and
+/// handles introduced by a phrase (`tìm mình trên insta là lan_ng`,
+/// `zalo 👉 huong.nguyen`), channel names respelled included.
+pub fn find_handles(view: &View, tokens: &[Token]) -> Vec<(usize, usize)> {
+    let mut found: Vec<(usize, usize)> = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        let (last, mail) = match channel_at(view, tokens, i) {
+            Some(last) => (last, false),
+            None if MAIL_NAMES.contains(&tokens[i].text.as_str()) => (i, true),
+            None => {
+                i += 1;
+                continue;
+            }
         };
-        let gap: String = view.chars[token.end..next.start].iter().collect();
-        if gap.contains('\n') {
+        let token = &tokens[i];
+        // Up to three filler words, then the handle.
+        let mut h = last + 1;
+        let mut fillers = 0;
+        while h < tokens.len() && fillers < 3 && FILLERS.contains(&tokens[h].text.as_str()) {
+            h += 1;
+            fillers += 1;
+        }
+        let Some(next) = tokens.get(h) else {
+            break;
+        };
+        let gap: String = view.chars[tokens[last].end..next.start].iter().collect();
+        if gap.contains('\n') || next.start - tokens[last].end > 24 {
+            i = last + 1;
             continue;
         }
         let colon = gap.contains(':');
         let at = gap.trim_end().ends_with('@');
-        // A handle with inner dots or underscores: nguyen.van.a, lan_ng.
-        let mut end_token = i + 1;
-        while end_token + 1 < tokens.len() {
-            let joint: String = view.chars[tokens[end_token].end..tokens[end_token + 1].start]
-                .iter()
-                .collect();
-            if joint == "." || joint == "_" {
-                end_token += 1;
-            } else {
-                break;
-            }
-        }
-        let dotted = end_token > i + 1;
-        // Digits are the phone detector's business.
-        if next.digits.is_some() && !at {
+        let (end_token, joined) = handle_from(view, tokens, h);
+        // Digits alone are the phone detector's business.
+        let all_digits = tokens[h..=end_token].iter().all(|t| t.digits.is_some());
+        if all_digits && !at {
+            i = last + 1;
             continue;
         }
-        if colon || at || dotted {
-            let end = if colon && !at && !dotted {
+        // A handle's shape (joints, letters with digits), or a plain word
+        // right after `:` or `@`; a mail name needs the shape.
+        let letters_and_digits = tokens[h..=end_token].iter().any(|t| t.digits.is_some());
+        let shaped = joined || letters_and_digits;
+        let plain_ok = !mail && (colon || at) && fillers == 0;
+        if shaped || plain_ok {
+            let end = if colon && !at && !shaped && !mail {
                 // `fb: Nguyễn Văn A` — the rest of the line, up to 4 words.
-                let mut last = i + 1;
-                while last + 1 < tokens.len()
-                    && last < i + 4
-                    && !view.chars[tokens[last].end..tokens[last + 1].start].contains(&'\n')
-                    && view.chars[tokens[last].end..tokens[last + 1].start]
+                let mut last_word = h;
+                while last_word + 1 < tokens.len()
+                    && last_word < h + 3
+                    && !view.chars[tokens[last_word].end..tokens[last_word + 1].start]
+                        .contains(&'\n')
+                    && view.chars[tokens[last_word].end..tokens[last_word + 1].start]
                         .iter()
                         .all(|c| *c == ' ')
                 {
-                    last += 1;
+                    last_word += 1;
                 }
-                tokens[last].end
+                tokens[last_word].end
             } else {
                 tokens[end_token].end
             };
-            found.push((token.start, end));
+            let start = if mail { next.start } else { token.start };
+            if found.last().is_none_or(|f| f.1 <= start) {
+                found.push((start, end));
+            }
+            i = end_token + 1;
+            continue;
         }
+        i = last + 1;
     }
     found
 }
@@ -266,6 +387,26 @@ mod tests {
         assert_eq!(with("web www.shopabc.com", find_links), ["www.shopabc.com"]);
         assert!(with("giá 1.290.000đ. Còn hàng.", find_links).is_empty());
         assert!(with("Dạ vâng. Com bo 2 cái", find_links).is_empty());
+    }
+
+    #[test]
+    fn channel_names_one_edit_away_and_split_in_two() {
+        for (a, b, near) in [
+            ("zalo", "zaloo", true),
+            ("zalo", "dalo", true),
+            ("zalo", "zalo", true),
+            ("instagram", "instagam", true),
+            ("insta", "inxta", true),
+            ("zalo", "zl", false),
+            ("zalo", "halo!!", false),
+            ("facebook", "fbook", false),
+        ] {
+            assert_eq!(one_edit(a, b), near, "{a} {b}");
+        }
+        assert!(channel_name_split("za", "lo"));
+        assert!(channel_name_split("in", "ta"));
+        assert!(channel_name_split("phay", "buc"));
+        assert!(!channel_name_split("shop", "oi"));
     }
 
     #[test]

@@ -65,6 +65,16 @@ fn digits_of(word: &str) -> Option<String> {
         .collect()
 }
 
+/// Letters that are a code's, not a word's: no vowel, and not a word
+/// that announces a number (`sdt`, `lh`).
+fn code_letters(piece: &str) -> bool {
+    piece.chars().count() >= 2
+        && !piece
+            .chars()
+            .any(|c| matches!(c, 'a' | 'e' | 'i' | 'o' | 'u' | 'y'))
+        && !crate::phone::CONTACT_WORDS.contains(&piece)
+}
+
 /// The alphanumeric tokens of the view, in order.
 pub fn tokens(view: &View) -> Vec<Token> {
     let mut out = Vec::new();
@@ -91,13 +101,15 @@ pub fn tokens(view: &View) -> Vec<Token> {
             // digits and the letters become tokens of their own.
             None if text.chars().any(|c| c.is_ascii_digit()) => {
                 let mut piece_start = start;
+                // Digits right after a code's letters (`SPXVN0249…`,
+                // `DH12345`: consonants only, no word) are a code's.
+                let mut after_code = false;
                 for k in start + 1..=i {
                     if k == i || chars[k].is_ascii_digit() != chars[k - 1].is_ascii_digit() {
                         let piece: String = chars[piece_start..k].iter().collect();
-                        let digits = piece
-                            .chars()
-                            .all(|c| c.is_ascii_digit())
-                            .then(|| piece.clone());
+                        let is_digits = piece.chars().all(|c| c.is_ascii_digit());
+                        let digits = (is_digits && !after_code).then(|| piece.clone());
+                        after_code = !is_digits && code_letters(&piece);
                         out.push(Token {
                             start: piece_start,
                             end: k,
@@ -120,9 +132,10 @@ pub fn tokens(view: &View) -> Vec<Token> {
 }
 
 /// Most non-alphanumeric characters allowed between two digit tokens of
-/// one run (`0912 . 345`, `0🌸9`, a line break: numbers get split over
-/// lines too).
-const MAX_GAP: usize = 4;
+/// one run (`0912 . 345`, `0🌸9`, `0912 - - - 345`, `🇻🇳`, line breaks:
+/// numbers get split over lines too). Runs are only candidates: a phone
+/// must still be a number Vietnam could have assigned.
+const MAX_GAP: usize = 12;
 
 /// Maximal runs of number tokens separated only by short gaps of
 /// non-alphanumeric characters: token index ranges into `tokens`.
@@ -180,7 +193,8 @@ mod tests {
     fn words_and_long_gaps_end_a_run() {
         assert_eq!(run_digits("giá 150 ship 30"), ["150", "30"]);
         assert_eq!(run_digits("12\n34"), ["1234"]);
-        assert_eq!(run_digits("12 -- -- 34"), ["12", "34"]);
+        assert_eq!(run_digits("12 -- -- 34"), ["1234"]);
+        assert_eq!(run_digits("12 ------------- 34"), ["12", "34"]);
         assert!(run_digits("áo polo size L").is_empty());
     }
 }

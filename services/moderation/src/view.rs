@@ -10,6 +10,7 @@ use std::ops::Range;
 
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 pub struct View {
     pub chars: Vec<char>,
@@ -17,13 +18,41 @@ pub struct View {
     pub origin: Vec<Range<usize>>,
 }
 
-/// Marks that carry no letter: keycap (`1️⃣`), variation selectors,
-/// zero-width joiners and spaces, the BOM.
+/// Marks that carry no letter: keycap (`1️⃣`), variation selectors, and
+/// every format character (zero-width spaces and joiners, the soft
+/// hyphen, bidirectional marks, the BOM, tags).
 fn invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{20E3}' | '\u{FE0E}' | '\u{FE0F}' | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}'
-    )
+    matches!(c, '\u{20E3}' | '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}')
+        || c.general_category() == GeneralCategory::Format
+}
+
+/// The value of a digit of any script (`٣`, `३`, `๓`, `𝟑`), and of the
+/// circled dingbat digits NFKC leaves alone (`❸`, `➂`, `➌`, `⓿`).
+fn digit_value(c: char) -> Option<char> {
+    let code = c as u32;
+    let dingbat = match code {
+        0x24FF => Some(0),
+        0x2776..=0x277E => Some(code - 0x2775),
+        0x2780..=0x2788 => Some(code - 0x277F),
+        0x278A..=0x2792 => Some(code - 0x2789),
+        _ => None,
+    };
+    if let Some(d) = dingbat {
+        return char::from_digit(d, 10);
+    }
+    if c.general_category() != GeneralCategory::DecimalNumber {
+        return None;
+    }
+    // Unicode encodes every decimal digit in runs of ten, 0 to 9, with
+    // no gaps: the value is the distance from the run's start.
+    let mut zero = code;
+    while zero > 0
+        && char::from_u32(zero - 1)
+            .is_some_and(|p| p.general_category() == GeneralCategory::DecimalNumber)
+    {
+        zero -= 1;
+    }
+    char::from_digit((code - zero) % 10, 10)
 }
 
 /// Cyrillic and Greek letters that look like Latin ones, as used to dodge
@@ -69,6 +98,10 @@ fn fold(c: char, out: &mut impl FnMut(char)) {
 
 /// The view chars of one original char, as the general path makes them.
 fn general(c: char, out: &mut impl FnMut(char)) {
+    if let Some(d) = digit_value(c) {
+        out(d);
+        return;
+    }
     for compatible in std::iter::once(c).nfkc() {
         fold(compatible, out);
     }
@@ -201,7 +234,23 @@ mod tests {
     }
 
     #[test]
+    fn digits_of_every_script_and_dingbat_digits_become_ascii() {
+        assert_eq!(text("٠٣٣"), "033", "Arabic-Indic");
+        assert_eq!(text("۰۹۱"), "091", "extended Arabic-Indic");
+        assert_eq!(text("०९१२"), "0912", "Devanagari");
+        assert_eq!(text("๐๙"), "09", "Thai");
+        assert_eq!(text("𝟎𝟗𝟏𝟐 𝟘𝟡 𝟶𝟿"), "0912 09 09", "mathematical");
+        assert_eq!(text("⓿❾➀➊"), "0911");
+        // Other numbers keep their NFKC form; letters stay letters.
+        assert_eq!(text("½ Ⅻ"), "1⁄2 xii");
+    }
+
+    #[test]
     fn lookalikes_and_invisible_marks_are_folded() {
+        assert_eq!(
+            text("09\u{00AD}1\u{2060}2\u{200E}3"),
+            "0912 3".replace(' ', "")
+        );
         assert_eq!(text("gmаil"), "gmail", "Cyrillic а");
         assert_eq!(text("09\u{200B}12"), "0912");
     }
